@@ -1,0 +1,3 @@
+"""auth-service: authentication and identity microservice."""
+
+__version__ = "0.1.0"

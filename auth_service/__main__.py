@@ -1,0 +1,3 @@
+from auth_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The application factory: `create_app(settings)` builds a complete, independent service."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from auth_service import __version__, startup
+from auth_service.config import Settings, warn_unknown_variables
+from auth_service.db import create_engine, create_sessionmaker
+from auth_service.errors import (
+    BearerError,
+    DomainError,
+    InvalidRequest,
+    OAuth2Error,
+    PasswordRejected,
+)
+from auth_service.observability import Metrics, RequestContextMiddleware
+from auth_service.routers import admin, docs, health, oauth, users, wellknown
+from auth_service.security.crypto import load_or_create_secret_key
+from auth_service.security.passwords import PasswordHasher
+
+logger = logging.getLogger(__name__)
+
+OAUTH_PATHS = frozenset({"/oauth2/token"})
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    return load_or_create_secret_key(settings.secret_key_file)
+
+
+def _bearer_challenge(exc: BearerError) -> str:
+    # RFC 6750 §3: Bearer realm, error, error_description, scope.
+    parts = []
+    if exc.error:
+        parts.append(f'error="{exc.error}"')
+        parts.append(f'error_description="{exc.description}"')
+    if exc.scope:
+        parts.append(f'scope="{exc.scope}"')
+    return "Bearer " + ", ".join(parts) if parts else "Bearer"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OAuth2Error)
+    async def oauth2_error(_: Request, exc: OAuth2Error) -> JSONResponse:
+        headers = {"Cache-Control": "no-store"}
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Basic"  # RFC 6749 §5.2 invalid_client
+        return JSONResponse(
+            {"error": exc.error, "error_description": exc.description},
+            status_code=exc.status_code,
+            headers=headers,
+        )
+
+    @app.exception_handler(BearerError)
+    async def bearer_error(_: Request, exc: BearerError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.description},
+            status_code=exc.status_code,
+            headers={"WWW-Authenticate": _bearer_challenge(exc)},
+        )
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        body: dict[str, str] = {"detail": exc.description}
+        if isinstance(exc, PasswordRejected):
+            body["rule"] = exc.rule
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path in OAUTH_PATHS:
+            return await oauth2_error(request, InvalidRequest("The request is malformed."))
+        # Never echo the input back: it may hold a password.
+        errors = [
+            {
+                "loc": list(err.get("loc", ())),
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    secret_key = resolve_secret_key(settings)
+    engine = create_engine(settings.database_url)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keys = await startup.prepare(
+            settings=settings,
+            sessionmaker=app.state.sessionmaker,
+            hasher=app.state.hasher,
+            secret_key=secret_key,
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="auth-service",
+        version=__version__,
+        description="Authentication and identity: OAuth2 password flow, RFC 9068 access tokens.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_init_oauth={"clientId": settings.default_client_id},
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.hasher = PasswordHasher(
+        rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
+    )
+    app.state.metrics = metrics
+
+    _install_error_handlers(app)
+    for module in (oauth, wellknown, users, admin, health, docs):
+        app.include_router(module.router)
+    docs.mount_assets(app)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "WWW-Authenticate"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Entry point for `uvicorn --factory` and each worker of `auth-service serve`."""
+    warn_unknown_variables()
+    return create_app(Settings())

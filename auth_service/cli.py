@@ -1,0 +1,160 @@
+"""The `auth-service` command (also `python -m auth_service`)."""
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging.config
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+
+from pydantic import SecretStr, ValidationError
+
+from auth_service.config import ENV_PREFIX, Settings, warn_unknown_variables
+from auth_service.errors import PasswordRejected
+from auth_service.observability import logging_config
+
+PROG = "auth-service"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code
+
+
+def _describe(error: ValidationError) -> str:
+    """All configuration errors on one line, named by their environment variable."""
+    parts = []
+    for item in error.errors():
+        loc = item.get("loc") or ()
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{ENV_PREFIX}{str(loc[0]).upper()}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from auth_service import migrate, startup
+    from auth_service.app import resolve_secret_key
+
+    secret_key = resolve_secret_key(settings)  # generated once here, read by every worker
+    migrate.upgrade(settings.database_url)
+    asyncio.run(startup.prepare_database(settings, secret_key=secret_key))
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers write metric samples to files that /metrics adds up, whichever worker answers.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auth-service-metrics-")
+    uvicorn.run(
+        "auth_service.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=logging_config(settings.log_level),
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from auth_service import migrate
+
+    migrate.upgrade(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password (again): "):
+        raise ValueError("the passwords differ")
+    return first
+
+
+async def _create_admin(settings: Settings, email: str, read_password: Callable[[], str]) -> str:
+    from auth_service.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.schemas import UserCreate
+    from auth_service.security.passwords import PasswordHasher
+    from auth_service.services import users
+
+    normalized = UserCreate.model_validate({"email": email, "password": "x"}).email
+    engine = create_engine(settings.database_url)
+    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
+    try:
+        async for session in session_scope(create_sessionmaker(engine)):
+            existing = await users.get_by_email(session=session, email=normalized)
+            user, created = await users.ensure_admin(
+                session=session,
+                hasher=hasher,
+                min_length=settings.password_min_length,
+                email=normalized,
+                password=None if existing else read_password(),
+            )
+        return f"{'created' if created else 'granted admin to'} {user.email} ({user.id})"
+    finally:
+        await engine.dispose()
+
+
+def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
+    from auth_service import migrate
+
+    migrate.upgrade(settings.database_url)
+    try:
+        print(asyncio.run(_create_admin(settings, args.email, _read_password)))
+    except PasswordRejected as exc:
+        return _fail(f"password refused: {exc.description}", 1)
+    except ValidationError as exc:
+        return _fail(f"invalid email: {exc.errors()[0]['msg']}", 1)
+    except ValueError as exc:
+        return _fail(str(exc), 1)
+    return 0
+
+
+def _openapi(settings: Settings, _args: argparse.Namespace) -> int:
+    from auth_service.app import create_app
+
+    # The schema needs no real secret; never create a key file just to print it.
+    app = create_app(settings.model_copy(update={"secret_key": SecretStr("openapi")}))
+    print(json.dumps(app.openapi(), indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing keys and data")
+    serve.set_defaults(handler=_serve)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
+    admin = commands.add_parser(
+        "create-admin",
+        help="create an admin (password from stdin or a prompt), or make a user admin",
+    )
+    admin.add_argument("--email", required=True)
+    admin.set_defaults(handler=_create_admin_command)
+    commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(handler=_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings()
+    except ValidationError as exc:
+        return _fail(f"invalid configuration: {_describe(exc)}")
+    logging.config.dictConfig(logging_config(settings.log_level))
+    warn_unknown_variables()
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)

@@ -1,0 +1,133 @@
+"""Service settings: `AUTH_*` environment variables and a `.env` file, validated once."""
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "AUTH_"
+# Values that show up in tutorials and sample .env files; never acceptable in production.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "dev"})
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+def _split_list(value: object) -> object:
+    """Accept `a,b` and JSON-style `["a", "b"]` for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; one instance is built per app."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///./auth.db"
+    issuer: str = "http://localhost:8000"
+    audience: str | None = Field(
+        default=None, description="`aud` of access tokens; defaults to the issuer."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts private signing keys. Generated into `secret_key_file` "
+        "when unset outside production.",
+    )
+    secret_key_file: Path = Path(".auth-secret-key")
+    signing_alg: Literal["RS256", "ES256"] = "RS256"
+    access_token_ttl: int = Field(default=900, ge=60, le=86_400, description="seconds")
+    client_ids: Annotated[list[str], NoDecode] = Field(
+        default=["auth-service"],
+        min_length=1,
+        description="Public OAuth clients allowed to use the password grant; the first "
+        "is assumed when a request names none.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = []
+    registration_open: bool = True
+    bootstrap_admin_email: EmailStr | None = None
+    bootstrap_admin_password: SecretStr | None = None
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    password_min_length: int = Field(default=15, ge=8, le=64)
+    password_hash_concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="bcrypt computations running at once (worker threads).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("client_ids", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            # RFC 8414 §2: the issuer has no query or fragment components.
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> "Settings":
+        if self.env != "production":
+            return self
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not secret:
+            raise ValueError("AUTH_SECRET_KEY is required when AUTH_ENV=production")
+        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise ValueError(
+                f"AUTH_SECRET_KEY must be a random value of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production"
+            )
+        if not self.issuer.startswith("https://"):
+            raise ValueError("AUTH_ISSUER must be an https URL in production")
+        return self
+
+    @property
+    def token_audience(self) -> str:
+        return self.audience or self.issuer
+
+    @property
+    def default_client_id(self) -> str:
+        return self.client_ids[0]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`AUTH_*` variables that match no setting: most likely typos."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def warn_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
+    for name in unknown_variables(environ):
+        logger.warning("ignoring unknown setting %s (a typo?)", name)

@@ -1,0 +1,40 @@
+"""Request-scoped dependencies: the app's settings, collaborators and the DB session."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.config import Settings
+from auth_service.db import session_scope
+from auth_service.security.passwords import PasswordHasher
+from auth_service.services.keys import KeySet
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_hasher(request: Request) -> PasswordHasher:
+    hasher: PasswordHasher = request.app.state.hasher
+    return hasher
+
+
+def get_keys(request: Request) -> KeySet:
+    keys: KeySet = request.app.state.keys
+    return keys
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed before the response is sent, or rolled back."""
+    async for session in session_scope(request.app.state.sessionmaker):
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
+KeysDep = Annotated[KeySet, Depends(get_keys)]
+# scope="function": commit before the response goes out, so a failed commit is a failed request.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

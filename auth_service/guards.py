@@ -1,0 +1,95 @@
+"""Guards: FastAPI dependencies that authenticate and authorize a request.
+
+Bearer tokens per RFC 6750; failures answer 401 `invalid_token` or 403
+`insufficient_scope` with a `WWW-Authenticate` challenge (§3).
+"""
+
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+
+from auth_service.deps import KeysDep, SessionDep, SettingsDep
+from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
+from auth_service.models import ADMIN_ROLE, User
+from auth_service.scopes import DESCRIPTIONS, Scope
+from auth_service.security import jwt
+from auth_service.services.tokens import issued_before
+
+TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, scopes=DESCRIPTIONS, auto_error=False)
+
+
+async def current_token(
+    security_scopes: SecurityScopes,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    keys: KeysDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """The verified claims of the request's access token, holding every required scope."""
+    if not token:
+        raise MissingToken("An access token is required.", scope=security_scopes.scope_str or None)
+    try:
+        claims = jwt.decode(
+            token,
+            keys=keys.by_kid,
+            algorithm=settings.signing_alg,
+            issuer=settings.issuer,
+            audience=settings.token_audience,
+        )
+    except jwt.TokenError as exc:
+        raise InvalidToken(str(exc)) from None
+    granted = set(str(claims.get("scope", "")).split())
+    missing = [s for s in security_scopes.scopes if s not in granted]
+    if missing:
+        raise InsufficientScope(
+            f"The access token lacks the scope {' '.join(missing)}.",
+            scope=security_scopes.scope_str,
+        )
+    return claims
+
+
+TokenClaims = Annotated[dict[str, Any], Security(current_token)]
+
+
+async def current_user(
+    security_scopes: SecurityScopes,
+    session: SessionDep,
+    claims: Annotated[dict[str, Any], Security(current_token)],
+) -> User:
+    """The active user the token was issued to, if the token is still valid for them."""
+    try:
+        user_id = uuid.UUID(claims["sub"])
+    except ValueError:
+        raise InvalidToken("The access token does not name a user.") from None
+    user = await session.get(User, user_id)
+    # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
+    if user is None or not user.is_active or issued_before(claims, user):
+        raise InvalidToken("The access token has been revoked.")
+    return user
+
+
+def require_scopes(*scopes: str) -> Any:
+    """A dependency that demands an access token carrying every one of `scopes`."""
+    return Security(current_token, scopes=list(scopes))
+
+
+def require_roles(
+    *roles: str, scopes: tuple[str, ...] = ()
+) -> Callable[..., Coroutine[Any, Any, User]]:
+    """A dependency returning the current user if they hold every one of `roles`."""
+
+    async def guard(user: Annotated[User, Security(current_user, scopes=list(scopes))]) -> User:
+        missing = [role for role in roles if role not in user.roles]
+        if missing:
+            raise InsufficientScope(f"This requires the role {' '.join(missing)}.")
+        return user
+
+    return guard
+
+
+CurrentUser = Annotated[User, Security(current_user, scopes=[Scope.ACCOUNT])]
+AdminUser = Annotated[User, Depends(require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,)))]

@@ -1,0 +1,96 @@
+"""Database tables. Request and response shapes live in `schemas.py`."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, LargeBinary, MetaData
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, Relationship, SQLModel
+
+# Same constraint names on SQLite and PostgreSQL, so autogenerate and migrations agree.
+SQLModel.metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ADMIN_ROLE = "admin"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # Stored lower-cased; the unique constraint makes registration race-free.
+    email: str = Field(max_length=320, unique=True)
+    hashed_password: str = Field(max_length=255)
+    name: str | None = Field(default=None, max_length=200)
+    is_active: bool = True
+    is_verified: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Access tokens issued before this instant are refused (password change, deactivation).
+    tokens_valid_after: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    role_links: list["UserRole"] = Relationship(
+        sa_relationship_kwargs={"lazy": "selectin", "cascade": "all, delete-orphan"},
+    )
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted(link.role for link in self.role_links)
+
+    def set_roles(self, roles: list[str]) -> None:
+        wanted = set(roles)
+        self.role_links = [link for link in self.role_links if link.role in wanted] + [
+            UserRole(role=role) for role in sorted(wanted - set(self.roles))
+        ]
+
+
+class UserRole(SQLModel, table=True):
+    __tablename__ = "user_roles"
+
+    user_id: uuid.UUID = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    role: str = Field(max_length=64, primary_key=True, index=True)
+
+
+class SigningKey(SQLModel, table=True):
+    """A JWS signing key; the private part is AES-GCM encrypted under AUTH_SECRET_KEY."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    alg: str = Field(max_length=16)
+    public_jwk: dict[str, Any] = Field(sa_type=JSON)
+    private_key_encrypted: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,72 @@
+"""User administration, for holders of the `admin` role with the `admin:users` scope."""
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from auth_service.deps import HasherDep, SessionDep, SettingsDep
+from auth_service.guards import require_roles
+from auth_service.models import ADMIN_ROLE
+from auth_service.schemas import (
+    AdminUserCreate,
+    AdminUserUpdate,
+    ErrorResponse,
+    UserPublic,
+    UsersPublic,
+)
+from auth_service.scopes import Scope
+from auth_service.services import users
+
+router = APIRouter(
+    prefix="/admin/users",
+    tags=["admin"],
+    dependencies=[Depends(require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,)))],
+    responses={404: {"model": ErrorResponse}},
+)
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
+
+
+@router.get("")
+async def list_users(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[str | None, Query(max_length=320, description="Search in email and name.")] = None,
+) -> UsersPublic:
+    """List users, oldest first, with the total count."""
+    found, total = await users.list_users(session=session, limit=limit, offset=offset, q=q)
+    return UsersPublic(data=[UserPublic.model_validate(u) for u in found], count=total)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=_CONFLICT)
+async def create_user(
+    data: AdminUserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
+) -> UserPublic:
+    """Create a user with chosen roles and flags (the password policy applies)."""
+    user = await users.admin_create_user(
+        session=session, hasher=hasher, min_length=settings.password_min_length, data=data
+    )
+    return UserPublic.model_validate(user)
+
+
+@router.get("/{user_id}")
+async def read_user(user_id: uuid.UUID, session: SessionDep) -> UserPublic:
+    """One user."""
+    return UserPublic.model_validate(await users.get_user(session=session, user_id=user_id))
+
+
+@router.patch("/{user_id}", responses=_CONFLICT)
+async def update_user(user_id: uuid.UUID, data: AdminUserUpdate, session: SessionDep) -> UserPublic:
+    """Change name, roles, active or verified; deactivation revokes the user's tokens at once."""
+    user = await users.get_user(session=session, user_id=user_id)
+    return UserPublic.model_validate(await users.update_user(session=session, user=user, data=data))
+
+
+@router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)
+async def delete_user(user_id: uuid.UUID, session: SessionDep) -> Response:
+    """Delete a user for good."""
+    user = await users.get_user(session=session, user_id=user_id)
+    await users.delete_user(session=session, user=user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

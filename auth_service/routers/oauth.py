@@ -1,0 +1,142 @@
+"""Token endpoint: RFC 6749 §3.2, resource owner password credentials grant (§4.3)."""
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote_plus
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData
+
+from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep
+from auth_service.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from auth_service.guards import TOKEN_URL
+from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
+from auth_service.security.password_policy import MAX_LENGTH as PASSWORD_MAX_LENGTH
+from auth_service.services import tokens, users
+
+router = APIRouter(tags=["oauth2"])
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["grant_type", "username", "password"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["password"]},
+        "username": {"type": "string", "description": "The user's email address."},
+        "password": {"type": "string", "format": "password"},
+        "scope": {"type": "string", "description": "Space-separated scopes (RFC 6749 §3.3)."},
+        "client_id": {"type": "string", "description": "A public client's id."},
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuth2ErrorResponse, "description": "RFC 6749 §5.2 error"},
+    401: {"model": OAuth2ErrorResponse, "description": "invalid_client"},
+}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def _read_form(request: Request) -> FormData:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    try:
+        return await request.form()
+    except Exception:  # python-multipart and Starlette raise several types on bad bytes
+        raise InvalidRequest("The form body could not be parsed.") from None
+
+
+def _optional(form: FormData, name: str) -> str | None:
+    values = form.getlist(name)
+    # RFC 6749 §3.2: parameters must not be included more than once.
+    if len(values) > 1:
+        raise InvalidRequest(f"The parameter {name} is repeated.")
+    value = values[0] if values else None
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"The parameter {name} must be text.")
+    return value or None
+
+
+def _required(form: FormData, name: str) -> str:
+    value = _optional(form, name)
+    if value is None:
+        raise InvalidRequest(f"The parameter {name} is missing.")
+    return value
+
+
+def _client_from_basic(header: str | None) -> str | None:
+    """RFC 6749 §2.3.1: client_id from HTTP Basic. Public clients carry no secret."""
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("Only HTTP Basic client authentication is supported.")
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("The Basic credentials are malformed.") from None
+    client_id, _, secret = decoded.partition(":")
+    if secret:
+        raise InvalidClient("Unknown client credentials: public clients have no secret.")
+    return unquote_plus(client_id) or None
+
+
+def _client_id(request: Request, form: FormData, settings: SettingsDep) -> str:
+    from_header = _client_from_basic(request.headers.get("authorization"))
+    from_form = _optional(form, "client_id")
+    if from_header and from_form and from_header != from_form:
+        raise InvalidRequest("The client is identified twice, differently.")
+    client_id = from_header or from_form or settings.default_client_id
+    if client_id not in settings.client_ids:
+        raise InvalidClient("Unknown client.")
+    return client_id
+
+
+@router.post(
+    TOKEN_URL,
+    response_model=TokenResponse,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA}},
+        }
+    },
+)
+async def token(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    keys: KeysDep,
+) -> JSONResponse:
+    """Exchange a user's email and password for an access token (RFC 6749 §4.3)."""
+    form = await _read_form(request)
+    grant_type = _required(form, "grant_type")
+    if grant_type != "password":
+        raise UnsupportedGrantType(f"The grant type {grant_type} is not supported.")
+    username = _required(form, "username")
+    password = _required(form, "password")
+    requested_scope = _optional(form, "scope")
+    client_id = _client_id(request, form, settings)
+    # Unknown scopes fail before any password work.
+    tokens.grant_scopes(requested_scope, roles=[])
+    metrics = request.app.state.metrics
+    user = None
+    if len(password) <= PASSWORD_MAX_LENGTH:  # longer can never match: refuse without hashing
+        user = await users.authenticate(
+            session=session, hasher=hasher, email=username, password=password
+        )
+    if user is None:
+        metrics.logins.labels("invalid_grant").inc()
+        # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
+        raise InvalidGrant("The email or password is incorrect.")
+    scopes = tokens.grant_scopes(requested_scope, roles=user.roles)
+    issued = tokens.issue_access_token(
+        user=user, client_id=client_id, scopes=scopes, keys=keys, settings=settings
+    )
+    metrics.logins.labels("success").inc()
+    body = TokenResponse(
+        access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+    )
+    return JSONResponse(body.model_dump(), headers=NO_STORE)

@@ -1,0 +1,95 @@
+"""Registration and the caller's own account."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Response, Security, status
+
+from auth_service.deps import HasherDep, SessionDep, SettingsDep
+from auth_service.errors import Forbidden
+from auth_service.guards import CurrentUser, current_token, current_user
+from auth_service.models import User
+from auth_service.schemas import (
+    ErrorResponse,
+    PasswordChange,
+    UserCreate,
+    UserInfo,
+    UserPublic,
+    UserUpdateMe,
+)
+from auth_service.scopes import Scope
+from auth_service.services import users
+
+router = APIRouter(tags=["users"])
+
+_REGISTER_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "Registration is closed."},
+    409: {"model": ErrorResponse, "description": "The email is taken."},
+    422: {"model": ErrorResponse, "description": "Invalid email, or the password policy refused."},
+}
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, responses=_REGISTER_ERRORS)
+async def register(
+    data: UserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
+) -> UserPublic:
+    """Create an account with an email and a password."""
+    if not settings.registration_open:
+        raise Forbidden("Registration is closed.")
+    user = await users.create_user(
+        session=session, hasher=hasher, min_length=settings.password_min_length, data=data
+    )
+    return UserPublic.model_validate(user)
+
+
+@router.get("/users/me")
+async def read_me(user: CurrentUser) -> UserPublic:
+    """The caller's account."""
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/users/me")
+async def update_me(data: UserUpdateMe, user: CurrentUser, session: SessionDep) -> UserPublic:
+    """Change the caller's name."""
+    if "name" in data.model_fields_set:
+        user = await users.update_profile(session=session, user=user, name=data.name)
+    return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/users/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+async def change_password(
+    data: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+) -> Response:
+    """Change the caller's password; every access token issued before now stops working."""
+    await users.change_password(
+        session=session,
+        hasher=hasher,
+        min_length=settings.password_min_length,
+        user=user,
+        current_password=data.current_password,
+        new_password=data.new_password,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/userinfo", response_model_exclude_none=True)
+async def userinfo(
+    user: Annotated[User, Security(current_user, scopes=[Scope.OPENID])],
+    claims: Annotated[dict[str, Any], Security(current_token, scopes=[Scope.OPENID])],
+) -> UserInfo:
+    """OpenID Connect UserInfo: the caller's claims that the token's scopes allow."""
+    granted = set(str(claims.get("scope", "")).split())
+    info = UserInfo(sub=str(user.id))
+    if Scope.EMAIL in granted:
+        info.email = user.email
+        info.email_verified = user.is_verified
+    if Scope.PROFILE in granted:
+        info.name = user.name
+    return info

@@ -1,0 +1,106 @@
+"""Request and response bodies. Tables live in `models.py`; nothing here is stored."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import EmailStr as _EmailStr
+
+from auth_service.security.password_policy import MAX_LENGTH as PASSWORD_MAX_LENGTH
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+# Addresses are compared and stored lower-cased: Alice@X and alice@x are one account.
+Email = Annotated[_EmailStr, AfterValidator(_lower)]
+# The hard limit is enforced here, before any hashing; the policy decides the rest.
+Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(_Input):
+    email: Email
+    password: Password
+    name: Name | None = None
+
+
+class UserUpdateMe(_Input):
+    name: Name | None = None
+
+
+class PasswordChange(_Input):
+    current_password: Password
+    new_password: Password
+
+
+class AdminUserCreate(UserCreate):
+    roles: list[Role] = Field(default_factory=list, max_length=32)
+    is_active: bool = True
+    is_verified: bool = False
+
+
+class AdminUserUpdate(_Input):
+    name: Name | None = None
+    roles: list[Role] | None = Field(default=None, max_length=32)
+    is_active: bool | None = None
+    is_verified: bool | None = None
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    is_active: bool
+    is_verified: bool
+    roles: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
+    count: int = Field(description="Total number of users matching the query.")
+
+
+class UserInfo(BaseModel):
+    """OpenID Connect Core §5.3.2 UserInfo response (the claims the scopes allow)."""
+
+    sub: str
+    email: str | None = None
+    email_verified: bool | None = None
+    name: str | None = None
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1 successful token response."""
+
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 (RFC 6750 token type)
+    expires_in: int
+    scope: str
+
+
+class OAuth2ErrorResponse(BaseModel):
+    """RFC 6749 §5.2 error response."""
+
+    error: str
+    error_description: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: str
+    errors: list[dict[str, object]]

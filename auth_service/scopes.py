@@ -1,0 +1,38 @@
+"""OAuth scopes this service grants (RFC 6749 §3.3) and who may have them."""
+
+from enum import StrEnum
+
+from auth_service.models import ADMIN_ROLE
+
+
+class Scope(StrEnum):
+    OPENID = "openid"
+    PROFILE = "profile"
+    EMAIL = "email"
+    ACCOUNT = "account"
+    ADMIN_USERS = "admin:users"
+
+
+DESCRIPTIONS: dict[str, str] = {
+    Scope.OPENID: "Sign in (OpenID Connect): your user id.",
+    Scope.PROFILE: "Your name.",
+    Scope.EMAIL: "Your email address and whether it is verified.",
+    Scope.ACCOUNT: "Read and manage your own account.",
+    Scope.ADMIN_USERS: "Manage all users (role admin).",
+}
+
+# Scopes a role unlocks on top of the ones every user may have.
+_ROLE_SCOPES: dict[str, frozenset[Scope]] = {ADMIN_ROLE: frozenset({Scope.ADMIN_USERS})}
+_USER_SCOPES = frozenset({Scope.OPENID, Scope.PROFILE, Scope.EMAIL, Scope.ACCOUNT})
+
+
+def allowed_for(roles: list[str]) -> frozenset[Scope]:
+    allowed = set(_USER_SCOPES)
+    for role in roles:
+        allowed |= _ROLE_SCOPES.get(role, frozenset())
+    return frozenset(allowed)
+
+
+def format_scope(scopes: set[str] | frozenset[str]) -> str:
+    """RFC 6749 §3.3: a space-delimited list (sorted, so it reads the same every time)."""
+    return " ".join(sorted(scopes))

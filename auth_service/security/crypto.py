@@ -1,0 +1,85 @@
+"""Key material: signing key generation and encryption of private keys at rest."""
+
+import base64
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+RSA_KEY_SIZE = 2048
+_NONCE_BYTES = 12
+_HKDF_INFO = b"auth-service signing-key encryption v1"
+
+
+def generate_private_key(alg: str) -> PrivateKey:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_SIZE)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"unsupported signing algorithm {alg}")
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def new_kid(key: PrivateKey) -> str:
+    """A key id derived from the public key (stable, unique, reveals nothing)."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:16]).rstrip(b"=").decode()
+
+
+def _aead(secret_key: str) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
+        secret_key.encode()
+    )
+    return AESGCM(derived)
+
+
+def encrypt_private_key(key: PrivateKey, *, secret_key: str, kid: str) -> bytes:
+    """AES-256-GCM over the PKCS#8 PEM; the kid is bound as associated data."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + _aead(secret_key).encrypt(nonce, private_key_pem(key), kid.encode())
+
+
+def decrypt_private_key(blob: bytes, *, secret_key: str, kid: str) -> bytes:
+    """The PKCS#8 PEM; raises cryptography's InvalidTag under a wrong secret key."""
+    nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
+    return _aead(secret_key).decrypt(nonce, ciphertext, kid.encode())
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """Read the local secret key file, creating it (mode 0600) on first use.
+
+    The file is written under a temporary name and linked into place, so concurrent first
+    starts agree on one value and nobody reads a half-written file.
+    """
+    if not path.exists():
+        value = secrets.token_urlsafe(48)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise ValueError(f"secret key file {path} is empty")
+    return value

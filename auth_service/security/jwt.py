@@ -1,0 +1,99 @@
+"""JWS signing and verification of access tokens: the only module that imports jose.
+
+Access tokens follow RFC 9068 (JWT profile for OAuth 2.0 access tokens) and RFC 8725
+(JWT BCP): one allowed algorithm, our own keys looked up by `kid`, explicit `typ`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jose import jwk
+from jose import jwt as jose_jwt
+from jose.backends.base import Key
+from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
+
+from auth_service.security.crypto import PrivateKey, private_key_pem
+
+# RFC 9068 §2.1: access tokens carry `typ: at+jwt`; §4 resource servers must check it.
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
+_ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+LEEWAY_SECONDS = 30
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
+
+
+class TokenError(Exception):
+    """The token is not acceptable; the message is safe to show to its bearer."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyPair:
+    """A parsed key: built once at start-up, used for every request."""
+
+    kid: str
+    alg: str
+    private: Key
+    public: Key
+    public_jwk: Mapping[str, Any]
+
+
+def load_key_pair(*, kid: str, alg: str, private_pem: bytes) -> SigningKeyPair:
+    private = jwk.construct(private_pem, alg)
+    public = private.public_key()
+    public_jwk = {**public.to_dict(), "kid": kid, "alg": alg, "use": "sig"}
+    return SigningKeyPair(kid=kid, alg=alg, private=private, public=public, public_jwk=public_jwk)
+
+
+def public_jwk_of(key: PrivateKey, *, kid: str, alg: str) -> dict[str, Any]:
+    return dict(load_key_pair(kid=kid, alg=alg, private_pem=private_key_pem(key)).public_jwk)
+
+
+def encode(claims: Mapping[str, Any], key: SigningKeyPair) -> str:
+    token: str = jose_jwt.encode(
+        dict(claims),
+        key.private,
+        algorithm=key.alg,
+        headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
+    )
+    return token
+
+
+def decode(
+    token: str,
+    *,
+    keys: Mapping[str, SigningKeyPair],
+    algorithm: str,
+    issuer: str,
+    audience: str,
+) -> dict[str, Any]:
+    """Verify signature, header and registered claims; return the claims."""
+    try:
+        header = jose_jwt.get_unverified_header(token)
+    except JWTError:
+        raise TokenError("The access token is malformed.") from None
+    if str(header.get("typ", "")).lower() not in _ACCEPTED_TYPES:
+        raise TokenError("The token is not an access token.")
+    # RFC 8725 §3.1: accept exactly the configured algorithm, never the one the token names.
+    if header.get("alg") != algorithm:
+        raise TokenError("The token is signed with an unexpected algorithm.")
+    key = keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if key is None or key.alg != algorithm:
+        raise TokenError("The token is signed with an unknown key.")
+    try:
+        claims: dict[str, Any] = jose_jwt.decode(
+            token,
+            key.public,
+            algorithms=[algorithm],
+            audience=audience,
+            issuer=issuer,
+            options={"leeway": LEEWAY_SECONDS, **{f"require_{c}": True for c in REQUIRED_CLAIMS}},
+        )
+    except ExpiredSignatureError:
+        raise TokenError("The access token expired.") from None
+    except JWTClaimsError as exc:
+        raise TokenError(f"The access token is not valid here: {exc}.") from None
+    except JWTError:
+        raise TokenError("The access token signature is invalid.") from None
+    if not isinstance(claims.get("client_id"), str) or not isinstance(claims.get("jti"), str):
+        raise TokenError("The access token lacks required claims.")
+    return claims

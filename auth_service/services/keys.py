@@ -1,0 +1,73 @@
+"""Signing keys: created on first start, stored encrypted, loaded once per process."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.models import SigningKey
+from auth_service.security import crypto
+from auth_service.security.jwt import SigningKeyPair, load_key_pair, public_jwk_of
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Every key this process verifies with, and the one it signs with."""
+
+    signing: SigningKeyPair
+    by_kid: Mapping[str, SigningKeyPair]
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        """RFC 7517 §5 JWK Set: public parameters only."""
+        return {"keys": [dict(key.public_jwk) for key in self.by_kid.values()]}
+
+
+async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
+    """Create a signing key for `alg` when the database has none."""
+    existing = await session.exec(select(SigningKey.kid).where(SigningKey.alg == alg).limit(1))
+    if existing.first() is not None:
+        return
+    private = await anyio.to_thread.run_sync(crypto.generate_private_key, alg)
+    kid = crypto.new_kid(private)
+    session.add(
+        SigningKey(
+            kid=kid,
+            alg=alg,
+            public_jwk=public_jwk_of(private, kid=kid, alg=alg),
+            private_key_encrypted=crypto.encrypt_private_key(
+                private, secret_key=secret_key, kid=kid
+            ),
+        )
+    )
+    await session.flush()
+
+
+async def load_keyset(*, session: AsyncSession, alg: str, secret_key: str) -> KeySet:
+    """Decrypt and parse every stored key once.
+
+    Replicas that start together on an empty database may each create a key; all of them
+    then sign with the oldest, so every process agrees without a lock.
+    """
+    rows = (
+        await session.exec(
+            select(SigningKey).order_by(col(SigningKey.created_at), col(SigningKey.kid))
+        )
+    ).all()
+    pairs = {
+        row.kid: load_key_pair(
+            kid=row.kid,
+            alg=row.alg,
+            private_pem=crypto.decrypt_private_key(
+                row.private_key_encrypted, secret_key=secret_key, kid=row.kid
+            ),
+        )
+        for row in rows
+    }
+    signing = next((pairs[row.kid] for row in rows if row.alg == alg), None)
+    if signing is None:
+        raise LookupError(f"no {alg} signing key in the database")
+    return KeySet(signing=signing, by_kid=pairs)

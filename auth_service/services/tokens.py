@@ -1,0 +1,70 @@
+"""Access token issuance: RFC 9068 JWT profile for OAuth 2.0 access tokens."""
+
+import math
+import secrets
+import time
+from dataclasses import dataclass
+
+from auth_service.config import Settings
+from auth_service.errors import InvalidScope
+from auth_service.models import User
+from auth_service.scopes import Scope, allowed_for, format_scope
+from auth_service.security import jwt
+from auth_service.services.keys import KeySet
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+def grant_scopes(requested: str | None, *, roles: list[str]) -> set[str]:
+    """RFC 6749 §3.3: the scopes to grant.
+
+    Unknown scopes are an error; known scopes the user may not have are left out (the
+    response's `scope` says what was granted). No scope asks for everything allowed.
+    """
+    allowed = allowed_for(roles)
+    if requested is None or not requested.strip():
+        return {str(s) for s in allowed}
+    wanted = set(requested.split())
+    unknown = wanted - {s.value for s in Scope}
+    if unknown:
+        raise InvalidScope(f"Unknown scope: {format_scope(unknown)}.")
+    return {s for s in wanted if s in allowed}
+
+
+def issue_access_token(
+    *, user: User, client_id: str, scopes: set[str], keys: KeySet, settings: Settings
+) -> IssuedToken:
+    now = time.time()
+    # RFC 7519 §2 NumericDate may be fractional: `iat` in milliseconds lets a token issued
+    # right after a password change outlive the change's invalidation marker.
+    issued_at = math.floor(now * 1000) / 1000
+    claims = {
+        "iss": settings.issuer,
+        "sub": str(user.id),
+        "aud": settings.token_audience,
+        "exp": int(now) + settings.access_token_ttl,
+        "iat": issued_at,
+        "jti": secrets.token_urlsafe(16),
+        "client_id": client_id,
+        "scope": format_scope(scopes),
+        "roles": user.roles,
+    }
+    return IssuedToken(
+        access_token=jwt.encode(claims, keys.signing),
+        expires_in=settings.access_token_ttl,
+        scope=claims["scope"],
+    )
+
+
+def issued_before(claims: dict[str, object], user: User) -> bool:
+    """Was the token issued before the user's invalidation marker?"""
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float):
+        return True
+    marker_ms = math.floor(user.tokens_valid_after.timestamp() * 1000)
+    return round(iat * 1000) < marker_ms

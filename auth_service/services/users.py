@@ -1,0 +1,250 @@
+"""Users: registration, authentication, own account and administration.
+
+Functions take `session` and collaborators as keywords, raise `errors.DomainError`s and
+never commit: the request's session dependency commits once or rolls back.
+"""
+
+import uuid
+from datetime import datetime
+
+import anyio.to_thread
+from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.errors import EmailTaken, LastAdmin, NotFound, WrongPassword
+from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
+from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate
+from auth_service.security import password_policy
+from auth_service.security.passwords import PasswordHasher
+
+
+async def _checked_hash(
+    password: str, *, email: str, min_length: int, hasher: PasswordHasher
+) -> str:
+    # zxcvbn's matchers are pure Python: keep them off the event loop like bcrypt.
+    normalized = await anyio.to_thread.run_sync(
+        lambda: password_policy.check(password, min_length=min_length, email=email)
+    )
+    return await hasher.hash(normalized)
+
+
+async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
+    result = await session.exec(select(User).where(User.email == email.lower()))
+    return result.first()
+
+
+async def get_user(*, session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def create_user(
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    data: UserCreate,
+    roles: list[str] = (),  # type: ignore[assignment]
+    is_active: bool = True,
+    is_verified: bool = False,
+) -> User:
+    """Insert a user; EmailTaken when the address exists (also under concurrent requests)."""
+    if await get_by_email(session=session, email=data.email) is not None:
+        raise EmailTaken
+    hashed = await _checked_hash(
+        data.password, email=data.email, min_length=min_length, hasher=hasher
+    )
+    user = User(
+        email=data.email,
+        hashed_password=hashed,
+        name=data.name,
+        is_active=is_active,
+        is_verified=is_verified,
+    )
+    user.set_roles(list(roles))
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # A concurrent registration won the unique constraint; the request rolls back.
+        raise EmailTaken from None
+    return user
+
+
+async def admin_create_user(
+    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, data: AdminUserCreate
+) -> User:
+    return await create_user(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=data,
+        roles=data.roles,
+        is_active=data.is_active,
+        is_verified=data.is_verified,
+    )
+
+
+async def authenticate(
+    *, session: AsyncSession, hasher: PasswordHasher, email: str, password: str
+) -> User | None:
+    """The active user with these credentials, else None.
+
+    Unknown emails verify against a dummy hash so they take as long as a wrong password;
+    callers answer every failure the same way (no account enumeration).
+    """
+    user = await get_by_email(session=session, email=email)
+    if user is None:
+        await hasher.dummy_verify(password)
+        return None
+    ok, new_hash = await hasher.verify(password, user.hashed_password)
+    if not ok or not user.is_active:
+        return None
+    if new_hash is not None:
+        user.hashed_password = new_hash  # cost parameters changed: upgrade on login
+        session.add(user)
+    return user
+
+
+def invalidate_tokens(user: User, *, at: datetime | None = None) -> None:
+    """Make every access token issued to `user` until now fail verification."""
+    now = at or utcnow()
+    user.tokens_valid_after = now
+    user.updated_at = now
+
+
+async def change_password(
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    user: User,
+    current_password: str,
+    new_password: str,
+) -> None:
+    ok, _ = await hasher.verify(current_password, user.hashed_password)
+    if not ok:
+        raise WrongPassword
+    user.hashed_password = await _checked_hash(
+        new_password, email=user.email, min_length=min_length, hasher=hasher
+    )
+    invalidate_tokens(user)
+    session.add(user)
+
+
+async def update_profile(*, session: AsyncSession, user: User, name: str | None) -> User:
+    user.name = name
+    user.updated_at = utcnow()
+    session.add(user)
+    return user
+
+
+async def list_users(
+    *, session: AsyncSession, limit: int, offset: int, q: str | None
+) -> tuple[list[User], int]:
+    query = select(User)
+    count = select(func.count()).select_from(User)
+    if q:
+        pattern = f"%{_escape_like(q.lower())}%"
+        condition = or_(
+            col(User.email).like(pattern, escape="\\"),
+            func.lower(col(User.name)).like(pattern, escape="\\"),
+        )
+        query = query.where(condition)
+        count = count.where(condition)
+    total = (await session.exec(count)).one()
+    users = await session.exec(
+        query.order_by(col(User.created_at), col(User.id)).limit(limit).offset(offset)
+    )
+    return list(users.all()), total
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _ensure_other_active_admin(*, session: AsyncSession, user: User) -> None:
+    """Refuse a change that would leave no active admin.
+
+    On PostgreSQL the admin rows are locked, so two admins demoting each other at once are
+    serialized (SQLite serializes every write already).
+    """
+    query = (
+        select(User.id)
+        .join(UserRole, col(UserRole.user_id) == col(User.id))
+        .where(UserRole.role == ADMIN_ROLE, col(User.is_active), User.id != user.id)
+        .with_for_update()
+    )
+    if (await session.exec(query)).first() is None:
+        raise LastAdmin
+
+
+async def update_user(*, session: AsyncSession, user: User, data: AdminUserUpdate) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    loses_admin = (
+        ADMIN_ROLE in user.roles
+        and user.is_active
+        and (
+            changes.get("is_active") is False
+            or ("roles" in changes and ADMIN_ROLE not in (changes["roles"] or []))
+        )
+    )
+    if loses_admin:
+        await _ensure_other_active_admin(session=session, user=user)
+    if "name" in changes:
+        user.name = changes["name"]
+    if changes.get("roles") is not None:
+        user.set_roles(changes["roles"])
+    if changes.get("is_verified") is not None:
+        user.is_verified = changes["is_verified"]
+    if changes.get("is_active") is not None and changes["is_active"] != user.is_active:
+        user.is_active = changes["is_active"]
+        if not user.is_active:
+            invalidate_tokens(user)
+    user.updated_at = utcnow()
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def delete_user(*, session: AsyncSession, user: User) -> None:
+    if ADMIN_ROLE in user.roles and user.is_active:
+        await _ensure_other_active_admin(session=session, user=user)
+    await session.delete(user)
+    await session.flush()
+
+
+async def ensure_admin(
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    email: str,
+    password: str | None,
+) -> tuple[User, bool]:
+    """Create an admin, or make an existing user an active admin. (user, created)"""
+    user = await get_by_email(session=session, email=email)
+    if user is not None:
+        if ADMIN_ROLE not in user.roles or not user.is_active:
+            user.set_roles([*user.roles, ADMIN_ROLE])
+            user.is_active = True
+            user.updated_at = utcnow()
+            session.add(user)
+            await session.flush()
+        return user, False
+    if password is None:
+        raise ValueError("a password is needed to create a new admin")
+    data = UserCreate(email=email, password=password)
+    user = await create_user(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=data,
+        roles=[ADMIN_ROLE],
+        is_verified=True,
+    )
+    return user, True

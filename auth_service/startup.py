@@ -1,0 +1,60 @@
+"""Start-up work every process does once, before serving: keys and the bootstrap admin."""
+
+import logging
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.config import Settings
+from auth_service.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
+from auth_service.security.passwords import PasswordHasher
+from auth_service.services import keys, users
+
+logger = logging.getLogger(__name__)
+
+
+async def prepare(
+    *,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    hasher: PasswordHasher,
+    secret_key: str,
+) -> keys.KeySet:
+    """Create what is missing (signing key, bootstrap admin) and load the keys.
+
+    Runs under a cross-process lock, so workers and replicas starting together agree.
+    """
+    async for session in session_scope(sessionmaker):
+        await lock_for_startup(session)
+        await keys.ensure_signing_key(
+            session=session, alg=settings.signing_alg, secret_key=secret_key
+        )
+        if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
+            user, created = await users.ensure_admin(
+                session=session,
+                hasher=hasher,
+                min_length=settings.password_min_length,
+                email=settings.bootstrap_admin_email,
+                password=settings.bootstrap_admin_password.get_secret_value(),
+            )
+            if created:
+                logger.info("created bootstrap admin", extra={"user_id": str(user.id)})
+        keyset = await keys.load_keyset(
+            session=session, alg=settings.signing_alg, secret_key=secret_key
+        )
+    return keyset
+
+
+async def prepare_database(settings: Settings, *, secret_key: str) -> None:
+    """Run `prepare` once outside any app: `serve` does it before it starts workers."""
+    engine = create_engine(settings.database_url)
+    try:
+        hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
+        await prepare(
+            settings=settings,
+            sessionmaker=create_sessionmaker(engine),
+            hasher=hasher,
+            secret_key=secret_key,
+        )
+    finally:
+        await engine.dispose()
