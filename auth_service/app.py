@@ -106,13 +106,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.keys = await startup.prepare(
-            settings=settings,
-            sessionmaker=app.state.sessionmaker,
-            hasher=app.state.hasher,
-            secret_key=secret_key,
-        )
         try:
+            app.state.keys = await startup.prepare(
+                settings=settings,
+                sessionmaker=app.state.sessionmaker,
+                hasher=app.state.hasher,
+                secret_key=secret_key,
+            )
             yield
         finally:
             await engine.dispose()

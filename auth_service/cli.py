@@ -11,10 +11,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.config import ENV_PREFIX, Settings, warn_unknown_variables
 from auth_service.errors import PasswordRejected
 from auth_service.observability import logging_config
+from auth_service.services.keys import SigningKeyUnreadable
 
 PROG = "auth-service"
 
@@ -45,8 +47,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from auth_service.app import resolve_secret_key
 
     secret_key = resolve_secret_key(settings)  # generated once here, read by every worker
-    migrate.upgrade(settings.database_url)
-    asyncio.run(startup.prepare_database(settings, secret_key=secret_key))
+    try:
+        migrate.upgrade(settings.database_url)
+        asyncio.run(startup.prepare_database(settings, secret_key=secret_key))
+    except PasswordRejected as exc:
+        return _fail(f"AUTH_BOOTSTRAP_ADMIN_PASSWORD refused: {exc.description}", 1)
+    except (SigningKeyUnreadable, SQLAlchemyError, OSError) as exc:
+        return _fail(f"cannot start: {str(exc).splitlines()[0]}", 1)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers write metric samples to files that /metrics adds up, whichever worker answers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auth-service-metrics-")
@@ -91,7 +98,7 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
     engine = create_engine(settings.database_url)
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
     try:
-        async for session in session_scope(create_sessionmaker(engine)):
+        async with session_scope(create_sessionmaker(engine)) as session:
             existing = await users.get_by_email(session=session, email=normalized)
             user, created = await users.ensure_admin(
                 session=session,
@@ -129,13 +136,29 @@ def _openapi(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port (0-65535)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing keys and data")
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="processes sharing keys and data"
+    )
     serve.set_defaults(handler=_serve)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
     admin = commands.add_parser(

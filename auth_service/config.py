@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
+        env_ignore_empty=True,
         extra="ignore",
         frozen=True,
     )

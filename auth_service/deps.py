@@ -29,7 +29,7 @@ def get_keys(request: Request) -> KeySet:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed before the response is sent, or rolled back."""
-    async for session in session_scope(request.app.state.sessionmaker):
+    async with session_scope(request.app.state.sessionmaker) as session:
         yield session
 
 

@@ -7,7 +7,9 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic import EmailStr as _EmailStr
 
-from auth_service.security.password_policy import MAX_LENGTH as PASSWORD_MAX_LENGTH
+# A hard ceiling, far above the policy's maximum: anything longer is refused while parsing,
+# before any hashing or pattern matching; the policy then explains its own limit.
+PASSWORD_HARD_LIMIT = 1024
 
 
 def _lower(value: str) -> str:
@@ -16,8 +18,7 @@ def _lower(value: str) -> str:
 
 # Addresses are compared and stored lower-cased: Alice@X and alice@x are one account.
 Email = Annotated[_EmailStr, AfterValidator(_lower)]
-# The hard limit is enforced here, before any hashing; the policy decides the rest.
-Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_HARD_LIMIT)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 

@@ -24,7 +24,7 @@ async def prepare(
 
     Runs under a cross-process lock, so workers and replicas starting together agree.
     """
-    async for session in session_scope(sessionmaker):
+    async with session_scope(sessionmaker) as session:
         await lock_for_startup(session)
         await keys.ensure_signing_key(
             session=session, alg=settings.signing_alg, secret_key=secret_key

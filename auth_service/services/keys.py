@@ -5,12 +5,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+from cryptography.exceptions import InvalidTag
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.models import SigningKey
 from auth_service.security import crypto
 from auth_service.security.jwt import SigningKeyPair, load_key_pair, public_jwk_of
+
+
+class SigningKeyUnreadable(RuntimeError):
+    """The stored keys were encrypted under another AUTH_SECRET_KEY."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +62,18 @@ async def load_keyset(*, session: AsyncSession, alg: str, secret_key: str) -> Ke
             select(SigningKey).order_by(col(SigningKey.created_at), col(SigningKey.kid))
         )
     ).all()
-    pairs = {
-        row.kid: load_key_pair(
-            kid=row.kid,
-            alg=row.alg,
-            private_pem=crypto.decrypt_private_key(
+    pairs = {}
+    for row in rows:
+        try:
+            pem = crypto.decrypt_private_key(
                 row.private_key_encrypted, secret_key=secret_key, kid=row.kid
-            ),
-        )
-        for row in rows
-    }
+            )
+        except InvalidTag:
+            raise SigningKeyUnreadable(
+                f"cannot decrypt signing key {row.kid}: AUTH_SECRET_KEY is not the key "
+                "it was stored with"
+            ) from None
+        pairs[row.kid] = load_key_pair(kid=row.kid, alg=row.alg, private_pem=pem)
     signing = next((pairs[row.kid] for row in rows if row.alg == alg), None)
     if signing is None:
         raise LookupError(f"no {alg} signing key in the database")

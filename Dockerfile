@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# Install steps mirror the Makefile's: pinned, hashed requirements, then the package itself.
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY auth_service ./auth_service
+COPY migrations ./migrations
+# A wheel install carries migrations/ inside the package (pyproject: force-include).
+RUN /opt/venv/bin/pip install --no-deps .
+
+FROM python:3.11-slim-bookworm
+# hadolint ignore=DL3064
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    AUTH_DATABASE_URL=sqlite:////data/auth.db \
+    AUTH_SECRET_KEY_FILE=/data/.auth-secret-key
+RUN groupadd --system --gid 10001 auth \
+    && useradd --system --uid 10001 --gid auth --no-create-home --shell /usr/sbin/nologin auth \
+    && mkdir /data \
+    && chown auth:auth /data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /data
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+CMD ["auth-service", "serve", "--host", "0.0.0.0", "--port", "8000"]

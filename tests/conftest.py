@@ -1,0 +1,185 @@
+"""Shared fixtures: a real database per test (SQLite file or PostgreSQL), the real app.
+
+The database is chosen by the `database` parameter: every test that touches data runs on
+SQLite and on PostgreSQL. `TEST_DATABASES=sqlite` (or `postgresql`) narrows the run;
+`TEST_POSTGRES_URL` names the server. Outside CI a missing PostgreSQL skips its half of
+the suite; with CI=true it fails.
+"""
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from auth_service import migrate
+from auth_service.app import create_app
+from auth_service.config import Settings
+
+BCRYPT_TEST_ROUNDS = 4
+STRONG_PASSWORD = "correct horse battery staple"
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "admin passphrase that is long"
+DATABASES = [d for d in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if d]
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TABLES = ("user_roles", "users", "signing_keys")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer AUTH_* variable or .env file leaks into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith("AUTH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, migrated once with Alembic."""
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
+    name = f"auth_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = _with_database(POSTGRES_URL, name)
+        try:
+            migrate.upgrade(url)
+            yield url
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; each test gets a copy."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "auth.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database URL for one test."""
+    if request.param == "sqlite":
+        path = tmp_path / "auth.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_database")
+    yield url
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with no tables, not even Alembic's, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("postgres_database")  # skips or fails when PostgreSQL is absent
+    name = f"auth_empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield _with_database(POSTGRES_URL, name)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "secret_key": "test secret key",
+        "issuer": "http://testserver",
+        "bcrypt_rounds": BCRYPT_TEST_ROUNDS,
+        "password_hash_concurrency": 4,
+        "bootstrap_admin_email": ADMIN_EMAIL,
+        "bootstrap_admin_password": ADMIN_PASSWORD,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def make_client(database: str) -> ClientFactory:
+    """`async with make_client(**settings_overrides) as client:` a started app on `database`."""
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(make_settings(database, **overrides))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                yield c
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c
+
+
+async def register(
+    client: httpx.AsyncClient, email: str, password: str = STRONG_PASSWORD, **extra: Any
+) -> dict[str, Any]:
+    response = await client.post("/users", json={"email": email, "password": password, **extra})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(
+    client: httpx.AsyncClient,
+    email: str,
+    password: str = STRONG_PASSWORD,
+    scope: str | None = None,
+) -> str:
+    form = {"grant_type": "password", "username": email, "password": password}
+    if scope is not None:
+        form["scope"] = scope
+    response = await client.post("/oauth2/token", data=form)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def auth_headers(
+    client: httpx.AsyncClient, email: str, password: str = STRONG_PASSWORD
+) -> dict[str, str]:
+    return bearer(await login(client, email, password))
+
+
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return await auth_headers(client, ADMIN_EMAIL, ADMIN_PASSWORD)

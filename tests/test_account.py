@@ -1,0 +1,114 @@
+"""The caller's own account: /users/me, password change, /userinfo."""
+
+import httpx
+import pytest
+
+from tests.conftest import STRONG_PASSWORD, auth_headers, bearer, login, register
+
+pytestmark = pytest.mark.anyio
+
+NEW_PASSWORD = "a completely different passphrase"
+
+
+async def test_me_returns_the_callers_account(client: httpx.AsyncClient) -> None:
+    created = await register(client, "me@example.com", name="Mia")
+
+    response = await client.get("/users/me", headers=await auth_headers(client, "me@example.com"))
+
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_patch_me_changes_the_name_only(client: httpx.AsyncClient) -> None:
+    await register(client, "named@example.com", name="Old")
+    headers = await auth_headers(client, "named@example.com")
+
+    renamed = await client.patch("/users/me", json={"name": "  New Name  "}, headers=headers)
+    refused = await client.patch("/users/me", json={"email": "x@example.com"}, headers=headers)
+
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "New Name"
+    assert refused.status_code == 422
+    me = await client.get("/users/me", headers=headers)
+    assert me.json()["email"] == "named@example.com"
+    assert me.json()["name"] == "New Name"
+
+
+async def test_password_change_ends_earlier_tokens(client: httpx.AsyncClient) -> None:
+    await register(client, "change@example.com")
+    old_token = await login(client, "change@example.com")
+
+    response = await client.post(
+        "/users/me/password",
+        json={"current_password": STRONG_PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(old_token),
+    )
+
+    assert response.status_code == 204
+    assert (await client.get("/users/me", headers=bearer(old_token))).status_code == 401
+    new_token = await login(client, "change@example.com", NEW_PASSWORD)
+    assert (await client.get("/users/me", headers=bearer(new_token))).status_code == 200
+    old_login = await client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "password",
+            "username": "change@example.com",
+            "password": STRONG_PASSWORD,
+        },
+    )
+    assert old_login.json()["error"] == "invalid_grant"
+
+
+async def test_password_change_needs_the_current_password(client: httpx.AsyncClient) -> None:
+    await register(client, "guard@example.com")
+    headers = await auth_headers(client, "guard@example.com")
+
+    response = await client.post(
+        "/users/me/password",
+        json={"current_password": "not the password at all", "new_password": NEW_PASSWORD},
+        headers=headers,
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The current password is not correct."}
+    assert (await client.get("/users/me", headers=headers)).status_code == 200
+    assert await login(client, "guard@example.com")
+
+
+async def test_password_change_applies_the_policy(client: httpx.AsyncClient) -> None:
+    await register(client, "policy@example.com")
+    headers = await auth_headers(client, "policy@example.com")
+
+    response = await client.post(
+        "/users/me/password",
+        json={"current_password": STRONG_PASSWORD, "new_password": "abcdefghijklmnopqrs"},
+        headers=headers,
+    )
+
+    assert response.status_code == 422
+    assert response.json()["rule"] == "pattern"
+    assert (await client.get("/users/me", headers=headers)).status_code == 200
+
+
+async def test_userinfo_returns_the_claims_the_scopes_allow(client: httpx.AsyncClient) -> None:
+    created = await register(client, "info@example.com", name="Ines")
+
+    everything = await client.get(
+        "/userinfo", headers=bearer(await login(client, "info@example.com"))
+    )
+    openid_only = await client.get(
+        "/userinfo", headers=bearer(await login(client, "info@example.com", scope="openid"))
+    )
+    without_openid = await client.get(
+        "/userinfo", headers=bearer(await login(client, "info@example.com", scope="profile"))
+    )
+
+    assert everything.json() == {
+        "sub": created["id"],
+        "email": "info@example.com",
+        "email_verified": False,
+        "name": "Ines",
+    }
+    assert openid_only.json() == {"sub": created["id"]}
+    assert without_openid.status_code == 403
+    assert 'error="insufficient_scope"' in without_openid.headers["www-authenticate"]

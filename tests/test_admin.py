@@ -1,0 +1,213 @@
+"""User administration: /admin/users for holders of the admin role."""
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    STRONG_PASSWORD,
+    admin_headers,
+    auth_headers,
+    bearer,
+    login,
+    register,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def _admin_id(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    me = await client.get("/users/me", headers=headers)
+    user_id: str = me.json()["id"]
+    return user_id
+
+
+async def test_list_users_pages_searches_and_counts(client: httpx.AsyncClient) -> None:
+    for n in range(5):
+        await register(client, f"member{n}@example.com", name=f"Member {n}")
+    await register(client, "other@example.org")
+    headers = await admin_headers(client)
+
+    page = await client.get("/admin/users", params={"limit": 2, "offset": 1}, headers=headers)
+    search = await client.get("/admin/users", params={"q": "MEMBER"}, headers=headers)
+
+    assert page.status_code == 200
+    assert page.json()["count"] == 7
+    assert [u["email"] for u in page.json()["data"]] == [
+        "member0@example.com",
+        "member1@example.com",
+    ]
+    assert search.json()["count"] == 5
+    assert {u["email"] for u in search.json()["data"]} == {
+        f"member{n}@example.com" for n in range(5)
+    }
+
+
+async def test_admin_creates_reads_updates_and_deletes_a_user(client: httpx.AsyncClient) -> None:
+    headers = await admin_headers(client)
+
+    created = await client.post(
+        "/admin/users",
+        json={
+            "email": "Staff@Example.com",
+            "password": STRONG_PASSWORD,
+            "name": "Staff",
+            "roles": ["support"],
+            "is_verified": True,
+        },
+        headers=headers,
+    )
+    user_id = created.json()["id"]
+    read = await client.get(f"/admin/users/{user_id}", headers=headers)
+    updated = await client.patch(
+        f"/admin/users/{user_id}",
+        json={"roles": ["support", "billing"], "is_verified": False, "name": "Staff Member"},
+        headers=headers,
+    )
+    deleted = await client.delete(f"/admin/users/{user_id}", headers=headers)
+    gone = await client.get(f"/admin/users/{user_id}", headers=headers)
+
+    assert created.status_code == 201
+    assert created.json()["email"] == "staff@example.com"
+    assert created.json()["roles"] == ["support"]
+    assert read.json() == created.json()
+    assert updated.json()["roles"] == ["billing", "support"]
+    assert updated.json()["is_verified"] is False
+    assert updated.json()["name"] == "Staff Member"
+    assert deleted.status_code == 204
+    assert gone.status_code == 404
+    assert gone.json() == {"detail": "No such user."}
+
+
+async def test_roles_are_carried_in_new_tokens(client: httpx.AsyncClient) -> None:
+    user = await register(client, "promoted@example.com")
+    headers = await admin_headers(client)
+
+    await client.patch(f"/admin/users/{user['id']}", json={"roles": ["admin"]}, headers=headers)
+    token = await login(client, "promoted@example.com")
+    listing = await client.get("/admin/users", headers=bearer(token))
+
+    assert listing.status_code == 200
+
+
+async def test_demoted_admin_loses_access_at_once(client: httpx.AsyncClient) -> None:
+    user = await register(client, "second@example.com")
+    headers = await admin_headers(client)
+    await client.patch(f"/admin/users/{user['id']}", json={"roles": ["admin"]}, headers=headers)
+    second = await auth_headers(client, "second@example.com")
+
+    await client.patch(f"/admin/users/{user['id']}", json={"roles": []}, headers=headers)
+
+    assert (await client.get("/admin/users", headers=second)).status_code == 403
+
+
+async def test_deactivated_user_cannot_log_in_and_their_tokens_fail(
+    client: httpx.AsyncClient,
+) -> None:
+    user = await register(client, "leaving@example.com")
+    token = await login(client, "leaving@example.com")
+    headers = await admin_headers(client)
+
+    response = await client.patch(
+        f"/admin/users/{user['id']}", json={"is_active": False}, headers=headers
+    )
+
+    assert response.json()["is_active"] is False
+    assert (await client.get("/users/me", headers=bearer(token))).status_code == 401
+    refused = await client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "password",
+            "username": "leaving@example.com",
+            "password": STRONG_PASSWORD,
+        },
+    )
+    assert refused.json()["error"] == "invalid_grant"
+
+
+async def test_non_admins_get_403(client: httpx.AsyncClient) -> None:
+    await register(client, "plain@example.com")
+    headers = await auth_headers(client, "plain@example.com")
+
+    for method, path in [
+        ("GET", "/admin/users"),
+        ("POST", "/admin/users"),
+        ("GET", f"/admin/users/{uuid.uuid4()}"),
+        ("PATCH", f"/admin/users/{uuid.uuid4()}"),
+        ("DELETE", f"/admin/users/{uuid.uuid4()}"),
+    ]:
+        response = await client.request(method, path, headers=headers, json={})
+        assert response.status_code == 403, (method, path)
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+async def test_admin_token_without_admin_scope_gets_403(client: httpx.AsyncClient) -> None:
+    token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="openid account")
+
+    response = await client.get("/admin/users", headers=bearer(token))
+
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("PATCH", {"is_active": False}), ("PATCH", {"roles": []}), ("DELETE", None)],
+)
+async def test_last_active_admin_cannot_remove_themself(
+    client: httpx.AsyncClient, method: str, body: dict[str, object] | None
+) -> None:
+    headers = await admin_headers(client)
+    admin_id = await _admin_id(client, headers)
+
+    response = await client.request(method, f"/admin/users/{admin_id}", json=body, headers=headers)
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "This change would leave no active admin."}
+    assert (await client.get("/admin/users", headers=headers)).status_code == 200
+
+
+async def test_an_admin_may_step_down_when_another_remains(client: httpx.AsyncClient) -> None:
+    other = await register(client, "heir@example.com")
+    headers = await admin_headers(client)
+    await client.patch(f"/admin/users/{other['id']}", json={"roles": ["admin"]}, headers=headers)
+    admin_id = await _admin_id(client, headers)
+
+    response = await client.patch(f"/admin/users/{admin_id}", json={"roles": []}, headers=headers)
+
+    assert response.status_code == 200
+    heir = await auth_headers(client, "heir@example.com")
+    assert (await client.get("/admin/users", headers=heir)).status_code == 200
+
+
+async def test_admin_create_refuses_a_taken_email_and_weak_password(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await admin_headers(client)
+
+    taken = await client.post(
+        "/admin/users",
+        json={"email": ADMIN_EMAIL.upper(), "password": STRONG_PASSWORD},
+        headers=headers,
+    )
+    weak = await client.post(
+        "/admin/users", json={"email": "weak@example.com", "password": "short"}, headers=headers
+    )
+
+    assert taken.status_code == 409
+    assert weak.status_code == 422
+    assert weak.json()["rule"] == "min_length"
+
+
+async def test_bootstrap_admin_is_created_once(make_client) -> None:  # type: ignore[no-untyped-def]
+    async with make_client() as client:
+        await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    async with make_client() as client:  # a restart: the admin exists already
+        headers = await admin_headers(client)
+        response = await client.get("/admin/users", params={"q": ADMIN_EMAIL}, headers=headers)
+
+    assert response.json()["count"] == 1
+    assert response.json()["data"][0]["roles"] == ["admin"]
+    assert response.json()["data"][0]["is_verified"] is True

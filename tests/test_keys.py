@@ -1,0 +1,92 @@
+"""Signing keys: generated once, stored encrypted, shared by every process and restart."""
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from auth_service.db import sync_url
+from auth_service.services.keys import SigningKeyUnreadable
+from tests.conftest import ClientFactory, bearer, login, register
+
+pytestmark = pytest.mark.anyio
+
+PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+def _stored_keys(database: str) -> list[tuple[str, str, bytes]]:
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT kid, alg, private_key_encrypted FROM signing_keys")
+            ).all()
+            return [(row[0], row[1], bytes(row[2])) for row in rows]
+    finally:
+        engine.dispose()
+
+
+async def test_first_start_creates_one_encrypted_key(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    keys = _stored_keys(database)
+
+    assert len(keys) == 1
+    kid, alg, blob = keys[0]
+    assert alg == "RS256"
+    assert b"PRIVATE KEY" not in blob
+    assert b"test secret key" not in blob
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert [key["kid"] for key in jwks["keys"]] == [kid]
+
+
+async def test_jwks_publishes_public_parameters_only(client: httpx.AsyncClient) -> None:
+    response = await client.get("/.well-known/jwks.json")
+
+    assert response.status_code == 200
+    (key,) = response.json()["keys"]
+    assert key["kty"] == "RSA"
+    assert key["use"] == "sig"
+    assert key["alg"] == "RS256"
+    assert {"n", "e", "kid"} <= set(key)
+    assert not PRIVATE_JWK_MEMBERS & set(key)
+
+
+async def test_restarts_sign_and_verify_with_the_same_key(
+    make_client: ClientFactory, database: str
+) -> None:
+    async with make_client() as first:
+        await register(first, "keep@example.com")
+        token = await login(first, "keep@example.com")
+        jwks_before = (await first.get("/.well-known/jwks.json")).json()
+
+    async with make_client() as second:
+        jwks_after = (await second.get("/.well-known/jwks.json")).json()
+        me = await second.get("/users/me", headers=bearer(token))
+
+    assert jwks_after == jwks_before
+    assert me.status_code == 200
+    assert len(_stored_keys(database)) == 1
+
+
+async def test_es256_is_selectable(make_client: ClientFactory) -> None:
+    async with make_client(signing_alg="ES256") as client:
+        await register(client, "ec@example.com")
+        token = await login(client, "ec@example.com")
+        jwks = (await client.get("/.well-known/jwks.json")).json()
+        me = await client.get("/users/me", headers=bearer(token))
+
+    assert me.status_code == 200
+    (key,) = jwks["keys"]
+    assert key["kty"] == "EC"
+    assert key["crv"] == "P-256"
+    assert key["alg"] == "ES256"
+    assert not PRIVATE_JWK_MEMBERS & set(key)
+
+
+async def test_a_wrong_secret_key_cannot_start_the_service(make_client: ClientFactory) -> None:
+    async with make_client():
+        pass
+
+    with pytest.raises(SigningKeyUnreadable, match="AUTH_SECRET_KEY"):
+        async with make_client(secret_key="another secret key"):
+            pass

@@ -1,0 +1,130 @@
+"""Settings: AUTH_* variables and .env, validated once with clear one-line failures."""
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from auth_service.config import Settings, unknown_variables, warn_unknown_variables
+from auth_service.security.crypto import load_or_create_secret_key
+
+
+def test_defaults_run_on_a_local_sqlite_file() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.database_url == "sqlite:///./auth.db"
+    assert settings.issuer == "http://localhost:8000"
+    assert settings.token_audience == "http://localhost:8000"
+    assert settings.access_token_ttl == 900
+    assert settings.password_min_length == 15
+    assert settings.bcrypt_rounds == 12
+    assert settings.signing_alg == "RS256"
+    assert settings.registration_open is True
+
+
+def test_environment_and_env_file_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("AUTH_ACCESS_TOKEN_TTL=300\nAUTH_ISSUER=https://id.example/\n")
+    monkeypatch.setenv("AUTH_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("AUTH_CLIENT_IDS", '["web", "mobile"]')
+    monkeypatch.setenv("AUTH_REGISTRATION_OPEN", "false")
+
+    settings = Settings()
+
+    assert settings.access_token_ttl == 300
+    assert settings.issuer == "https://id.example"
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.client_ids == ["web", "mobile"]
+    assert settings.default_client_id == "web"
+    assert settings.registration_open is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTH_ACCESS_TOKEN_TTL", "abc"),
+        ("AUTH_ACCESS_TOKEN_TTL", "5"),
+        ("AUTH_BCRYPT_ROUNDS", "3"),
+        ("AUTH_PASSWORD_MIN_LENGTH", "6"),
+        ("AUTH_ISSUER", "not a url"),
+        ("AUTH_DATABASE_URL", "mysql://localhost/db"),
+        ("AUTH_SIGNING_ALG", "HS256"),
+    ],
+)
+def test_invalid_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"secret_key": "changeme"},
+        {"secret_key": "short"},
+        {"secret_key": "x" * 40, "issuer": "http://id.example"},
+    ],
+)
+def test_production_demands_a_real_secret_and_https(overrides: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(
+            _env_file=None, **{"env": "production", "issuer": "https://id.example", **overrides}
+        )  # type: ignore[arg-type]
+
+
+def test_production_accepts_a_strong_secret() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, env="production", issuer="https://id.example", secret_key="k" * 48
+    )
+
+    assert settings.env == "production"
+
+
+def test_unknown_auth_variables_are_reported_as_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"AUTH_ISSUER": "x", "AUTH_ISSUR": "typo", "HOME": "/root"}
+
+    with caplog.at_level(logging.WARNING):
+        warn_unknown_variables(environ)
+
+    assert unknown_variables(environ) == ["AUTH_ISSUR"]
+    assert "AUTH_ISSUR" in caplog.text
+
+
+def test_invalid_configuration_stops_the_cli_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
+    env["AUTH_ACCESS_TOKEN_TTL"] = "abc"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "auth_service", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("auth-service: invalid configuration: AUTH_ACCESS_TOKEN_TTL:")
+    assert not (tmp_path / "auth.db").exists()
+
+
+def test_generated_secret_key_is_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / ".auth-secret-key"
+
+    first = load_or_create_secret_key(path)
+    second = load_or_create_secret_key(path)
+
+    assert first == second
+    assert len(first) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
