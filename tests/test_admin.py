@@ -9,6 +9,7 @@ from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     STRONG_PASSWORD,
+    ClientFactory,
     admin_headers,
     auth_headers,
     bearer,
@@ -201,7 +202,7 @@ async def test_admin_create_refuses_a_taken_email_and_weak_password(
     assert weak.json()["rule"] == "min_length"
 
 
-async def test_bootstrap_admin_is_created_once(make_client) -> None:  # type: ignore[no-untyped-def]
+async def test_bootstrap_admin_is_created_once(make_client: ClientFactory) -> None:
     async with make_client() as client:
         await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     async with make_client() as client:  # a restart: the admin exists already

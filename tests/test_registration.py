@@ -6,7 +6,7 @@ import unicodedata
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, admin_headers, login, register
+from tests.conftest import STRONG_PASSWORD, ClientFactory, admin_headers, login, register
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,7 @@ async def test_invalid_email_is_422_with_a_clear_message(client: httpx.AsyncClie
     assert response.json()["detail"].startswith("email:")
 
 
-async def test_closed_registration_is_403_and_creates_nothing(make_client) -> None:  # type: ignore[no-untyped-def]
+async def test_closed_registration_is_403_and_creates_nothing(make_client: ClientFactory) -> None:
     async with make_client(registration_open=False) as client:
         response = await client.post(
             "/users", json={"email": "late@example.com", "password": STRONG_PASSWORD}
@@ -112,7 +112,9 @@ async def test_refused_passwords_say_which_rule_failed(
     assert await _user_count(client) == 1
 
 
-async def test_minimum_length_counts_code_points_and_is_configurable(make_client) -> None:  # type: ignore[no-untyped-def]
+async def test_minimum_length_counts_code_points_and_is_configurable(
+    make_client: ClientFactory,
+) -> None:
     async with make_client(password_min_length=8) as client:
         # Eight code points, 24 UTF-8 bytes: long enough at a minimum of 8.
         await register(client, "kanji@example.com", password="猫が好き犬も好き")

@@ -1,0 +1,136 @@
+"""The `auth-service` command: create-admin, migrate and openapi."""
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+
+from auth_service import cli
+from tests.conftest import (
+    BCRYPT_TEST_ROUNDS,
+    STRONG_PASSWORD,
+    ClientFactory,
+    bearer,
+    login,
+    register,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging for its process; give the test process its own back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
+    monkeypatch.setenv("AUTH_DATABASE_URL", database)
+    monkeypatch.setenv("AUTH_SECRET_KEY", "test secret key")
+    monkeypatch.setenv("AUTH_BCRYPT_ROUNDS", str(BCRYPT_TEST_ROUNDS))
+    return database
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = "") -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    return cli.main(list(args))
+
+
+async def _run_in_thread(monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = "") -> int:
+    # The command runs its own event loop, as it does in a shell.
+    return await anyio.to_thread.run_sync(lambda: _run(monkeypatch, *args, stdin=stdin))
+
+
+async def test_create_admin_reads_the_password_from_stdin(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_client: ClientFactory,
+) -> None:
+    code = await _run_in_thread(
+        monkeypatch,
+        "create-admin",
+        "--email",
+        "Boss@Example.com",
+        stdin="the chief passphrase is long\n",
+    )
+
+    assert code == 0
+    assert capsys.readouterr().out.startswith("created boss@example.com (")
+    async with make_client(bootstrap_admin_email=None, bootstrap_admin_password=None) as client:
+        token = await login(
+            client, "boss@example.com", "the chief passphrase is long", scope="admin:users"
+        )
+        listing = await client.get("/admin/users", headers=bearer(token))
+    assert listing.status_code == 200
+
+
+async def test_create_admin_promotes_an_existing_user_without_a_password(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(bootstrap_admin_email=None, bootstrap_admin_password=None) as client:
+        await register(client, "member@example.com")
+
+    code = await _run_in_thread(monkeypatch, "create-admin", "--email", "member@example.com")
+
+    assert code == 0
+    assert capsys.readouterr().out.startswith("granted admin to member@example.com")
+    async with make_client(bootstrap_admin_email=None, bootstrap_admin_password=None) as client:
+        token = await login(client, "member@example.com", STRONG_PASSWORD)
+        assert (await client.get("/admin/users", headers=bearer(token))).status_code == 200
+
+
+def test_create_admin_refuses_a_weak_password(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _run(monkeypatch, "create-admin", "--email", "weak@example.com", stdin="short\n")
+
+    assert code == 1
+    assert (
+        "password refused: The password must be at least 15 characters long."
+        in capsys.readouterr().err
+    )
+
+
+def test_create_admin_has_no_password_argument(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _run(monkeypatch, "create-admin", "--email", "a@example.com", "--password", "x" * 20)
+
+    assert exit_info.value.code == 2
+
+
+def test_migrate_creates_the_schema_in_a_new_sqlite_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nested" / "auth.db"
+    monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite:///{path}")
+
+    assert _run(monkeypatch, "migrate") == 0
+    assert _run(monkeypatch, "migrate") == 0
+
+    assert path.exists()
+    assert capsys.readouterr().out.count("database is up to date") == 2
+
+
+def test_openapi_prints_the_document_without_creating_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(monkeypatch, "openapi") == 0
+
+    document = json.loads(capsys.readouterr().out)
+    assert "/oauth2/token" in document["paths"]
+    assert list(tmp_path.iterdir()) == []
