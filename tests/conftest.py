@@ -6,10 +6,12 @@ SQLite and on PostgreSQL. `TEST_DATABASES=sqlite` (or `postgresql`) narrows the 
 the suite; with CI=true it fails.
 """
 
+import asyncio
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from auth_service import migrate
+from auth_service import migrate, startup
 from auth_service.app import create_app
 from auth_service.config import Settings
 
@@ -29,7 +31,7 @@ ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin passphrase that is long"
 DATABASES = [d for d in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if d]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("user_roles", "users", "signing_keys")
+SECRET_KEY = "test secret key"
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,19 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+def _seed(database_url: str) -> None:
+    """Create the signing key and bootstrap admin once, as a first start would.
+
+    RSA key generation is the slowest part of a start; tests that are about the first start
+    use `empty_database`.
+    """
+    with ThreadPoolExecutor(1) as executor:  # a loop of its own, away from the tests' loop
+        executor.submit(
+            asyncio.run,
+            startup.prepare_database(make_settings(database_url), secret_key=SECRET_KEY),
+        ).result()
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run, migrated once with Alembic."""
@@ -66,6 +81,7 @@ def postgres_database() -> Iterator[str]:
         url = _with_database(POSTGRES_URL, name)
         try:
             migrate.upgrade(url)
+            _seed(url)
             yield url
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -76,12 +92,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once; each test gets a copy."""
     path = tmp_path_factory.mktemp("sqlite-template") / "auth.db"
     migrate.upgrade(f"sqlite:///{path}")
+    _seed(f"sqlite:///{path}")
     return path
 
 
 @pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database URL for one test."""
+    """A migrated database URL for one test, holding only the signing key and the admin."""
     if request.param == "sqlite":
         path = tmp_path / "auth.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
@@ -90,7 +107,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.getfixturevalue("postgres_database")
     yield url
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        connection.execute("TRUNCATE user_roles, users")
+        connection.execute(
+            "DELETE FROM signing_keys WHERE created_at > (SELECT min(created_at) FROM signing_keys)"
+        )
 
 
 @pytest.fixture(params=DATABASES)
@@ -112,7 +132,7 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
-        "secret_key": "test secret key",
+        "secret_key": SECRET_KEY,
         "issuer": "http://testserver",
         "bcrypt_rounds": BCRYPT_TEST_ROUNDS,
         "password_hash_concurrency": 4,

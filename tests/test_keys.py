@@ -1,12 +1,15 @@
 """Signing keys: generated once, stored encrypted, shared by every process and restart."""
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
+from auth_service import migrate
+from auth_service.app import create_app
 from auth_service.db import sync_url
 from auth_service.services.keys import SigningKeyUnreadable
-from tests.conftest import ClientFactory, bearer, login, register
+from tests.conftest import SECRET_KEY, ClientFactory, bearer, login, make_settings, register
 
 pytestmark = pytest.mark.anyio
 
@@ -25,17 +28,21 @@ def _stored_keys(database: str) -> list[tuple[str, str, bytes]]:
         engine.dispose()
 
 
-async def test_first_start_creates_one_encrypted_key(
-    client: httpx.AsyncClient, database: str
-) -> None:
-    keys = _stored_keys(database)
+async def test_first_start_creates_one_encrypted_key(empty_database: str) -> None:
+    migrate.upgrade(empty_database)
+    app = create_app(make_settings(empty_database))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            jwks = (await client.get("/.well-known/jwks.json")).json()
+
+    keys = _stored_keys(empty_database)
 
     assert len(keys) == 1
     kid, alg, blob = keys[0]
     assert alg == "RS256"
     assert b"PRIVATE KEY" not in blob
-    assert b"test secret key" not in blob
-    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert SECRET_KEY.encode() not in blob
     assert [key["kid"] for key in jwks["keys"]] == [kid]
 
 
@@ -76,7 +83,8 @@ async def test_es256_is_selectable(make_client: ClientFactory) -> None:
         me = await client.get("/users/me", headers=bearer(token))
 
     assert me.status_code == 200
-    (key,) = jwks["keys"]
+    # Keys of the previous algorithm stay published: tokens they signed still verify.
+    key = next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"])
     assert key["kty"] == "EC"
     assert key["crv"] == "P-256"
     assert key["alg"] == "ES256"

@@ -14,6 +14,7 @@ from auth_service.errors import InvalidClient, InvalidGrant, InvalidRequest, Uns
 from auth_service.guards import TOKEN_URL
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.security.password_policy import MAX_LENGTH as PASSWORD_MAX_LENGTH
+from auth_service.security.passwords import normalize
 from auth_service.services import tokens, users
 
 router = APIRouter(tags=["oauth2"])
@@ -123,7 +124,8 @@ async def token(
     tokens.grant_scopes(requested_scope, roles=[])
     metrics = request.app.state.metrics
     user = None
-    if len(password) <= PASSWORD_MAX_LENGTH:  # longer can never match: refuse without hashing
+    # Longer can never match (the policy caps it after normalization): refuse without hashing.
+    if len(normalize(password)) <= PASSWORD_MAX_LENGTH:
         user = await users.authenticate(
             session=session, hasher=hasher, email=username, password=password
         )

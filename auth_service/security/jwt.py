@@ -86,7 +86,7 @@ def decode(
             algorithms=[algorithm],
             audience=audience,
             issuer=issuer,
-            options={"leeway": LEEWAY_SECONDS, **{f"require_{c}": True for c in REQUIRED_CLAIMS}},
+            options={"leeway": LEEWAY_SECONDS},
         )
     except ExpiredSignatureError:
         raise TokenError("The access token expired.") from None
@@ -94,6 +94,10 @@ def decode(
         raise TokenError(f"The access token is not valid here: {exc}.") from None
     except JWTError:
         raise TokenError("The access token signature is invalid.") from None
-    if not isinstance(claims.get("client_id"), str) or not isinstance(claims.get("jti"), str):
-        raise TokenError("The access token lacks required claims.")
+    # jose checks iss, aud and exp only when present: RFC 9068 §2.2 makes them all required.
+    missing = [name for name in REQUIRED_CLAIMS if name not in claims]
+    if missing:
+        raise TokenError(f"The access token lacks the claim {', '.join(missing)}.")
+    if not all(isinstance(claims[name], str) for name in ("sub", "jti", "client_id")):
+        raise TokenError("The access token has malformed claims.")
     return claims
