@@ -20,7 +20,12 @@ from auth_service.errors import (
     OAuth2Error,
     PasswordRejected,
 )
-from auth_service.observability import Metrics, RequestContextMiddleware
+from auth_service.observability import (
+    MAX_BODY_BYTES,
+    BodySizeLimitMiddleware,
+    Metrics,
+    RequestContextMiddleware,
+)
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.passwords import PasswordHasher
@@ -148,7 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES, oauth_paths=OAUTH_PATHS
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: sees every answer
     return app
 
 

@@ -117,33 +117,69 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over `max_body_bytes` before anything parses or hashes them."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, oauth_paths: frozenset[str]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.oauth_paths = oauth_paths
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, description: str) -> None:
+        body: dict[str, str] = (
+            {"error": "invalid_request", "error_description": description}  # RFC 6749 §5.2
+            if scope["path"] in self.oauth_paths
+            else {"detail": description}
+        )
+        payload = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(payload)),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await self._refuse(scope, send, 400, "The Content-Length header is malformed.")
+            return
+        if declared is not None and int(declared) > self.max_body_bytes:
+            await self._refuse(scope, send, 413, "The request body is too large.")
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._refuse(scope, send, 413, "The request body is too large.")
 
 
 class RequestContextMiddleware:
-    """Per request: an id (echoed in X-Request-ID), the body size limit, metrics, access log."""
+    """Per request: an id (echoed in X-Request-ID), metrics and one access log line."""
 
-    def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int = MAX_BODY_BYTES
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,50 +191,16 @@ class RequestContextMiddleware:
         id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                response_started = True
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
-        received = 0
-
-        async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
-
         try:
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and (
-                not declared.isdigit() or int(declared) > self.max_body_bytes
-            ):
-                status = 413 if declared.isdigit() else 400
-                await _send_json(
-                    send,
-                    status,
-                    {
-                        "detail": "Request body too large."
-                        if status == 413
-                        else "Bad Content-Length."
-                    },
-                    [id_header],
-                )
-                return
-            try:
-                await self.app(scope, receive_wrapper, send_wrapper)
-            except _BodyTooLarge:
-                status = 413
-                if not response_started:
-                    await _send_json(send, 413, {"detail": "Request body too large."}, [id_header])
+            await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -309,7 +309,10 @@ async def test_one_mebibyte_body_is_refused_with_413_json(client: httpx.AsyncCli
 
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"detail": "Request body too large."}
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "The request body is too large.",
+    }
     assert sum(counting.calls.values()) == 0
 
 
@@ -461,11 +464,12 @@ async def test_http_basic_public_client_without_secret_is_accepted(
     assert claims["client_id"] == "auth-service"
 
 
-async def test_http_basic_client_with_a_secret_is_invalid_client(
-    client: httpx.AsyncClient,
+@pytest.mark.parametrize("raw", [b"auth-service:s3cret", b"auth-service", b"\xff\xfe:"])
+async def test_http_basic_with_a_secret_or_malformed_is_invalid_client(
+    client: httpx.AsyncClient, raw: bytes
 ) -> None:
     await register(client, "secret@example.com")
-    credentials = base64.b64encode(b"auth-service:s3cret").decode()
+    credentials = base64.b64encode(raw).decode()
 
     response = await client.post(
         TOKEN_URL,

@@ -76,7 +76,9 @@ def _client_from_basic(header: str | None) -> str | None:
         decoded = base64.b64decode(encoded, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise InvalidClient("The Basic credentials are malformed.") from None
-    client_id, _, secret = decoded.partition(":")
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise InvalidClient("The Basic credentials are malformed.")
     if secret:
         raise InvalidClient("Unknown client credentials: public clients have no secret.")
     return unquote_plus(client_id) or None
