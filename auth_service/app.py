@@ -98,7 +98,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path in OAUTH_PATHS and exc.status_code < 500:
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": str(exc.detail)},
+                status_code=exc.status_code,
+                headers={"Cache-Control": "no-store", **(exc.headers or {})},
+            )
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

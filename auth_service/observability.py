@@ -19,10 +19,13 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_BODY_BYTES = 64 * 1024
+BODY_TOO_LARGE = "The request body is too large."
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("auth_service.access")
@@ -76,6 +79,8 @@ def logging_config(level: str) -> dict[str, Any]:
             # We log each request ourselves, with its id and without the query string.
             "uvicorn.access": {"level": "WARNING"},
             "alembic.runtime.plugins": {"level": "WARNING"},
+            # aiosqlite logs every statement with its parameters (hashes, emails) at DEBUG.
+            "aiosqlite": {"level": "WARNING"},
         },
     }
 
@@ -113,8 +118,29 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _route_template(scope: Scope, original: Scope) -> str:
+    """The matched route's path template: a bounded label, never a raw path with ids.
+
+    `scope` is the request's scope after routing, `original` a copy from before (a Mount
+    rewrites the path it matched).
+    """
+    route = scope.get("route")  # set by FastAPI's APIRoute
+    if route is not None:
+        return str(route.path)
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        path = getattr(candidate, "path", None)  # Starlette routes: /openapi.json, docs assets
+        if path is not None and candidate.matches(original)[0] is Match.FULL:
+            return f"{path}/{{path}}" if isinstance(candidate, Mount) else str(path)
+    return "<unmatched>"
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException, so FastAPI's body reader re-raises
+    it (it turns any other error into a 400) and the app's handler answers 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, BODY_TOO_LARGE)
 
 
 class BodySizeLimitMiddleware:
@@ -148,7 +174,7 @@ class BodySizeLimitMiddleware:
             await self._refuse(scope, send, 400, "The Content-Length header is malformed.")
             return
         if declared is not None and int(declared) > self.max_body_bytes:
-            await self._refuse(scope, send, 413, "The request body is too large.")
+            await self._refuse(scope, send, 413, BODY_TOO_LARGE)
             return
         received = 0
         response_started = False
@@ -171,7 +197,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, watching_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._refuse(scope, send, 413, "The request body is too large.")
+                await self._refuse(scope, send, 413, BODY_TOO_LARGE)
 
 
 class RequestContextMiddleware:
@@ -191,6 +217,7 @@ class RequestContextMiddleware:
         id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         started = time.perf_counter()
         status = 500
+        original = dict(scope)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -203,8 +230,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = _route_template(scope, original)
             method = scope["method"]
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)

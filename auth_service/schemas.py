@@ -19,7 +19,12 @@ def _lower(value: str) -> str:
 # Addresses are compared and stored lower-cased: Alice@X and alice@x are one account.
 Email = Annotated[_EmailStr, AfterValidator(_lower)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_HARD_LIMIT)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Printable text only: control characters (NUL above all: PostgreSQL text refuses it) are 422.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),
+]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
 

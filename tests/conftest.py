@@ -152,7 +152,7 @@ def make_client(database: str) -> ClientFactory:
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(database, **overrides))
+        app = create_app(make_settings(overrides.pop("database_url", database), **overrides))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:

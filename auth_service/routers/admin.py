@@ -9,6 +9,7 @@ from auth_service.deps import HasherDep, SessionDep, SettingsDep
 from auth_service.guards import require_roles
 from auth_service.models import ADMIN_ROLE
 from auth_service.schemas import (
+    PRINTABLE,
     AdminUserCreate,
     AdminUserUpdate,
     ErrorResponse,
@@ -32,8 +33,11 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
 async def list_users(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    q: Annotated[str | None, Query(max_length=320, description="Search in email and name.")] = None,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    q: Annotated[
+        str | None,
+        Query(max_length=320, pattern=PRINTABLE, description="Search in email and name."),
+    ] = None,
 ) -> UsersPublic:
     """List users, oldest first, with the total count."""
     found, total = await users.list_users(session=session, limit=limit, offset=offset, q=q)

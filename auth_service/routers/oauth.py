@@ -8,6 +8,7 @@ from urllib.parse import unquote_plus
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep
 from auth_service.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
@@ -43,6 +44,8 @@ async def _read_form(request: Request) -> FormData:
         raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
     try:
         return await request.form()
+    except HTTPException:
+        raise  # the body size limit (413)
     except Exception:  # python-multipart and Starlette raise several types on bad bytes
         raise InvalidRequest("The form body could not be parsed.") from None
 

@@ -97,7 +97,10 @@ async def authenticate(
     Unknown emails verify against a dummy hash so they take as long as a wrong password;
     callers answer every failure the same way (no account enumeration).
     """
-    user = await get_by_email(session=session, email=email)
+    # No address holds control characters (PostgreSQL text cannot even hold NUL).
+    user = (
+        None if _has_control_characters(email) else await get_by_email(session=session, email=email)
+    )
     if user is None:
         await hasher.dummy_verify(password)
         return None
@@ -161,6 +164,10 @@ async def list_users(
         query.order_by(col(User.created_at), col(User.id)).limit(limit).offset(offset)
     )
     return list(users.all()), total
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def _escape_like(text: str) -> str:
