@@ -52,9 +52,6 @@ async def current_token(
     return claims
 
 
-TokenClaims = Annotated[dict[str, Any], Security(current_token)]
-
-
 async def current_user(
     security_scopes: SecurityScopes,
     session: SessionDep,
@@ -92,4 +89,4 @@ def require_roles(
 
 
 CurrentUser = Annotated[User, Security(current_user, scopes=[Scope.ACCOUNT])]
-AdminUser = Annotated[User, Depends(require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,)))]
+require_admin = require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,))

@@ -105,8 +105,3 @@ class OAuth2ErrorResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
-
-
-class ValidationErrorResponse(BaseModel):
-    detail: str
-    errors: list[dict[str, object]]

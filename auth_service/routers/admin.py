@@ -6,8 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from auth_service.deps import HasherDep, SessionDep, SettingsDep
-from auth_service.guards import require_roles
-from auth_service.models import ADMIN_ROLE
+from auth_service.guards import require_admin
 from auth_service.schemas import (
     PRINTABLE,
     AdminUserCreate,
@@ -16,13 +15,12 @@ from auth_service.schemas import (
     UserPublic,
     UsersPublic,
 )
-from auth_service.scopes import Scope
 from auth_service.services import users
 
 router = APIRouter(
     prefix="/admin/users",
     tags=["admin"],
-    dependencies=[Depends(require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,)))],
+    dependencies=[Depends(require_admin)],
     responses={404: {"model": ErrorResponse}},
 )
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, Security, status
 
 from auth_service.deps import HasherDep, SessionDep, SettingsDep
 from auth_service.errors import Forbidden
-from auth_service.guards import CurrentUser, current_token, current_user
+from auth_service.guards import CurrentUser, current_user, require_scopes
 from auth_service.models import User
 from auth_service.schemas import (
     ErrorResponse,
@@ -82,7 +82,7 @@ async def change_password(
 @router.get("/userinfo", response_model_exclude_none=True)
 async def userinfo(
     user: Annotated[User, Security(current_user, scopes=[Scope.OPENID])],
-    claims: Annotated[dict[str, Any], Security(current_token, scopes=[Scope.OPENID])],
+    claims: Annotated[dict[str, Any], require_scopes(Scope.OPENID)],
 ) -> UserInfo:
     """OpenID Connect UserInfo: the caller's claims that the token's scopes allow."""
     granted = set(str(claims.get("scope", "")).split())

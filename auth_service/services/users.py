@@ -5,6 +5,7 @@ never commit: the request's session dependency commits once or rolls back.
 """
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import anyio.to_thread
@@ -48,7 +49,7 @@ async def create_user(
     hasher: PasswordHasher,
     min_length: int,
     data: UserCreate,
-    roles: list[str] = (),  # type: ignore[assignment]
+    roles: Sequence[str] = (),
     is_active: bool = True,
     is_verified: bool = False,
 ) -> User:
