@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from sqlalchemy.orm import joinedload
 
 from auth_service.deps import KeysDep, SessionDep, SettingsDep
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
@@ -62,7 +63,8 @@ async def current_user(
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
         raise InvalidToken("The access token does not name a user.") from None
-    user = await session.get(User, user_id)
+    # One query: the user with its roles (the admin guard reads them).
+    user = await session.get(User, user_id, options=[joinedload(User.role_links)])
     # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
     if user is None or not user.is_active or issued_before(claims, user):
         raise InvalidToken("The access token has been revoked.")

@@ -212,3 +212,23 @@ async def test_bootstrap_admin_is_created_once(make_client: ClientFactory) -> No
     assert response.json()["count"] == 1
     assert response.json()["data"][0]["roles"] == ["admin"]
     assert response.json()["data"][0]["is_verified"] is True
+
+
+async def test_null_fields_leave_values_unchanged_but_null_name_clears(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await admin_headers(client)
+    admin_id = await _admin_id(client, headers)
+    await client.patch(f"/admin/users/{admin_id}", json={"name": "Root"}, headers=headers)
+
+    response = await client.patch(
+        f"/admin/users/{admin_id}",
+        json={"roles": None, "is_active": None, "is_verified": None, "name": None},
+        headers=headers,
+    )
+
+    assert response.status_code == 200
+    assert response.json()["roles"] == ["admin"]
+    assert response.json()["is_active"] is True
+    assert response.json()["is_verified"] is True
+    assert response.json()["name"] is None

@@ -192,26 +192,19 @@ async def _ensure_other_active_admin(*, session: AsyncSession, user: User) -> No
 
 
 async def update_user(*, session: AsyncSession, user: User, data: AdminUserUpdate) -> User:
-    changes = data.model_dump(exclude_unset=True)
-    loses_admin = (
-        ADMIN_ROLE in user.roles
-        and user.is_active
-        and (
-            changes.get("is_active") is False
-            or ("roles" in changes and ADMIN_ROLE not in (changes["roles"] or []))
-        )
-    )
-    if loses_admin:
+    # `null` means "leave as is", except for the name, which it clears.
+    roles = data.roles if data.roles is not None else user.roles
+    is_active = data.is_active if data.is_active is not None else user.is_active
+    if ADMIN_ROLE in user.roles and user.is_active and not (ADMIN_ROLE in roles and is_active):
         await _ensure_other_active_admin(session=session, user=user)
-    if "name" in changes:
-        user.name = changes["name"]
-    if changes.get("roles") is not None:
-        user.set_roles(changes["roles"])
-    if changes.get("is_verified") is not None:
-        user.is_verified = changes["is_verified"]
-    if changes.get("is_active") is not None and changes["is_active"] != user.is_active:
-        user.is_active = changes["is_active"]
-        if not user.is_active:
+    if "name" in data.model_fields_set:
+        user.name = data.name
+    user.set_roles(list(roles))
+    if data.is_verified is not None:
+        user.is_verified = data.is_verified
+    if is_active != user.is_active:
+        user.is_active = is_active
+        if not is_active:
             invalidate_tokens(user)
     user.updated_at = utcnow()
     session.add(user)
