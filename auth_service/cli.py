@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging.config
@@ -9,6 +10,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +21,7 @@ from auth_service.observability import logging_config
 from auth_service.services.keys import SigningKeyUnreadable
 
 PROG = "auth-service"
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -54,20 +57,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(f"AUTH_BOOTSTRAP_ADMIN_PASSWORD refused: {exc.description}", 1)
     except (SigningKeyUnreadable, SQLAlchemyError, OSError) as exc:
         return _fail(f"cannot start: {str(exc).splitlines()[0]}", 1)
-    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Workers write metric samples to files that /metrics adds up, whichever worker answers.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auth-service-metrics-")
-    uvicorn.run(
-        "auth_service.app:create_app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=logging_config(settings.log_level),
-        access_log=False,
-        server_header=False,
-        proxy_headers=True,
-    )
+    with contextlib.ExitStack() as cleanup:
+        if args.workers > 1:
+            # Workers write metric samples to files that /metrics adds up, whichever worker
+            # answers. Samples of an earlier run must not count: start from an empty directory.
+            if directory := os.environ.get(METRICS_DIR_VARIABLE):
+                for stale in Path(directory).glob("*.db"):
+                    stale.unlink()
+            else:
+                temporary = tempfile.TemporaryDirectory(prefix="auth-service-metrics-")
+                os.environ[METRICS_DIR_VARIABLE] = cleanup.enter_context(temporary)
+        uvicorn.run(
+            "auth_service.app:create_app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=logging_config(settings.log_level),
+            access_log=False,
+            server_header=False,
+            proxy_headers=True,
+        )
     return 0
 
 

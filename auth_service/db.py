@@ -49,9 +49,8 @@ def configure_sqlite(engine: Any) -> None:
 def create_engine(database_url: str) -> AsyncEngine:
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, pool_pre_ping=True
-        )
+        # A local file has no connection to lose: no pre-ping round trip per checkout.
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
     else:
         engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     configure_sqlite(engine.sync_engine)
