@@ -1,5 +1,6 @@
 """Schema migrations: Alembic revisions are the only way the schema changes."""
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -27,5 +28,9 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Password hashes live here: readable by the service's user only (SQLite gives its
+        # -wal and -shm files the same mode).
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     command.upgrade(alembic_config(database_url), revision)

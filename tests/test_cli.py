@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,14 @@ def test_openapi_prints_the_document_without_creating_files(
     document = json.loads(capsys.readouterr().out)
     assert "/oauth2/token" in document["paths"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_sqlite_file_is_readable_by_its_owner_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "private.db"
+    monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite:///{path}")
+
+    assert _run(monkeypatch, "migrate") == 0
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
