@@ -1,6 +1,5 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,8 +29,6 @@ from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.passwords import PasswordHasher
 
-logger = logging.getLogger(__name__)
-
 OAUTH_PATHS = frozenset({"/oauth2/token"})
 
 
@@ -45,8 +42,10 @@ def _bearer_challenge(exc: BearerError) -> str:
     # RFC 6750 §3: Bearer realm, error, error_description, scope.
     parts = []
     if exc.error:
+        # §3: error_description excludes '"' and '\\' (it is a quoted-string).
+        description = exc.description.replace('"', "'").replace("\\", "/")
         parts.append(f'error="{exc.error}"')
-        parts.append(f'error_description="{exc.description}"')
+        parts.append(f'error_description="{description}"')
     if exc.scope:
         parts.append(f'scope="{exc.scope}"')
     return "Bearer " + ", ".join(parts) if parts else "Bearer"
@@ -57,7 +56,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def oauth2_error(_: Request, exc: OAuth2Error) -> JSONResponse:
         headers = {"Cache-Control": "no-store"}
         if exc.status_code == 401:
-            headers["WWW-Authenticate"] = "Basic"  # RFC 6749 §5.2 invalid_client
+            headers["WWW-Authenticate"] = 'Basic realm="auth-service"'  # RFC 6749 §5.2
         return JSONResponse(
             {"error": exc.error, "error_description": exc.description},
             status_code=exc.status_code,

@@ -286,7 +286,7 @@ async def test_other_grant_types_are_unsupported(
     response = await client.post(TOKEN_URL, data=_form("ann@example.com", grant_type=grant_type))
 
     body = _assert_oauth_error(response, 400, "unsupported_grant_type")
-    assert grant_type in body["error_description"]
+    assert body["error_description"] == "Only the password grant is supported."
 
 
 async def test_unknown_scope_is_invalid_scope(client: httpx.AsyncClient) -> None:
@@ -510,6 +510,16 @@ async def test_plain_user_asking_for_admin_scope_gets_only_the_rest(
     claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "openid"
     assert claims["roles"] == []
+
+
+async def test_plain_user_asking_only_for_admin_scope_is_invalid_scope(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "climber@example.com")
+
+    response = await client.post(TOKEN_URL, data=_form("climber@example.com", scope="admin:users"))
+
+    _assert_oauth_error(response, 400, "invalid_scope")
 
 
 async def test_admin_is_granted_the_admin_scope(client: httpx.AsyncClient) -> None:

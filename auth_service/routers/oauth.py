@@ -120,13 +120,11 @@ async def token(
     form = await _read_form(request)
     grant_type = _required(form, "grant_type")
     if grant_type != "password":
-        raise UnsupportedGrantType(f"The grant type {grant_type} is not supported.")
+        raise UnsupportedGrantType("Only the password grant is supported.")
     username = _required(form, "username")
     password = _required(form, "password")
-    requested_scope = _optional(form, "scope")
+    requested_scopes = tokens.parse_scope(_optional(form, "scope"))  # before any password work
     client_id = _client_id(request, form, settings)
-    # Unknown scopes fail before any password work.
-    tokens.grant_scopes(requested_scope, roles=[])
     metrics = request.app.state.metrics
     user = None
     # Longer can never match (the policy caps it after normalization): refuse without hashing.
@@ -138,7 +136,7 @@ async def token(
         metrics.logins.labels("invalid_grant").inc()
         # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
         raise InvalidGrant("The email or password is incorrect.")
-    scopes = tokens.grant_scopes(requested_scope, roles=user.roles)
+    scopes = tokens.grant_scopes(requested_scopes, roles=user.roles)
     issued = tokens.issue_access_token(
         user=user, client_id=client_id, scopes=scopes, keys=keys, settings=settings
     )

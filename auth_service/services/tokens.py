@@ -20,20 +20,28 @@ class IssuedToken:
     scope: str
 
 
-def grant_scopes(requested: str | None, *, roles: list[str]) -> set[str]:
-    """RFC 6749 §3.3: the scopes to grant.
-
-    Unknown scopes are an error; known scopes the user may not have are left out (the
-    response's `scope` says what was granted). No scope asks for everything allowed.
-    """
-    allowed = allowed_for(roles)
+def parse_scope(requested: str | None) -> set[str] | None:
+    """The requested scopes (None when none were asked for); unknown ones are an error."""
     if requested is None or not requested.strip():
-        return {str(s) for s in allowed}
+        return None
     wanted = set(requested.split())
     unknown = wanted - {s.value for s in Scope}
     if unknown:
         raise InvalidScope(f"Unknown scope: {format_scope(unknown)}.")
-    return {s for s in wanted if s in allowed}
+    return wanted
+
+
+def grant_scopes(requested: set[str] | None, *, roles: list[str]) -> set[str]:
+    """RFC 6749 §3.3: the scopes to grant.
+
+    Known scopes the user may not have are left out (the response's `scope` says what was
+    granted); nothing requested means everything allowed.
+    """
+    allowed = {str(s) for s in allowed_for(roles)}
+    granted = allowed if requested is None else requested & allowed
+    if not granted:
+        raise InvalidScope("None of the requested scopes can be granted to this user.")
+    return granted
 
 
 def issue_access_token(
