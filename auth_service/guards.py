@@ -17,7 +17,7 @@ from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE, User
 from auth_service.scopes import DESCRIPTIONS, Scope
 from auth_service.security import jwt
-from auth_service.services.tokens import issued_before
+from auth_service.services.tokens import is_revoked
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
@@ -54,7 +54,6 @@ async def current_token(
 
 
 async def current_user(
-    security_scopes: SecurityScopes,
     session: SessionDep,
     claims: Annotated[dict[str, Any], Security(current_token)],
 ) -> User:
@@ -66,14 +65,25 @@ async def current_user(
     # One query: the user with its roles (the admin guard reads them).
     user = await session.get(User, user_id, options=[joinedload(User.role_links)])
     # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
-    if user is None or not user.is_active or issued_before(claims, user):
+    if user is None or not user.is_active or is_revoked(claims, user):
         raise InvalidToken("The access token has been revoked.")
     return user
 
 
+async def current_claims(
+    claims: Annotated[dict[str, Any], Security(current_token)],
+    _user: Annotated[User, Security(current_user)],
+) -> dict[str, Any]:
+    """The token's claims, once `current_user` has confirmed the token is still valid."""
+    return claims
+
+
 def require_scopes(*scopes: str) -> Any:
-    """A dependency that demands an access token carrying every one of `scopes`."""
-    return Security(current_token, scopes=list(scopes))
+    """A dependency returning the claims of a still-valid token carrying every one of `scopes`.
+
+    `current_token` alone checks only the token (signature, claims, scopes), not the user.
+    """
+    return Security(current_claims, scopes=list(scopes))
 
 
 def require_roles(

@@ -59,8 +59,9 @@ class User(SQLModel, table=True):
     is_verified: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    # Access tokens issued before this instant are refused (password change, deactivation).
-    tokens_valid_after: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Carried in every access token; raising it (password change, deactivation) revokes
+    # all earlier tokens exactly, even one whose login read the old password hash.
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
     role_links: list["UserRole"] = Relationship(
         sa_relationship_kwargs={"lazy": "selectin", "cascade": "all, delete-orphan"},

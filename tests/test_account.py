@@ -1,8 +1,12 @@
 """The caller's own account: /users/me, password change, /userinfo."""
 
+from typing import Any
+
+import anyio
 import httpx
 import pytest
 
+from auth_service.security.passwords import PasswordHasher
 from tests.conftest import STRONG_PASSWORD, auth_headers, bearer, login, register
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +116,59 @@ async def test_userinfo_returns_the_claims_the_scopes_allow(client: httpx.AsyncC
     assert openid_only.json() == {"sub": created["id"]}
     assert without_openid.status_code == 403
     assert 'error="insufficient_scope"' in without_openid.headers["www-authenticate"]
+
+
+class _PausingHasher:
+    """Holds the first password check until released; everything else goes straight through."""
+
+    def __init__(self, real: PasswordHasher) -> None:
+        self._real = real
+        self.paused = anyio.Event()
+        self.release = anyio.Event()
+        self._armed = True
+
+    async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
+        if self._armed:
+            self._armed = False
+            self.paused.set()
+            await self.release.wait()
+        return await self._real.verify(password, hashed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def test_a_login_racing_a_password_change_gets_a_revoked_token(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "race@example.com")
+    owner = await auth_headers(client, "race@example.com")
+    app = client._transport.app  # type: ignore[attr-defined]
+    hasher = _PausingHasher(app.state.hasher)
+    app.state.hasher = hasher
+    responses: dict[str, httpx.Response] = {}
+
+    async def thief_logs_in_with_the_old_password() -> None:
+        responses["login"] = await client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "password",
+                "username": "race@example.com",
+                "password": STRONG_PASSWORD,
+            },
+        )
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(thief_logs_in_with_the_old_password)
+        await hasher.paused.wait()  # the login has read the old hash and is checking it
+        responses["change"] = await client.post(
+            "/users/me/password",
+            json={"current_password": STRONG_PASSWORD, "new_password": NEW_PASSWORD},
+            headers=owner,
+        )
+        hasher.release.set()
+
+    assert responses["change"].status_code == 204
+    assert responses["login"].status_code == 200  # the old password matched the hash it read
+    stale = bearer(responses["login"].json()["access_token"])
+    assert (await client.get("/users/me", headers=stale)).status_code == 401

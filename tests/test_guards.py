@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
+from auth_service.guards import require_scopes
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,
@@ -79,6 +80,7 @@ def _claims(user_id: str, **overrides: Any) -> dict[str, Any]:
         "client_id": "auth-service",
         "scope": "account email openid profile",
         "roles": [],
+        "token_version": 0,
     }
     claims.update(overrides)
     return claims
@@ -514,3 +516,23 @@ async def test_deleting_the_user_revokes_their_tokens(client: httpx.AsyncClient)
 
     _assert_invalid_token(await client.get("/users/me", headers=headers))
     _assert_invalid_token(await client.get("/userinfo", headers=headers))
+
+
+async def test_require_scopes_refuses_the_token_of_a_deactivated_user(
+    client: httpx.AsyncClient,
+) -> None:
+    @_app(client).get("/probe/scoped")
+    async def probe(claims: Annotated[dict[str, Any], require_scopes("openid")]) -> str:
+        return str(claims["sub"])
+
+    user_id = await _user(client, "scoped@example.com")
+    token = await login(client, "scoped@example.com")
+    assert (await client.get("/probe/scoped", headers=bearer(token))).json() == user_id
+
+    await client.patch(
+        f"/admin/users/{user_id}", json={"is_active": False}, headers=await admin_headers(client)
+    )
+
+    refused = await client.get("/probe/scoped", headers=bearer(token))
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]

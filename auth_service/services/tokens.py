@@ -1,9 +1,9 @@
 """Access token issuance: RFC 9068 JWT profile for OAuth 2.0 access tokens."""
 
-import math
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from auth_service.config import Settings
 from auth_service.errors import InvalidScope
@@ -11,6 +11,8 @@ from auth_service.models import User
 from auth_service.scopes import Scope, allowed_for, format_scope
 from auth_service.security import jwt
 from auth_service.services.keys import KeySet
+
+TOKEN_VERSION_CLAIM = "token_version"  # noqa: S105 (a claim name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +49,19 @@ def grant_scopes(requested: set[str] | None, *, roles: list[str]) -> set[str]:
 def issue_access_token(
     *, user: User, client_id: str, scopes: set[str], keys: KeySet, settings: Settings
 ) -> IssuedToken:
-    now = time.time()
-    # RFC 7519 §2 NumericDate may be fractional: `iat` in milliseconds lets a token issued
-    # right after a password change outlive the change's invalidation marker.
-    issued_at = math.floor(now * 1000) / 1000
+    now = int(time.time())
     claims = {
         "iss": settings.issuer,
         "sub": str(user.id),
         "aud": settings.token_audience,
-        "exp": int(now) + settings.access_token_ttl,
-        "iat": issued_at,
+        "exp": now + settings.access_token_ttl,
+        "iat": now,
         "jti": secrets.token_urlsafe(16),
         "client_id": client_id,
         "scope": format_scope(scopes),
         "roles": user.roles,
+        # Read with the password hash it was checked against: see User.token_version.
+        TOKEN_VERSION_CLAIM: user.token_version,
     }
     return IssuedToken(
         access_token=jwt.encode(claims, keys.signing),
@@ -69,10 +70,6 @@ def issue_access_token(
     )
 
 
-def issued_before(claims: dict[str, object], user: User) -> bool:
-    """Was the token issued before the user's invalidation marker?"""
-    iat = claims.get("iat")
-    if not isinstance(iat, int | float):
-        return True
-    marker_ms = math.floor(user.tokens_valid_after.timestamp() * 1000)
-    return round(iat * 1000) < marker_ms
+def is_revoked(claims: dict[str, Any], user: User) -> bool:
+    """Was the token issued before the user's latest password change or deactivation?"""
+    return claims.get(TOKEN_VERSION_CLAIM) != user.token_version

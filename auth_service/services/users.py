@@ -6,7 +6,6 @@ never commit: the request's session dependency commits once or rolls back.
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 import anyio.to_thread
 from sqlalchemy import func, or_
@@ -114,11 +113,10 @@ async def authenticate(
     return user
 
 
-def invalidate_tokens(user: User, *, at: datetime | None = None) -> None:
-    """Make every access token issued to `user` until now fail verification."""
-    now = at or utcnow()
-    user.tokens_valid_after = now
-    user.updated_at = now
+def invalidate_tokens(user: User) -> None:
+    """Make every access token issued to `user` so far fail verification."""
+    user.token_version += 1
+    user.updated_at = utcnow()
 
 
 async def change_password(

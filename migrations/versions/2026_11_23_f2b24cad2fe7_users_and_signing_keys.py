@@ -1,8 +1,8 @@
 """users and signing keys
 
-Revision ID: e78c6d2deed6
+Revision ID: f2b24cad2fe7
 Revises:
-Create Date: 2026-11-23 18:12:42.352603
+Create Date: 2026-11-23 18:56:43.696981
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "e78c6d2deed6"
+revision: str = "f2b24cad2fe7"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("is_verified", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tokens_valid_after", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("token_version", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
