@@ -24,6 +24,10 @@ PROG = "auth-service"
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class CommandError(Exception):
+    """A failure reported as one line on stderr, exit status 1."""
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return code
@@ -50,13 +54,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from auth_service.app import resolve_secret_key
 
     secret_key = resolve_secret_key(settings)  # generated once here, read by every worker
+    migrate.upgrade(settings.database_url)
     try:
-        migrate.upgrade(settings.database_url)
         asyncio.run(startup.prepare_database(settings, secret_key=secret_key))
     except PasswordRejected as exc:
-        return _fail(f"AUTH_BOOTSTRAP_ADMIN_PASSWORD refused: {exc.description}", 1)
-    except (SigningKeyUnreadable, SQLAlchemyError, OSError) as exc:
-        return _fail(f"cannot start: {str(exc).splitlines()[0]}", 1)
+        raise CommandError(f"AUTH_BOOTSTRAP_ADMIN_PASSWORD refused: {exc.description}") from None
     with contextlib.ExitStack() as cleanup:
         if args.workers > 1:
             # Workers write metric samples to files that /metrics adds up, whichever worker
@@ -94,28 +96,30 @@ def _read_password() -> str:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("Password: ")
     if first != getpass.getpass("Password (again): "):
-        raise ValueError("the passwords differ")
+        raise CommandError("the passwords differ")
     return first
 
 
 async def _create_admin(settings: Settings, email: str, read_password: Callable[[], str]) -> str:
     from auth_service.db import create_engine, create_sessionmaker, session_scope
-    from auth_service.schemas import UserCreate
     from auth_service.security.passwords import PasswordHasher
     from auth_service.services import users
 
-    normalized = UserCreate.model_validate({"email": email, "password": "x"}).email
     engine = create_engine(settings.database_url)
+    sessionmaker = create_sessionmaker(engine)
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
-            existing = await users.get_by_email(session=session, email=normalized)
+        async with session_scope(sessionmaker) as session:
+            existing = await users.get_by_email(session=session, email=email)
+        # The prompt waits outside any transaction; an existing user needs no password.
+        password = None if existing else read_password()
+        async with session_scope(sessionmaker) as session:
             user, created = await users.ensure_admin(
                 session=session,
                 hasher=hasher,
                 min_length=settings.password_min_length,
-                email=normalized,
-                password=None if existing else read_password(),
+                email=email,
+                password=password,
             )
         return f"{'created' if created else 'granted admin to'} {user.email} ({user.id})"
     finally:
@@ -124,16 +128,17 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
 
 def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
     from auth_service import migrate
+    from auth_service.schemas import UserCreate
 
+    try:
+        email = UserCreate.model_validate({"email": args.email, "password": "-"}).email
+    except ValidationError as exc:
+        raise CommandError(f"invalid email: {exc.errors()[0]['msg']}") from None
     migrate.upgrade(settings.database_url)
     try:
-        print(asyncio.run(_create_admin(settings, args.email, _read_password)))
+        print(asyncio.run(_create_admin(settings, email, _read_password)))
     except PasswordRejected as exc:
-        return _fail(f"password refused: {exc.description}", 1)
-    except ValidationError as exc:
-        return _fail(f"invalid email: {exc.errors()[0]['msg']}", 1)
-    except ValueError as exc:
-        return _fail(str(exc), 1)
+        raise CommandError(f"password refused: {exc.description}") from None
     return 0
 
 
@@ -190,4 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.config.dictConfig(logging_config(settings.log_level))
     warn_unknown_variables()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
-    return handler(settings, args)
+    try:
+        return handler(settings, args)
+    except CommandError as exc:
+        return _fail(str(exc), 1)
+    except (SigningKeyUnreadable, SQLAlchemyError, OSError) as exc:
+        # An unreachable database, an unreadable key file...: the reason, not a traceback.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(f"{args.command} failed: {first_line}", 1)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -123,12 +124,15 @@ class Settings(BaseSettings):
         return self.client_ids[0]
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(environ: Mapping[str, object]) -> list[str]:
     """`AUTH_*` variables that match no setting: most likely typos."""
     known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
     return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
 
 
-def warn_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
+def warn_unknown_variables(environ: Mapping[str, object] | None = None) -> None:
+    """Log each unknown AUTH_* name, from the environment or the .env file."""
+    if environ is None:
+        environ = {**dotenv_values(".env"), **os.environ}
     for name in unknown_variables(environ):
         logger.warning("ignoring unknown setting %s (a typo?)", name)

@@ -47,12 +47,17 @@ def configure_sqlite(engine: Any) -> None:
 
 
 def create_engine(database_url: str) -> AsyncEngine:
+    """The async engine. Statement parameters (hashes, emails) never appear in errors or logs."""
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         # A local file has no connection to lose: no pre-ping round trip per checkout.
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, hide_parameters=True
+        )
     else:
-        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_async_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+        )
     configure_sqlite(engine.sync_engine)
     return engine
 

@@ -30,15 +30,15 @@ async def prepare(
             session=session, alg=settings.signing_alg, secret_key=secret_key
         )
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-            user, created = await users.ensure_admin(
+            admin = await users.bootstrap_admin(
                 session=session,
                 hasher=hasher,
                 min_length=settings.password_min_length,
                 email=settings.bootstrap_admin_email,
                 password=settings.bootstrap_admin_password.get_secret_value(),
             )
-            if created:
-                logger.info("created bootstrap admin", extra={"user_id": str(user.id)})
+            if admin is not None:
+                logger.info("created bootstrap admin", extra={"user_id": str(admin.id)})
         keyset = await keys.load_keyset(
             session=session, alg=settings.signing_alg, secret_key=secret_key
         )

@@ -39,7 +39,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(sync_url(_url()), poolclass=pool.NullPool)
+    engine = create_engine(sync_url(_url()), poolclass=pool.NullPool, hide_parameters=True)
     configure_sqlite(engine)
     with engine.connect() as connection:
         context.configure(

@@ -48,7 +48,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.chdir(tmp_path)
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{name}"
 
@@ -78,7 +78,7 @@ def postgres_database() -> Iterator[str]:
     name = f"auth_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = _with_database(POSTGRES_URL, name)
+        url = with_database(POSTGRES_URL, name)
         try:
             migrate.upgrade(url)
             _seed(url)
@@ -124,7 +124,7 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            yield _with_database(POSTGRES_URL, name)
+            yield with_database(POSTGRES_URL, name)
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -146,17 +146,22 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+@asynccontextmanager
+async def started_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client calling a freshly created and started app in-process."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+
+
 @pytest.fixture
 def make_client(database: str) -> ClientFactory:
     """`async with make_client(**settings_overrides) as client:` a started app on `database`."""
 
-    @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(make_settings(overrides.pop("database_url", database), **overrides))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-                yield c
+    def factory(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return started_client(make_settings(overrides.pop("database_url", database), **overrides))
 
     return factory
 

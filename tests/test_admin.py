@@ -5,6 +5,7 @@ import uuid
 import httpx
 import pytest
 
+from auth_service import migrate
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -14,7 +15,9 @@ from tests.conftest import (
     auth_headers,
     bearer,
     login,
+    make_settings,
     register,
+    started_client,
 )
 
 pytestmark = pytest.mark.anyio
@@ -232,3 +235,50 @@ async def test_null_fields_leave_values_unchanged_but_null_name_clears(
     assert response.json()["is_active"] is True
     assert response.json()["is_verified"] is True
     assert response.json()["name"] is None
+
+
+async def test_a_restart_does_not_revive_a_demoted_bootstrap_admin(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client() as client:
+        headers = await admin_headers(client)
+        successor = await register(client, "successor@example.com")
+        await client.patch(
+            f"/admin/users/{successor['id']}", json={"roles": ["admin"]}, headers=headers
+        )
+        founder_id = await _admin_id(client, headers)
+        await client.patch(
+            f"/admin/users/{founder_id}", json={"roles": [], "is_active": False}, headers=headers
+        )
+
+    async with make_client() as client:  # AUTH_BOOTSTRAP_ADMIN_* still set
+        refused = await client.post(
+            "/oauth2/token",
+            data={"grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+        )
+        listing = await client.get(
+            "/admin/users",
+            params={"q": ADMIN_EMAIL},
+            headers=await auth_headers(client, "successor@example.com"),
+        )
+
+    assert refused.json()["error"] == "invalid_grant"
+    assert listing.json()["data"][0]["roles"] == []
+    assert listing.json()["data"][0]["is_active"] is False
+
+
+async def test_bootstrap_never_promotes_someone_who_registered_that_address(
+    empty_database: str,
+) -> None:
+    migrate.upgrade(empty_database)
+    unconfigured = make_settings(
+        empty_database, bootstrap_admin_email=None, bootstrap_admin_password=None
+    )
+    async with started_client(unconfigured) as client:
+        await register(client, ADMIN_EMAIL, password="the squatter's own passphrase")
+
+    async with started_client(make_settings(empty_database)) as client:
+        token = await login(client, ADMIN_EMAIL, "the squatter's own passphrase")
+        response = await client.get("/admin/users", headers=bearer(token))
+
+    assert response.status_code == 403

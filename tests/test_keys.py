@@ -6,10 +6,17 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from auth_service import migrate
-from auth_service.app import create_app
 from auth_service.db import sync_url
 from auth_service.services.keys import SigningKeyUnreadable
-from tests.conftest import SECRET_KEY, ClientFactory, bearer, login, make_settings, register
+from tests.conftest import (
+    SECRET_KEY,
+    ClientFactory,
+    bearer,
+    login,
+    make_settings,
+    register,
+    started_client,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -30,11 +37,8 @@ def _stored_keys(database: str) -> list[tuple[str, str, bytes]]:
 
 async def test_first_start_creates_one_encrypted_key(empty_database: str) -> None:
     migrate.upgrade(empty_database)
-    app = create_app(make_settings(empty_database))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            jwks = (await client.get("/.well-known/jwks.json")).json()
+    async with started_client(make_settings(empty_database)) as client:
+        jwks = (await client.get("/.well-known/jwks.json")).json()
 
     keys = _stored_keys(empty_database)
 

@@ -5,8 +5,7 @@ import logging
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from psycopg import sql
 from sqlalchemy import text
 
 from auth_service import migrate
-from auth_service.app import create_app
 from auth_service.observability import JSONFormatter, logging_config
 from tests.conftest import (
     ADMIN_EMAIL,
@@ -26,13 +24,14 @@ from tests.conftest import (
     POSTGRES_URL,
     STRONG_PASSWORD,
     ClientFactory,
-    _with_database,
     admin_headers,
     auth_headers,
     bearer,
     login,
     make_settings,
     register,
+    started_client,
+    with_database,
 )
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +86,7 @@ def breakable_database(database: str, tmp_path: Path) -> Iterator[BreakableDatab
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
         try:
-            url = _with_database(POSTGRES_URL, name)
+            url = with_database(POSTGRES_URL, name)
             migrate.upgrade(url)
 
             def cut() -> None:
@@ -105,20 +104,10 @@ def breakable_database(database: str, tmp_path: Path) -> Iterator[BreakableDatab
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
 
 
-@asynccontextmanager
-async def _client_on(url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A started app on a database other than the test's own (conftest's `make_client`)."""
-    app = create_app(make_settings(url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
-
-
 async def test_readiness_is_503_while_the_database_is_unreachable_and_recovers(
     breakable_database: BreakableDatabase,
 ) -> None:
-    async with _client_on(breakable_database.url) as client:
+    async with started_client(make_settings(breakable_database.url)) as client:
         assert (await client.get("/health/ready")).status_code == 200
 
         breakable_database.cut()

@@ -4,6 +4,7 @@ Functions take `session` and collaborators as keywords, raise `errors.DomainErro
 never commit: the request's session dependency commits once or rolls back.
 """
 
+import logging
 import uuid
 from collections.abc import Sequence
 
@@ -18,6 +19,8 @@ from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
 from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate
 from auth_service.security import password_policy
 from auth_service.security.passwords import PasswordHasher
+
+logger = logging.getLogger(__name__)
 
 
 async def _checked_hash(
@@ -215,6 +218,31 @@ async def delete_user(*, session: AsyncSession, user: User) -> None:
         await _ensure_other_active_admin(session=session, user=user)
     await session.delete(user)
     await session.flush()
+
+
+async def bootstrap_admin(
+    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, email: str, password: str
+) -> User | None:
+    """Create the first admin from configuration; None when there is nothing to do.
+
+    Only while no account holds the admin role and the email is free: configuration never
+    promotes or revives an existing account (whoever registered that address, or an admin
+    another admin deactivated). `auth-service create-admin` is the explicit way to do that.
+    """
+    any_admin = await session.exec(select(UserRole.user_id).where(UserRole.role == ADMIN_ROLE))
+    if any_admin.first() is not None:
+        return None
+    if await get_by_email(session=session, email=email) is not None:
+        logger.warning("not promoting the existing account named by AUTH_BOOTSTRAP_ADMIN_EMAIL")
+        return None
+    return await create_user(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=UserCreate(email=email, password=password),
+        roles=[ADMIN_ROLE],
+        is_verified=True,
+    )
 
 
 async def ensure_admin(
