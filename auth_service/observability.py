@@ -28,6 +28,7 @@ MAX_BODY_BYTES = 64 * 1024
 BODY_TOO_LARGE = "The request body is too large."
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("auth_service.access")
 disable_created_metrics()  # `*_created` series double the output and nobody reads them
 
@@ -118,6 +119,19 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+async def _send_json(
+    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]
+) -> None:
+    payload = json.dumps(body).encode()
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(payload)),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 def _route_template(scope: Scope, original: Scope) -> str:
     """The matched route's path template: a bounded label, never a raw path with ids.
 
@@ -157,13 +171,7 @@ class BodySizeLimitMiddleware:
             if scope["path"] in self.oauth_paths
             else {"detail": description}
         )
-        payload = json.dumps(body).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(payload)),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _send_json(send, status, body, [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -219,15 +227,29 @@ class RequestContextMiddleware:
         status = 500
         original = dict(scope)
 
+        response_started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # A bug. Log it here, where the request id is known; answer JSON, not plain text.
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            status = 500
+            if not response_started:
+                await _send_json(
+                    send,
+                    500,
+                    {"detail": "Internal server error.", "request_id": request_id},
+                    [id_header],
+                )
         finally:
             elapsed = time.perf_counter() - started
             template = _route_template(scope, original)

@@ -483,3 +483,23 @@ async def test_logs_never_contain_passwords_tokens_or_hashes(
     }
     leaked = [name for name, secret in secrets.items() if secret in logged]
     assert leaked == [], f"leaked into logs: {leaked}"
+
+
+async def test_an_unhandled_error_is_a_json_500_with_the_request_id(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+
+    @app.get("/probe/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    response = await client.get("/probe/broken", headers={"X-Request-ID": "bug-1"})
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error.", "request_id": "bug-1"}
+    assert response.headers["x-request-id"] == "bug-1"
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert errors[0].exc_info is not None
+    assert "a bug" in str(errors[0].exc_info[1])
