@@ -27,7 +27,7 @@ from auth_service.observability import (
 )
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
-from auth_service.security.passwords import PasswordHasher
+from auth_service.security.passwords import PasswordHasher, PasswordQueueFull
 
 OAUTH_PATHS = frozenset({"/oauth2/token"})
 
@@ -77,6 +77,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, PasswordRejected):
             body["rule"] = exc.rule
         return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(PasswordQueueFull)
+    async def password_queue_full(request: Request, _: PasswordQueueFull) -> JSONResponse:
+        description = "Too many password checks are waiting; retry in a moment."
+        body = (
+            {"error": "temporarily_unavailable", "error_description": description}
+            if request.url.path in OAUTH_PATHS
+            else {"detail": description}
+        )
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

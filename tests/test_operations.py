@@ -215,14 +215,26 @@ async def test_login_metrics_count_real_outcomes(client: httpx.AsyncClient) -> N
     for form in failures:
         response = await client.post("/oauth2/token", data={"grant_type": "password", **form})
         assert response.status_code == 400
-    # Not a login attempt: refused before any credentials are looked at.
     malformed = await client.post("/oauth2/token", data={"grant_type": "password"})
     assert malformed.status_code == 400
+    unknown_scope = await client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "password",
+            "username": "carol@example.com",
+            "password": "x",
+            "scope": "x",
+        },
+    )
+    assert unknown_scope.status_code == 400
 
     _, samples = await _metrics(client)
 
+    # Every outcome is counted under its RFC 6749 §5.2 error code.
     assert _value(samples, "auth_logins_total", outcome="success") == 2
     assert _value(samples, "auth_logins_total", outcome="invalid_grant") == 3
+    assert _value(samples, "auth_logins_total", outcome="invalid_request") == 1
+    assert _value(samples, "auth_logins_total", outcome="invalid_scope") == 1
 
 
 # --- request ids --------------------------------------------------------------------------

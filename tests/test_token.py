@@ -8,6 +8,7 @@ answers `{"error", "error_description"}`, never FastAPI's 422 shape.
 import base64
 import unicodedata
 from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -87,6 +88,9 @@ class CountingHasher(PasswordHasher):
     async def dummy_verify(self, password: str) -> None:
         self.calls["dummy_verify"] += 1
         await self.inner.dummy_verify(password)
+
+    def turn(self) -> AbstractAsyncContextManager[None]:
+        return self.inner.turn()
 
 
 def _count_hashing(client: httpx.AsyncClient) -> CountingHasher:

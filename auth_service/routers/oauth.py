@@ -11,11 +11,16 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep
-from auth_service.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from auth_service.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    OAuth2Error,
+    UnsupportedGrantType,
+)
 from auth_service.guards import TOKEN_URL
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
-from auth_service.security.password_policy import MAX_LENGTH as PASSWORD_MAX_LENGTH
-from auth_service.security.passwords import normalize
+from auth_service.security.passwords import PasswordQueueFull
 from auth_service.services import tokens, users
 
 router = APIRouter(tags=["oauth2"])
@@ -117,6 +122,29 @@ async def token(
     keys: KeysDep,
 ) -> JSONResponse:
     """Exchange a user's email and password for an access token (RFC 6749 §4.3)."""
+    logins = request.app.state.metrics.logins
+    try:
+        issued = await _password_grant(request, session, settings, hasher, keys)
+    except OAuth2Error as exc:
+        logins.labels(exc.error).inc()
+        raise
+    except PasswordQueueFull:
+        logins.labels("busy").inc()
+        raise
+    logins.labels("success").inc()
+    body = TokenResponse(
+        access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+    )
+    return JSONResponse(body.model_dump(), headers=NO_STORE)
+
+
+async def _password_grant(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    keys: KeysDep,
+) -> tokens.IssuedToken:
     form = await _read_form(request)
     grant_type = _required(form, "grant_type")
     if grant_type != "password":
@@ -125,23 +153,13 @@ async def token(
     password = _required(form, "password")
     requested_scopes = tokens.parse_scope(_optional(form, "scope"))  # before any password work
     client_id = _client_id(request, form, settings)
-    metrics = request.app.state.metrics
-    user = None
-    # Longer can never match (the policy caps it after normalization): refuse without hashing.
-    if len(normalize(password)) <= PASSWORD_MAX_LENGTH:
-        user = await users.authenticate(
-            session=session, hasher=hasher, email=username, password=password
-        )
+    user = await users.authenticate(
+        session=session, hasher=hasher, email=username, password=password
+    )
     if user is None:
-        metrics.logins.labels("invalid_grant").inc()
         # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
         raise InvalidGrant("The email or password is incorrect.")
     scopes = tokens.grant_scopes(requested_scopes, roles=user.roles)
-    issued = tokens.issue_access_token(
+    return tokens.issue_access_token(
         user=user, client_id=client_id, scopes=scopes, keys=keys, settings=settings
     )
-    metrics.logins.labels("success").inc()
-    body = TokenResponse(
-        access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
-    )
-    return JSONResponse(body.model_dump(), headers=NO_STORE)

@@ -6,10 +6,15 @@ the event loop, so a burst of logins cannot stall token verification.
 """
 
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
 from passlib.context import CryptContext
+
+# How many requests may queue for each hashing slot before new ones are turned away.
+QUEUE_PER_SLOT = 32
 
 
 def normalize(password: str) -> str:
@@ -17,29 +22,58 @@ def normalize(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+class PasswordQueueFull(Exception):
+    """More password operations are waiting than the service will queue."""
+
+
 class PasswordHasher:
-    def __init__(self, *, rounds: int, concurrency: int) -> None:
+    def __init__(self, *, rounds: int, concurrency: int, max_waiting: int | None = None) -> None:
         self._context = CryptContext(
             schemes=["bcrypt_sha256"],
             bcrypt_sha256__rounds=rounds,
             bcrypt_sha256__ident="2b",
         )
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        # Two limiters of one size: `turn` bounds whole password operations (their database
+        # reads included), `_threads` bounds the bcrypt computations themselves.
+        self._turns = anyio.CapacityLimiter(concurrency)
+        self._threads = anyio.CapacityLimiter(concurrency)
+        self._waiting = 0
+        self._max_waiting = QUEUE_PER_SLOT * concurrency if max_waiting is None else max_waiting
         # Verifying against this costs what a real verify costs: unknown users take as long.
         self._dummy_hash = self._context.hash("dummy password for timing equalization")
 
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """A slot for one password operation, taken before it touches the database.
+
+        Requests queued behind a burst of logins then hold no database connection, so the
+        pool stays free for token verification and readiness checks. Raises PasswordQueueFull
+        rather than queue without bound.
+        """
+        if self._waiting >= self._max_waiting:
+            raise PasswordQueueFull
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._turns.release()
+
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(
-            self._context.hash, normalize(password), limiter=self._limiter
+            self._context.hash, normalize(password), limiter=self._threads
         )
 
     async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
         """(matches, new hash when the stored one uses outdated parameters, else None)."""
         return await anyio.to_thread.run_sync(
-            self._context.verify_and_update, normalize(password), hashed, limiter=self._limiter
+            self._context.verify_and_update, normalize(password), hashed, limiter=self._threads
         )
 
     async def dummy_verify(self, password: str) -> None:
         await anyio.to_thread.run_sync(
-            self._context.verify, normalize(password), self._dummy_hash, limiter=self._limiter
+            self._context.verify, normalize(password), self._dummy_hash, limiter=self._threads
         )

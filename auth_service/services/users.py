@@ -18,7 +18,7 @@ from auth_service.errors import EmailTaken, LastAdmin, NotFound, WrongPassword
 from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
 from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate
 from auth_service.security import password_policy
-from auth_service.security.passwords import PasswordHasher
+from auth_service.security.passwords import PasswordHasher, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,12 @@ async def create_user(
     is_verified: bool = False,
 ) -> User:
     """Insert a user; EmailTaken when the address exists (also under concurrent requests)."""
-    if await get_by_email(session=session, email=data.email) is not None:
-        raise EmailTaken
-    hashed = await _checked_hash(
-        data.password, email=data.email, min_length=min_length, hasher=hasher
-    )
+    async with hasher.turn():
+        if await get_by_email(session=session, email=data.email) is not None:
+            raise EmailTaken
+        hashed = await _checked_hash(
+            data.password, email=data.email, min_length=min_length, hasher=hasher
+        )
     user = User(
         email=data.email,
         hashed_password=hashed,
@@ -100,14 +101,17 @@ async def authenticate(
     Unknown emails verify against a dummy hash so they take as long as a wrong password;
     callers answer every failure the same way (no account enumeration).
     """
-    # No address holds control characters (PostgreSQL text cannot even hold NUL).
-    user = (
-        None if _has_control_characters(email) else await get_by_email(session=session, email=email)
-    )
-    if user is None:
-        await hasher.dummy_verify(password)
-        return None
-    ok, new_hash = await hasher.verify(password, user.hashed_password)
+    if len(normalize(password)) > password_policy.MAX_LENGTH:
+        return None  # no password this long was ever accepted: refuse without hashing
+    async with hasher.turn():
+        # No address holds control characters (PostgreSQL text cannot even hold NUL).
+        user = None
+        if not _has_control_characters(email):
+            user = await get_by_email(session=session, email=email)
+        if user is None:
+            await hasher.dummy_verify(password)
+            return None
+        ok, new_hash = await hasher.verify(password, user.hashed_password)
     if not ok or not user.is_active:
         return None
     if new_hash is not None:
@@ -131,12 +135,13 @@ async def change_password(
     current_password: str,
     new_password: str,
 ) -> None:
-    ok, _ = await hasher.verify(current_password, user.hashed_password)
-    if not ok:
-        raise WrongPassword
-    user.hashed_password = await _checked_hash(
-        new_password, email=user.email, min_length=min_length, hasher=hasher
-    )
+    async with hasher.turn():
+        ok, _ = await hasher.verify(current_password, user.hashed_password)
+        if not ok:
+            raise WrongPassword
+        user.hashed_password = await _checked_hash(
+            new_password, email=user.email, min_length=min_length, hasher=hasher
+        )
     invalidate_tokens(user)
     session.add(user)
 
