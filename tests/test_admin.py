@@ -1,5 +1,6 @@
 """User administration: /admin/users for holders of the admin role."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -282,3 +283,32 @@ async def test_bootstrap_never_promotes_someone_who_registered_that_address(
         response = await client.get("/admin/users", headers=bearer(token))
 
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("change", ["demote", "deactivate", "delete"])
+async def test_two_admins_removing_each_other_at_once_leave_one(
+    client: httpx.AsyncClient, change: str
+) -> None:
+    first = await admin_headers(client)
+    first_id = await _admin_id(client, first)
+    other = await register(client, "second-admin@example.com")
+    await client.patch(f"/admin/users/{other['id']}", json={"roles": ["admin"]}, headers=first)
+    second = await auth_headers(client, "second-admin@example.com")
+
+    async def remove(target: str, headers: dict[str, str]) -> httpx.Response:
+        if change == "delete":
+            return await client.delete(f"/admin/users/{target}", headers=headers)
+        body = {"roles": []} if change == "demote" else {"is_active": False}
+        return await client.patch(f"/admin/users/{target}", json=body, headers=headers)
+
+    results = await asyncio.gather(remove(other["id"], first), remove(first_id, second))
+
+    # The loser is refused as the last admin (409), or, when the winner got there first,
+    # its own token no longer works (401: deactivated or deleted).
+    statuses = [r.status_code for r in results]
+    assert len([s for s in statuses if s in (200, 204)]) == 1, statuses
+    assert len([s for s in statuses if s in (401, 409)]) == 1, statuses
+    survivor = first if statuses[0] in (200, 204) else second
+    listing = await client.get("/admin/users", headers=survivor)
+    admins = [u for u in listing.json()["data"] if "admin" in u["roles"] and u["is_active"]]
+    assert len(admins) == 1

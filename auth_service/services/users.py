@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 import anyio.to_thread
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -184,16 +184,21 @@ def _escape_like(text: str) -> str:
 async def _ensure_other_active_admin(*, session: AsyncSession, user: User) -> None:
     """Refuse a change that would leave no active admin.
 
-    On PostgreSQL the admin rows are locked, so two admins demoting each other at once are
-    serialized (SQLite serializes every write already).
+    The check and the change must be one serialized step, or two admins demoting each other
+    at once both succeed. PostgreSQL: lock every active admin row, in id order (so two such
+    requests queue instead of deadlocking). SQLite: a write that matches nothing takes the
+    database's write lock first (its SELECTs would otherwise run outside the transaction).
     """
-    query = (
+    if session.get_bind().dialect.name == "sqlite":
+        await session.exec(text("UPDATE users SET is_active = is_active WHERE 1 = 0"))
+    admins = await session.exec(
         select(User.id)
         .join(UserRole, col(UserRole.user_id) == col(User.id))
-        .where(UserRole.role == ADMIN_ROLE, col(User.is_active), User.id != user.id)
-        .with_for_update()
+        .where(UserRole.role == ADMIN_ROLE, col(User.is_active))
+        .order_by(col(User.id))
+        .with_for_update()  # both tables: a role row deleted meanwhile drops out
     )
-    if (await session.exec(query)).first() is None:
+    if not [admin_id for admin_id in admins.all() if admin_id != user.id]:
         raise LastAdmin
 
 
