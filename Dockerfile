@@ -14,12 +14,13 @@ COPY migrations ./migrations
 RUN /opt/venv/bin/pip install --no-deps .
 
 FROM python:3.11-slim-bookworm
-# hadolint ignore=DL3064
+# Production by default: AUTH_SECRET_KEY and an https AUTH_ISSUER must be given, so the key
+# that encrypts the signing keys never sits in the volume beside them.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    AUTH_DATABASE_URL=sqlite:////data/auth.db \
-    AUTH_SECRET_KEY_FILE=/data/.auth-secret-key
+    AUTH_ENV=production \
+    AUTH_DATABASE_URL=sqlite:////data/auth.db
 RUN groupadd --system --gid 10001 auth \
     && useradd --system --uid 10001 --gid auth --no-create-home --shell /usr/sbin/nologin auth \
     && mkdir /data \

@@ -15,16 +15,15 @@ from auth_service.db import create_engine, create_sessionmaker
 from auth_service.errors import (
     BearerError,
     DomainError,
-    InvalidRequest,
     OAuth2Error,
     PasswordRejected,
 )
-from auth_service.observability import (
+from auth_service.middleware import (
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
-    Metrics,
     RequestContextMiddleware,
 )
+from auth_service.observability import Metrics
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.passwords import PasswordHasher, PasswordQueueFull
@@ -89,9 +88,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if request.url.path in OAUTH_PATHS:
-            return await oauth2_error(request, InvalidRequest("The request is malformed."))
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Never echo the input back: it may hold a password.
         errors = [
             {

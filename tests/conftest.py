@@ -30,7 +30,7 @@ STRONG_PASSWORD = "correct horse battery staple"
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin passphrase that is long"
 DATABASES = [d for d in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if d]
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET_KEY = "test secret key"
 
 

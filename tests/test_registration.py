@@ -80,8 +80,11 @@ async def test_closed_registration_is_403_and_creates_nothing(make_client: Clien
             "/users", json={"email": "late@example.com", "password": STRONG_PASSWORD}
         )
 
+        invalid = await client.post("/users", json={"email": "nope"})
+
         assert response.status_code == 403
         assert response.json() == {"detail": "Registration is closed."}
+        assert invalid.status_code == 403  # closed says so before judging the body
         assert await _user_count(client) == 1
 
 

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, Security, status
+from fastapi import APIRouter, Depends, Response, Security, status
 
 from auth_service.deps import HasherDep, SessionDep, SettingsDep
 from auth_service.errors import Forbidden
@@ -28,13 +28,22 @@ _REGISTER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, responses=_REGISTER_ERRORS)
+def registration_open(settings: SettingsDep) -> None:
+    # A dependency, so a closed registration answers 403 before the body is validated.
+    if not settings.registration_open:
+        raise Forbidden("Registration is closed.")
+
+
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    responses=_REGISTER_ERRORS,
+    dependencies=[Depends(registration_open)],
+)
 async def register(
     data: UserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
 ) -> UserPublic:
     """Create an account with an email and a password."""
-    if not settings.registration_open:
-        raise Forbidden("Registration is closed.")
     user = await users.create_user(
         session=session, hasher=hasher, min_length=settings.password_min_length, data=data
     )

@@ -1,0 +1,171 @@
+"""ASGI middleware: request ids, metrics and access log per request; the body size limit."""
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from auth_service.observability import Metrics, request_id_var
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_BODY_BYTES = 64 * 1024
+BODY_TOO_LARGE = "The request body is too large."
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("auth_service.access")
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]
+) -> None:
+    payload = json.dumps(body).encode()
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(payload)),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _route_template(scope: Scope, original: Scope) -> str:
+    """The matched route's path template: a bounded label, never a raw path with ids.
+
+    `scope` is the request's scope after routing, `original` a copy from before (a Mount
+    rewrites the path it matched).
+    """
+    route = scope.get("route")  # set by FastAPI's APIRoute
+    if route is not None:
+        return str(route.path)
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        path = getattr(candidate, "path", None)  # Starlette routes: /openapi.json, docs assets
+        if path is not None and candidate.matches(original)[0] is Match.FULL:
+            return f"{path}/{{path}}" if isinstance(candidate, Mount) else str(path)
+    return "<unmatched>"
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException, so FastAPI's body reader re-raises
+    it (it turns any other error into a 400) and the app's handler answers 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, BODY_TOO_LARGE)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over `max_body_bytes` before anything parses or hashes them."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, oauth_paths: frozenset[str]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.oauth_paths = oauth_paths
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, description: str) -> None:
+        body: dict[str, str] = (
+            {"error": "invalid_request", "error_description": description}  # RFC 6749 §5.2
+            if scope["path"] in self.oauth_paths
+            else {"detail": description}
+        )
+        await _send_json(send, status, body, [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await self._refuse(scope, send, 400, "The Content-Length header is malformed.")
+            return
+        if declared is not None and int(declared) > self.max_body_bytes:
+            await self._refuse(scope, send, 413, BODY_TOO_LARGE)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._refuse(scope, send, 413, BODY_TOO_LARGE)
+
+
+class RequestContextMiddleware:
+    """Per request: an id (echoed in X-Request-ID), metrics and one access log line."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        started = time.perf_counter()
+        status = 500
+        original = dict(scope)
+
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # A bug. Log it here, where the request id is known; answer JSON, not plain text.
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            status = 500
+            if not response_started:
+                await _send_json(
+                    send,
+                    500,
+                    {"detail": "Internal server error.", "request_id": request_id},
+                    [id_header],
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            template = _route_template(scope, original)
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            access_logger.info(
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "route": template,
+                },
+            )
+            request_id_var.reset(token)
