@@ -146,3 +146,16 @@ def test_a_new_sqlite_file_is_readable_by_its_owner_only(
     assert _run(monkeypatch, "migrate") == 0
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTH_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nowhere")
+
+    assert _run(monkeypatch, "migrate") == 1
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("auth-service: migrate failed: ")
+    assert "Traceback" not in lines[0]

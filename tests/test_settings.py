@@ -128,3 +128,15 @@ def test_generated_secret_key_is_private_and_reused(tmp_path: Path) -> None:
     assert first == second
     assert len(first) >= 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_unknown_names_in_the_env_file_are_reported_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / ".env").write_text("AUTH_SECRETKEY=abc\nAUTH_ISSUER=http://x.example\n")
+
+    with caplog.at_level(logging.WARNING):
+        warn_unknown_variables()
+
+    assert "AUTH_SECRETKEY" in caplog.text
+    assert "AUTH_ISSUER" not in caplog.text
