@@ -1,4 +1,8 @@
-"""Request-scoped dependencies: the app's settings, collaborators and the DB session."""
+"""Request-scoped dependencies: the app's settings, collaborators and the DB session.
+
+All are `async def`, even those that only read app state: FastAPI runs plain `def`
+dependencies in a thread pool, a round trip each for what is an attribute lookup.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -12,17 +16,17 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.services.keys import KeySet
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_hasher(request: Request) -> PasswordHasher:
+async def get_hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.hasher
     return hasher
 
 
-def get_keys(request: Request) -> KeySet:
+async def get_keys(request: Request) -> KeySet:
     keys: KeySet = request.app.state.keys
     return keys
 

@@ -28,7 +28,7 @@ _REGISTER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def registration_open(settings: SettingsDep) -> None:
+async def registration_open(settings: SettingsDep) -> None:
     # A dependency, so a closed registration answers 403 before the body is validated.
     if not settings.registration_open:
         raise Forbidden("Registration is closed.")
