@@ -50,13 +50,16 @@ class PasswordHasher:
         pool stays free for token verification and readiness checks. Raises PasswordQueueFull
         rather than queue without bound.
         """
-        if self._waiting >= self._max_waiting:
-            raise PasswordQueueFull
-        self._waiting += 1
         try:
-            await self._turns.acquire()
-        finally:
-            self._waiting -= 1
+            self._turns.acquire_nowait()
+        except anyio.WouldBlock:
+            if self._waiting >= self._max_waiting:
+                raise PasswordQueueFull from None
+            self._waiting += 1
+            try:
+                await self._turns.acquire()
+            finally:
+                self._waiting -= 1
         try:
             yield
         finally:
