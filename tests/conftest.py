@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,25 +66,34 @@ def _seed(database_url: str) -> None:
         ).result()
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this run, migrated once with Alembic."""
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """A new, empty PostgreSQL database, dropped afterwards: (its URL, an admin connection).
+
+    Without a server this skips the test, or fails it under CI=true.
+    """
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
-    name = f"auth_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = with_database(POSTGRES_URL, name)
         try:
-            migrate.upgrade(url)
-            _seed(url)
-            yield url
+            yield with_database(POSTGRES_URL, name), admin
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, migrated once with Alembic."""
+    with scratch_postgres("auth_test") as (url, _):
+        migrate.upgrade(url)
+        _seed(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -119,14 +128,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    request.getfixturevalue("postgres_database")  # skips or fails when PostgreSQL is absent
-    name = f"auth_empty_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield with_database(POSTGRES_URL, name)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_postgres("auth_empty") as (url, _):
+        yield url
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

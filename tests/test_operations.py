@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
@@ -21,7 +20,6 @@ from auth_service.observability import JSONFormatter, logging_config
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    POSTGRES_URL,
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
@@ -30,8 +28,8 @@ from tests.conftest import (
     login,
     make_settings,
     register,
+    scratch_postgres,
     started_client,
-    with_database,
 )
 
 pytestmark = pytest.mark.anyio
@@ -81,27 +79,22 @@ def breakable_database(database: str, tmp_path: Path) -> Iterator[BreakableDatab
         )
         return
     # PostgreSQL: a fresh database that stops accepting connections, its sessions killed.
-    name = f"auth_ready_{uuid.uuid4().hex[:12]}"
-    ident = sql.Identifier(name)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-        try:
-            url = with_database(POSTGRES_URL, name)
-            migrate.upgrade(url)
+    with scratch_postgres("auth_ready") as (url, admin):
+        migrate.upgrade(url)
+        name = url.rpartition("/")[2]
+        ident = sql.Identifier(name)
 
-            def cut() -> None:
-                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (name,),
-                )
+        def cut() -> None:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
 
-            def restore() -> None:
-                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+        def restore() -> None:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
 
-            yield BreakableDatabase(url=url, cut=cut, restore=restore)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
+        yield BreakableDatabase(url=url, cut=cut, restore=restore)
 
 
 async def test_readiness_is_503_while_the_database_is_unreachable_and_recovers(

@@ -25,17 +25,15 @@ from typing import Any
 
 import httpx
 import jwt
-import psycopg
 import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
 
 from auth_service import migrate
 from auth_service.db import sync_url
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DATABASES, POSTGRES_URL, STRONG_PASSWORD
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DATABASES, STRONG_PASSWORD, scratch_postgres
 
 WORKERS = 2
 STARTUP_TIMEOUT_SECONDS = 45.0
@@ -202,19 +200,8 @@ def empty_database(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('serve-sqlite') / 'auth.db'}"
         return
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
-    name = f"auth_serve_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield f"{POSTGRES_URL.rpartition('/')[0]}/{name}"
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_postgres("auth_serve") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
