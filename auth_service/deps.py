@@ -37,8 +37,19 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def password_turn(request: Request) -> AsyncIterator[None]:
+    """Hold a password slot for the whole request, taken before any guard reads the database.
+
+    For authenticated routes that hash: queued requests then hold no pooled connection.
+    """
+    hasher: PasswordHasher = request.app.state.hasher
+    async with hasher.turn():
+        yield
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 KeysDep = Annotated[KeySet, Depends(get_keys)]
 # scope="function": commit before the response goes out, so a failed commit is a failed request.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+PasswordTurn = Depends(password_turn, scope="function")

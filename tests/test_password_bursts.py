@@ -76,3 +76,33 @@ async def test_logins_beyond_the_queue_limit_are_turned_away_with_503(
     assert shed[0].json()["error"] == "temporarily_unavailable"
     assert shed[0].headers["retry-after"] == "1"
     assert 'auth_logins_total{outcome="busy"} 5.0' in metrics
+
+
+async def test_a_password_change_burst_queues_without_holding_database_connections(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(bcrypt_rounds=SLOW_ROUNDS, password_hash_concurrency=1) as client:
+        await register(client, "guesser@example.com")
+        headers = await auth_headers(client, "guesser@example.com")
+        pool = client._transport.app.state.engine.pool  # type: ignore[attr-defined]
+        most_checked_out = 0
+        statuses: list[int] = []
+        wrong = {"current_password": "not the password at all", "new_password": "x" * 20}
+
+        async def guess() -> None:
+            response = await client.post("/users/me/password", json=wrong, headers=headers)
+            statuses.append(response.status_code)
+
+        async with anyio.create_task_group() as burst:
+            for _ in range(16):
+                burst.start_soon(guess)
+            await anyio.sleep(0.05)
+            ready = await client.get("/health/ready")
+            while len(statuses) < 16:
+                most_checked_out = max(most_checked_out, pool.checkedout())
+                await anyio.sleep(0.01)
+
+    assert statuses == [400] * 16
+    assert ready.status_code == 200
+    # The slot is taken before the guard reads the user: one request at a time holds one.
+    assert most_checked_out <= 2

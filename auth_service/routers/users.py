@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, Security, status
 
-from auth_service.deps import HasherDep, SessionDep, SettingsDep
+from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
 from auth_service.errors import Forbidden
 from auth_service.guards import CurrentUser, current_user, require_scopes
 from auth_service.models import User
@@ -66,6 +66,7 @@ async def update_me(data: UserUpdateMe, user: CurrentUser, session: SessionDep) 
 
 @router.post(
     "/users/me/password",
+    dependencies=[PasswordTurn],
     status_code=status.HTTP_204_NO_CONTENT,
     responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )

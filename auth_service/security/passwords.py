@@ -6,12 +6,16 @@ the event loop, so a burst of logins cannot stall token verification.
 """
 
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from passlib.context import CryptContext
+
+T = TypeVar("T")
 
 # How many requests may queue for each hashing slot before new ones are turned away.
 QUEUE_PER_SLOT = 32
@@ -33,10 +37,8 @@ class PasswordHasher:
             bcrypt_sha256__rounds=rounds,
             bcrypt_sha256__ident="2b",
         )
-        # Two limiters of one size: `turn` bounds whole password operations (their database
-        # reads included), `_threads` bounds the bcrypt computations themselves.
         self._turns = anyio.CapacityLimiter(concurrency)
-        self._threads = anyio.CapacityLimiter(concurrency)
+        self._holding: ContextVar[bool] = ContextVar(f"password-turn-{id(self)}", default=False)
         self._waiting = 0
         self._max_waiting = QUEUE_PER_SLOT * concurrency if max_waiting is None else max_waiting
         # Verifying against this costs what a real verify costs: unknown users take as long.
@@ -44,12 +46,16 @@ class PasswordHasher:
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """A slot for one password operation, taken before it touches the database.
+        """A slot for one password operation; every bcrypt computation runs inside one.
 
-        Requests queued behind a burst of logins then hold no database connection, so the
-        pool stays free for token verification and readiness checks. Raises PasswordQueueFull
-        rather than queue without bound.
+        Take it before the operation touches the database: requests queued behind a burst
+        then hold no connection, so the pool stays free for token verification and readiness
+        checks. Re-entrant within a task. Raises PasswordQueueFull rather than queue without
+        bound.
         """
+        if self._holding.get():
+            yield
+            return
         try:
             self._turns.acquire_nowait()
         except anyio.WouldBlock:
@@ -60,23 +66,23 @@ class PasswordHasher:
                 await self._turns.acquire()
             finally:
                 self._waiting -= 1
+        holding = self._holding.set(True)
         try:
             yield
         finally:
+            self._holding.reset(holding)
             self._turns.release()
 
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        async with self.turn():
+            return await anyio.to_thread.run_sync(function, *args)
+
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(
-            self._context.hash, normalize(password), limiter=self._threads
-        )
+        return await self._run(self._context.hash, normalize(password))
 
     async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
         """(matches, new hash when the stored one uses outdated parameters, else None)."""
-        return await anyio.to_thread.run_sync(
-            self._context.verify_and_update, normalize(password), hashed, limiter=self._threads
-        )
+        return await self._run(self._context.verify_and_update, normalize(password), hashed)
 
     async def dummy_verify(self, password: str) -> None:
-        await anyio.to_thread.run_sync(
-            self._context.verify, normalize(password), self._dummy_hash, limiter=self._threads
-        )
+        await self._run(self._context.verify, normalize(password), self._dummy_hash)
