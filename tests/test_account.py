@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from auth_service.security.passwords import PasswordHasher
-from tests.conftest import STRONG_PASSWORD, auth_headers, bearer, login, register
+from auth_service.services import users
+from tests.conftest import STRONG_PASSWORD, ClientFactory, auth_headers, bearer, login, register
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +173,69 @@ async def test_a_login_racing_a_password_change_gets_a_revoked_token(
     assert responses["login"].status_code == 200  # the old password matched the hash it read
     stale = bearer(responses["login"].json()["access_token"])
     assert (await client.get("/users/me", headers=stale)).status_code == 401
+
+
+async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
+    app = client._transport.app  # type: ignore[attr-defined]
+    async with app.state.sessionmaker() as session:
+        user = await users.get_by_email(session=session, email=email)
+        assert user is not None
+        return user.hashed_password
+
+
+async def test_a_login_upgrades_a_hash_made_at_an_older_cost(make_client: ClientFactory) -> None:
+    async with make_client(bcrypt_rounds=4) as client:
+        await register(client, "upgrade@example.com")
+        assert ",r=4$" in await _stored_hash(client, "upgrade@example.com")
+
+    async with make_client(bcrypt_rounds=5) as client:
+        await login(client, "upgrade@example.com")
+        assert ",r=5$" in await _stored_hash(client, "upgrade@example.com")
+        assert await login(client, "upgrade@example.com")
+
+
+async def test_a_hash_upgrade_never_undoes_a_password_change_that_landed_meanwhile(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(bcrypt_rounds=4) as client:
+        await register(client, "undo@example.com")
+    async with make_client(bcrypt_rounds=5) as client:
+        owner = await auth_headers(client, "undo@example.com")  # upgrades the hash to cost 5
+    async with make_client(bcrypt_rounds=6) as client:  # the next login will upgrade again
+        app = client._transport.app  # type: ignore[attr-defined]
+        hasher = _PausingHasher(app.state.hasher)
+        app.state.hasher = hasher
+        responses: dict[str, httpx.Response] = {}
+
+        async def login_with_the_old_password() -> None:
+            responses["login"] = await client.post(
+                "/oauth2/token",
+                data={
+                    "grant_type": "password",
+                    "username": "undo@example.com",
+                    "password": STRONG_PASSWORD,
+                },
+            )
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(login_with_the_old_password)
+            await hasher.paused.wait()
+            responses["change"] = await client.post(
+                "/users/me/password",
+                json={"current_password": STRONG_PASSWORD, "new_password": NEW_PASSWORD},
+                headers=owner,
+            )
+            hasher.release.set()
+
+        assert responses["change"].status_code == 204
+        assert responses["login"].status_code == 200
+        assert await login(client, "undo@example.com", NEW_PASSWORD)
+        old = await client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "password",
+                "username": "undo@example.com",
+                "password": STRONG_PASSWORD,
+            },
+        )
+        assert old.json()["error"] == "invalid_grant"

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 
 import anyio.to_thread
-from sqlalchemy import func, or_, text
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -115,14 +115,20 @@ async def authenticate(
     if not ok or not user.is_active:
         return None
     if new_hash is not None:
-        user.hashed_password = new_hash  # cost parameters changed: upgrade on login
-        session.add(user)
+        # The cost changed: upgrade the hash, but only if it is still the one just checked,
+        # so a password change that landed meanwhile is never undone.
+        await session.exec(
+            update(User)
+            .where(col(User.id) == user.id, col(User.hashed_password) == user.hashed_password)
+            .values(hashed_password=new_hash)
+        )
     return user
 
 
 def invalidate_tokens(user: User) -> None:
     """Make every access token issued to `user` so far fail verification."""
-    user.token_version += 1
+    # Incremented in SQL, so two concurrent invalidations both count.
+    user.token_version = User.token_version + 1  # type: ignore[assignment]
     user.updated_at = utcnow()
 
 
