@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from alembic.util.exc import CommandError as AlembicError
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, args)
     except CommandError as exc:
         return _fail(str(exc), 1)
-    except (SigningKeyUnreadable, SQLAlchemyError, OSError) as exc:
+    except (SigningKeyUnreadable, SQLAlchemyError, AlembicError, OSError, ValueError) as exc:
         # An unreachable database, an unreadable key file...: the reason, not a traceback.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _fail(f"{args.command} failed: {first_line}", 1)

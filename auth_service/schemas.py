@@ -4,7 +4,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic import EmailStr as _EmailStr
 
 # A hard ceiling, far above the policy's maximum: anything longer is refused while parsing,
@@ -26,6 +34,17 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),
 ]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
+
+
+_EMAIL = TypeAdapter(Email)
+
+
+def normalize_email(text: str) -> str | None:
+    """The address as registration stores it (email-validator's form, lower-cased), or None."""
+    try:
+        return _EMAIL.validate_python(text)
+    except ValidationError:
+        return None
 
 
 class _Input(BaseModel):

@@ -159,3 +159,19 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(
     assert len(lines) == 1
     assert lines[0].startswith("auth-service: migrate failed: ")
     assert "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("password", ["", "s3cret-" + "y" * 2000 + "-tail"])
+def test_create_admin_refuses_an_empty_or_huge_password_without_echoing_it(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    password: str,
+) -> None:
+    code = _run(monkeypatch, "create-admin", "--email", "big@example.com", stdin=password + "\n")
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("auth-service: password refused: ")
+    assert "Traceback" not in err
+    assert "yyyy" not in err

@@ -537,3 +537,16 @@ async def test_admin_is_granted_the_admin_scope(client: httpx.AsyncClient) -> No
     claims = jwt.decode(only_admin.json()["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "admin:users"
     assert claims["roles"] == ["admin"]
+
+
+@pytest.mark.parametrize(
+    "address", [" pad@example.com", "ada@ＥＸＡＭＰＬＥ.com", "Ada@Example.COM"]
+)
+async def test_a_user_logs_in_with_the_exact_address_they_registered(
+    client: httpx.AsyncClient, address: str
+) -> None:
+    await register(client, address)
+
+    response = await client.post(TOKEN_URL, data=_form(address))
+
+    assert response.status_code == 200, response.text

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import EmailTaken, LastAdmin, NotFound, WrongPassword
 from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
-from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate
+from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate, normalize_email
 from auth_service.security import password_policy
 from auth_service.security.passwords import PasswordHasher, normalize
 
@@ -104,10 +104,9 @@ async def authenticate(
     if len(normalize(password)) > password_policy.MAX_LENGTH:
         return None  # no password this long was ever accepted: refuse without hashing
     async with hasher.turn():
-        # No address holds control characters (PostgreSQL text cannot even hold NUL).
-        user = None
-        if not _has_control_characters(email):
-            user = await get_by_email(session=session, email=email)
+        # The address as registration normalized it; what is no address matches no one.
+        normalized = normalize_email(email)
+        user = None if normalized is None else await get_by_email(session=session, email=normalized)
         if user is None:
             await hasher.dummy_verify(password)
             return None
@@ -177,10 +176,6 @@ async def list_users(
         query.order_by(col(User.created_at), col(User.id)).limit(limit).offset(offset)
     )
     return list(users.all()), total
-
-
-def _has_control_characters(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def _escape_like(text: str) -> str:
@@ -255,7 +250,9 @@ async def bootstrap_admin(
         session=session,
         hasher=hasher,
         min_length=min_length,
-        data=UserCreate(email=email, password=password),
+        # Built unvalidated: a refused password must reach the policy (one clear error),
+        # never a ValidationError that prints the value.
+        data=UserCreate.model_construct(email=email, password=password, name=None),
         roles=[ADMIN_ROLE],
         is_verified=True,
     )
@@ -281,7 +278,7 @@ async def ensure_admin(
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")
-    data = UserCreate(email=email, password=password)
+    data = UserCreate.model_construct(email=email, password=password, name=None)
     user = await create_user(
         session=session,
         hasher=hasher,
