@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     registration_open: bool = True
     bootstrap_admin_email: EmailStr | None = None
     bootstrap_admin_password: SecretStr | None = None
-    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    # Each step doubles the cost: 16 is ~5 s a hash here, more would stall start-up and logins.
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_hash_concurrency: int = Field(
         default_factory=lambda: os.cpu_count() or 1,

@@ -93,3 +93,9 @@ async def lock_for_startup(session: AsyncSession) -> None:
         await session.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=STARTUP_LOCK_ID))
     else:
         await session.exec(text("UPDATE signing_keys SET kid = kid WHERE 1 = 0"))
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

@@ -16,6 +16,7 @@ REQUEST_ID_HEADER = "x-request-id"
 MAX_BODY_BYTES = 64 * 1024
 BODY_TOO_LARGE = "The request body is too large."
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("auth_service.access")
 
@@ -154,7 +155,8 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             template = _route_template(scope, original)
-            method = scope["method"]
+            # A bounded label set: methods the service answers, anything else as OTHER.
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
             access_logger.info(

@@ -2,9 +2,8 @@
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import JSON, DateTime, LargeBinary, MetaData
+from sqlalchemy import DateTime, LargeBinary, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Relationship, SQLModel
@@ -92,6 +91,5 @@ class SigningKey(SQLModel, table=True):
 
     kid: str = Field(primary_key=True, max_length=64)
     alg: str = Field(max_length=16)
-    public_jwk: dict[str, Any] = Field(sa_type=JSON)
     private_key_encrypted: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

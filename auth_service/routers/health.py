@@ -3,7 +3,8 @@
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+
+from auth_service.db import ping
 
 router = APIRouter(tags=["operations"])
 
@@ -21,8 +22,7 @@ async def ready(request: Request) -> JSONResponse:
     """Ready to serve: the database answers."""
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):
-            async with request.app.state.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            await ping(request.app.state.engine)
     except Exception:  # any failure to reach the database means "not ready"
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})

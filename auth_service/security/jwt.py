@@ -13,8 +13,6 @@ from jose import jwt as jose_jwt
 from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 
-from auth_service.security.crypto import PrivateKey, private_key_pem
-
 # RFC 9068 §2.1: access tokens carry `typ: at+jwt`; §4 resource servers must check it.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -42,10 +40,6 @@ def load_key_pair(*, kid: str, alg: str, private_pem: bytes) -> SigningKeyPair:
     public = private.public_key()
     public_jwk = {**public.to_dict(), "kid": kid, "alg": alg, "use": "sig"}
     return SigningKeyPair(kid=kid, alg=alg, private=private, public=public, public_jwk=public_jwk)
-
-
-def public_jwk_of(key: PrivateKey, *, kid: str, alg: str) -> dict[str, Any]:
-    return dict(load_key_pair(kid=kid, alg=alg, private_pem=private_key_pem(key)).public_jwk)
 
 
 def encode(claims: Mapping[str, Any], key: SigningKeyPair) -> str:

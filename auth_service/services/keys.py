@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.models import SigningKey
 from auth_service.security import crypto
-from auth_service.security.jwt import SigningKeyPair, load_key_pair, public_jwk_of
+from auth_service.security.jwt import SigningKeyPair, load_key_pair
 
 
 class SigningKeyUnreadable(RuntimeError):
@@ -42,7 +42,6 @@ async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str
         SigningKey(
             kid=kid,
             alg=alg,
-            public_jwk=public_jwk_of(private, kid=kid, alg=alg),
             private_key_encrypted=crypto.encrypt_private_key(
                 private, secret_key=secret_key, kid=kid
             ),
@@ -52,10 +51,10 @@ async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str
 
 
 async def load_keyset(*, session: AsyncSession, alg: str, secret_key: str) -> KeySet:
-    """Decrypt and parse every stored key once.
+    """Decrypt and parse every stored key once; sign with the oldest key of `alg`.
 
-    Replicas that start together on an empty database may each create a key; all of them
-    then sign with the oldest, so every process agrees without a lock.
+    Start-up runs this under a cross-process lock right after `ensure_signing_key`, so every
+    worker and replica loads the same keys.
     """
     rows = (
         await session.exec(

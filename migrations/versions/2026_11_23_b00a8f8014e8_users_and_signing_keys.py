@@ -1,8 +1,8 @@
 """users and signing keys
 
-Revision ID: f2b24cad2fe7
+Revision ID: b00a8f8014e8
 Revises:
-Create Date: 2026-11-23 18:56:43.696981
+Create Date: 2026-11-23 19:51:02.780200
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "f2b24cad2fe7"
+revision: str = "b00a8f8014e8"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -22,7 +22,6 @@ def upgrade() -> None:
         "signing_keys",
         sa.Column("kid", sa.String(length=64), nullable=False),
         sa.Column("alg", sa.String(length=16), nullable=False),
-        sa.Column("public_jwk", sa.JSON(), nullable=False),
         sa.Column("private_key_encrypted", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
