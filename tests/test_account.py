@@ -139,28 +139,24 @@ class _PausingHasher:
         return getattr(self._real, name)
 
 
-async def test_a_login_racing_a_password_change_gets_a_revoked_token(
-    client: httpx.AsyncClient,
-) -> None:
-    await register(client, "race@example.com")
-    owner = await auth_headers(client, "race@example.com")
+async def _login_racing_a_password_change(
+    client: httpx.AsyncClient, email: str, owner: dict[str, str]
+) -> tuple[httpx.Response, httpx.Response]:
+    """A login with the old password that has read the old hash when the change lands.
+
+    Returns (login, change) responses.
+    """
     app = client._transport.app  # type: ignore[attr-defined]
     hasher = _PausingHasher(app.state.hasher)
     app.state.hasher = hasher
     responses: dict[str, httpx.Response] = {}
 
-    async def thief_logs_in_with_the_old_password() -> None:
-        responses["login"] = await client.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "password",
-                "username": "race@example.com",
-                "password": STRONG_PASSWORD,
-            },
-        )
+    async def log_in_with_the_old_password() -> None:
+        form = {"grant_type": "password", "username": email, "password": STRONG_PASSWORD}
+        responses["login"] = await client.post("/oauth2/token", data=form)
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(thief_logs_in_with_the_old_password)
+        tasks.start_soon(log_in_with_the_old_password)
         await hasher.paused.wait()  # the login has read the old hash and is checking it
         responses["change"] = await client.post(
             "/users/me/password",
@@ -168,10 +164,22 @@ async def test_a_login_racing_a_password_change_gets_a_revoked_token(
             headers=owner,
         )
         hasher.release.set()
+    return responses["login"], responses["change"]
 
-    assert responses["change"].status_code == 204
-    assert responses["login"].status_code == 200  # the old password matched the hash it read
-    stale = bearer(responses["login"].json()["access_token"])
+
+async def test_a_login_racing_a_password_change_gets_a_revoked_token(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "race@example.com")
+    owner = await auth_headers(client, "race@example.com")
+
+    login_response, change = await _login_racing_a_password_change(
+        client, "race@example.com", owner
+    )
+
+    assert change.status_code == 204
+    assert login_response.status_code == 200  # the old password matched the hash it read
+    stale = bearer(login_response.json()["access_token"])
     assert (await client.get("/users/me", headers=stale)).status_code == 401
 
 
@@ -202,33 +210,12 @@ async def test_a_hash_upgrade_never_undoes_a_password_change_that_landed_meanwhi
     async with make_client(bcrypt_rounds=5) as client:
         owner = await auth_headers(client, "undo@example.com")  # upgrades the hash to cost 5
     async with make_client(bcrypt_rounds=6) as client:  # the next login will upgrade again
-        app = client._transport.app  # type: ignore[attr-defined]
-        hasher = _PausingHasher(app.state.hasher)
-        app.state.hasher = hasher
-        responses: dict[str, httpx.Response] = {}
+        login_response, change = await _login_racing_a_password_change(
+            client, "undo@example.com", owner
+        )
 
-        async def login_with_the_old_password() -> None:
-            responses["login"] = await client.post(
-                "/oauth2/token",
-                data={
-                    "grant_type": "password",
-                    "username": "undo@example.com",
-                    "password": STRONG_PASSWORD,
-                },
-            )
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(login_with_the_old_password)
-            await hasher.paused.wait()
-            responses["change"] = await client.post(
-                "/users/me/password",
-                json={"current_password": STRONG_PASSWORD, "new_password": NEW_PASSWORD},
-                headers=owner,
-            )
-            hasher.release.set()
-
-        assert responses["change"].status_code == 204
-        assert responses["login"].status_code == 200
+        assert change.status_code == 204
+        assert login_response.status_code == 200
         assert await login(client, "undo@example.com", NEW_PASSWORD)
         old = await client.post(
             "/oauth2/token",
