@@ -184,16 +184,26 @@ async def register(
     return body
 
 
+async def request_token(
+    client: httpx.AsyncClient,
+    email: str,
+    password: str = STRONG_PASSWORD,
+    scope: str | None = None,
+) -> httpx.Response:
+    """The token endpoint's answer to a password grant, whatever it is."""
+    form = {"grant_type": "password", "username": email, "password": password}
+    if scope is not None:
+        form["scope"] = scope
+    return await client.post("/oauth2/token", data=form)
+
+
 async def login(
     client: httpx.AsyncClient,
     email: str,
     password: str = STRONG_PASSWORD,
     scope: str | None = None,
 ) -> str:
-    form = {"grant_type": "password", "username": email, "password": password}
-    if scope is not None:
-        form["scope"] = scope
-    response = await client.post("/oauth2/token", data=form)
+    response = await request_token(client, email, password, scope)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token

@@ -8,7 +8,15 @@ import pytest
 
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services import users
-from tests.conftest import STRONG_PASSWORD, ClientFactory, auth_headers, bearer, login, register
+from tests.conftest import (
+    STRONG_PASSWORD,
+    ClientFactory,
+    auth_headers,
+    bearer,
+    login,
+    register,
+    request_token,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -53,14 +61,7 @@ async def test_password_change_ends_earlier_tokens(client: httpx.AsyncClient) ->
     assert (await client.get("/users/me", headers=bearer(old_token))).status_code == 401
     new_token = await login(client, "change@example.com", NEW_PASSWORD)
     assert (await client.get("/users/me", headers=bearer(new_token))).status_code == 200
-    old_login = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "password",
-            "username": "change@example.com",
-            "password": STRONG_PASSWORD,
-        },
-    )
+    old_login = await request_token(client, "change@example.com", STRONG_PASSWORD)
     assert old_login.json()["error"] == "invalid_grant"
 
 
@@ -152,8 +153,7 @@ async def _login_racing_a_password_change(
     responses: dict[str, httpx.Response] = {}
 
     async def log_in_with_the_old_password() -> None:
-        form = {"grant_type": "password", "username": email, "password": STRONG_PASSWORD}
-        responses["login"] = await client.post("/oauth2/token", data=form)
+        responses["login"] = await request_token(client, email)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(log_in_with_the_old_password)
@@ -217,12 +217,5 @@ async def test_a_hash_upgrade_never_undoes_a_password_change_that_landed_meanwhi
         assert change.status_code == 204
         assert login_response.status_code == 200
         assert await login(client, "undo@example.com", NEW_PASSWORD)
-        old = await client.post(
-            "/oauth2/token",
-            data={
-                "grant_type": "password",
-                "username": "undo@example.com",
-                "password": STRONG_PASSWORD,
-            },
-        )
+        old = await request_token(client, "undo@example.com", STRONG_PASSWORD)
         assert old.json()["error"] == "invalid_grant"

@@ -18,6 +18,7 @@ from tests.conftest import (
     login,
     make_settings,
     register,
+    request_token,
     started_client,
 )
 
@@ -122,14 +123,7 @@ async def test_deactivated_user_cannot_log_in_and_their_tokens_fail(
 
     assert response.json()["is_active"] is False
     assert (await client.get("/users/me", headers=bearer(token))).status_code == 401
-    refused = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "password",
-            "username": "leaving@example.com",
-            "password": STRONG_PASSWORD,
-        },
-    )
+    refused = await request_token(client, "leaving@example.com", STRONG_PASSWORD)
     assert refused.json()["error"] == "invalid_grant"
 
 
@@ -253,10 +247,7 @@ async def test_a_restart_does_not_revive_a_demoted_bootstrap_admin(
         )
 
     async with make_client() as client:  # AUTH_BOOTSTRAP_ADMIN_* still set
-        refused = await client.post(
-            "/oauth2/token",
-            data={"grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
-        )
+        refused = await request_token(client, ADMIN_EMAIL, ADMIN_PASSWORD)
         listing = await client.get(
             "/admin/users",
             params={"q": ADMIN_EMAIL},

@@ -6,7 +6,14 @@ import unicodedata
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, ClientFactory, admin_headers, login, register
+from tests.conftest import (
+    STRONG_PASSWORD,
+    ClientFactory,
+    admin_headers,
+    login,
+    register,
+    request_token,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -143,14 +150,7 @@ async def test_every_byte_of_a_long_password_counts(client: httpx.AsyncClient) -
     prefix = "é" * 40  # 80 bytes of UTF-8
     await register(client, "bytes@example.com", password=prefix + " first ending")
 
-    wrong = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "password",
-            "username": "bytes@example.com",
-            "password": prefix + " other ending",
-        },
-    )
+    wrong = await request_token(client, "bytes@example.com", prefix + " other ending")
 
     assert wrong.status_code == 400
     assert wrong.json()["error"] == "invalid_grant"
