@@ -303,3 +303,17 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
     listing = await client.get("/admin/users", headers=survivor)
     admins = [u for u in listing.json()["data"] if "admin" in u["roles"] and u["is_active"]]
     assert len(admins) == 1
+
+
+async def test_a_mixed_case_bootstrap_address_logs_in_as_typed_or_lowered(
+    empty_database: str,
+) -> None:
+    migrate.upgrade(empty_database)
+    settings = make_settings(empty_database, bootstrap_admin_email="Chief@Example.COM")
+
+    async with started_client(settings) as client:
+        lowered = await request_token(client, "chief@example.com", ADMIN_PASSWORD)
+        as_typed = await request_token(client, "Chief@Example.COM", ADMIN_PASSWORD)
+
+    assert lowered.status_code == 200, lowered.text
+    assert as_typed.status_code == 200, as_typed.text

@@ -231,6 +231,16 @@ async def delete_user(*, session: AsyncSession, user: User) -> None:
     await session.flush()
 
 
+def _new_account(email: str, password: str) -> UserCreate:
+    """An account from configuration or the command line, its email normalized as
+    registration does. The password is left unvalidated: a refused one must reach the
+    policy (one clear error), never a ValidationError that prints the value."""
+    normalized = normalize_email(email)
+    if normalized is None:
+        raise ValueError(f"not a valid email address: {email}")
+    return UserCreate.model_construct(email=normalized, password=password, name=None)
+
+
 async def bootstrap_admin(
     *, session: AsyncSession, hasher: PasswordHasher, min_length: int, email: str, password: str
 ) -> User | None:
@@ -243,16 +253,15 @@ async def bootstrap_admin(
     any_admin = await session.exec(select(UserRole.user_id).where(UserRole.role == ADMIN_ROLE))
     if any_admin.first() is not None:
         return None
-    if await get_by_email(session=session, email=email) is not None:
+    data = _new_account(email, password)
+    if await get_by_email(session=session, email=data.email) is not None:
         logger.warning("not promoting the existing account named by AUTH_BOOTSTRAP_ADMIN_EMAIL")
         return None
     return await create_user(
         session=session,
         hasher=hasher,
         min_length=min_length,
-        # Built unvalidated: a refused password must reach the policy (one clear error),
-        # never a ValidationError that prints the value.
-        data=UserCreate.model_construct(email=email, password=password, name=None),
+        data=data,
         roles=[ADMIN_ROLE],
         is_verified=True,
     )
@@ -267,7 +276,8 @@ async def ensure_admin(
     password: str | None,
 ) -> tuple[User, bool]:
     """Create an admin, or make an existing user an active admin. (user, created)"""
-    user = await get_by_email(session=session, email=email)
+    data = _new_account(email, password or "")
+    user = await get_by_email(session=session, email=data.email)
     if user is not None:
         if ADMIN_ROLE not in user.roles or not user.is_active:
             user.set_roles([*user.roles, ADMIN_ROLE])
@@ -278,7 +288,6 @@ async def ensure_admin(
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")
-    data = UserCreate.model_construct(email=email, password=password, name=None)
     user = await create_user(
         session=session,
         hasher=hasher,
