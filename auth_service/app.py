@@ -1,6 +1,6 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -50,6 +50,23 @@ def _bearer_challenge(exc: BearerError) -> str:
     return "Bearer " + ", ".join(parts) if parts else "Bearer"
 
 
+def _error_response(
+    request: Request,
+    status: int,
+    description: str,
+    *,
+    oauth_error: str = "invalid_request",
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """An RFC 6749 §5.2 body on the OAuth endpoints, `{"detail": ...}` everywhere else."""
+    if request.url.path in OAUTH_PATHS:
+        body = {"error": oauth_error, "error_description": description}
+        headers = {"Cache-Control": "no-store", **(headers or {})}
+    else:
+        body = {"detail": description}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OAuth2Error)
     async def oauth2_error(_: Request, exc: OAuth2Error) -> JSONResponse:
@@ -79,13 +96,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PasswordQueueFull)
     async def password_queue_full(request: Request, _: PasswordQueueFull) -> JSONResponse:
-        description = "Too many password checks are waiting; retry in a moment."
-        body = (
-            {"error": "temporarily_unavailable", "error_description": description}
-            if request.url.path in OAUTH_PATHS
-            else {"detail": description}
+        return _error_response(
+            request,
+            503,
+            "Too many password checks are waiting; retry in a moment.",
+            oauth_error="temporarily_unavailable",
+            headers={"Retry-After": "1"},
         )
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -105,15 +122,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.url.path in OAUTH_PATHS and exc.status_code < 500:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": str(exc.detail)},
-                status_code=exc.status_code,
-                headers={"Cache-Control": "no-store", **(exc.headers or {})},
-            )
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return _error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
