@@ -241,6 +241,20 @@ def _new_account(email: str, password: str) -> UserCreate:
     return UserCreate.model_construct(email=normalized, password=password, name=None)
 
 
+async def _create_admin(
+    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, data: UserCreate
+) -> User:
+    # An admin created by the operator: the address is theirs to vouch for.
+    return await create_user(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=data,
+        roles=[ADMIN_ROLE],
+        is_verified=True,
+    )
+
+
 async def bootstrap_admin(
     *, session: AsyncSession, hasher: PasswordHasher, min_length: int, email: str, password: str
 ) -> User | None:
@@ -257,14 +271,7 @@ async def bootstrap_admin(
     if await get_by_email(session=session, email=data.email) is not None:
         logger.warning("not promoting the existing account named by AUTH_BOOTSTRAP_ADMIN_EMAIL")
         return None
-    return await create_user(
-        session=session,
-        hasher=hasher,
-        min_length=min_length,
-        data=data,
-        roles=[ADMIN_ROLE],
-        is_verified=True,
-    )
+    return await _create_admin(session=session, hasher=hasher, min_length=min_length, data=data)
 
 
 async def ensure_admin(
@@ -288,12 +295,5 @@ async def ensure_admin(
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")
-    user = await create_user(
-        session=session,
-        hasher=hasher,
-        min_length=min_length,
-        data=data,
-        roles=[ADMIN_ROLE],
-        is_verified=True,
-    )
+    user = await _create_admin(session=session, hasher=hasher, min_length=min_length, data=data)
     return user, True
