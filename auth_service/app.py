@@ -26,7 +26,8 @@ from auth_service.middleware import (
 from auth_service.observability import Metrics
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
-from auth_service.security.passwords import PasswordHasher, PasswordQueueFull
+from auth_service.security.fair_queue import QueueRefused
+from auth_service.security.passwords import PasswordHasher
 
 OAUTH_PATHS = frozenset({"/oauth2/token"})
 
@@ -94,12 +95,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             body["rule"] = exc.rule
         return JSONResponse(body, status_code=exc.status_code)
 
-    @app.exception_handler(PasswordQueueFull)
-    async def password_queue_full(request: Request, _: PasswordQueueFull) -> JSONResponse:
+    @app.exception_handler(QueueRefused)
+    async def password_queue_refused(request: Request, _: QueueRefused) -> JSONResponse:
+        # This client holds the most places in a full password queue (RFC 6585 §4).
         return _error_response(
             request,
-            503,
-            "Too many password checks are waiting; retry in a moment.",
+            429,
+            "Too many password checks from this address are waiting; retry in a moment.",
             oauth_error="temporarily_unavailable",
             headers={"Retry-After": "1"},
         )

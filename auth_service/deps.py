@@ -4,6 +4,7 @@ All are `async def`, even those that only read app state: FastAPI runs plain `de
 dependencies in a thread pool, a round trip each for what is an attribute lookup.
 """
 
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -37,13 +38,33 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def password_turn(request: Request) -> AsyncIterator[None]:
-    """Hold a password slot for the whole request, taken before any guard reads the database.
+def client_key(request: Request) -> str:
+    """Who is asking, for fairness between clients: the peer address, an IPv6 one by /64.
 
-    For authenticated routes that hash: queued requests then hold no pooled connection.
+    The peer is the socket's, or the forwarded one when the socket belongs to a trusted proxy
+    (the server rewrites `scope["client"]` only then). One IPv6 subscriber holds a whole /64.
+    """
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+async def password_turn(request: Request) -> AsyncIterator[None]:
+    """Hold the caller's password slot for the whole request, before any guard reads the
+    database: queued requests then hold no pooled connection.
+
+    For JSON routes that hash (FastAPI has read the body before dependencies run, so a slow
+    upload holds no place).
     """
     hasher: PasswordHasher = request.app.state.hasher
-    async with hasher.turn():
+    async with hasher.turn(client_key(request)):
         yield
 
 

@@ -159,6 +159,13 @@ async def started_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             yield c
 
 
+def peer(client: httpx.AsyncClient, host: str) -> httpx.AsyncClient:
+    """Another client of `client`'s app, whose requests come from the address `host`."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
 @pytest.fixture
 def make_client(database: str) -> ClientFactory:
     """`async with make_client(**settings_overrides) as client:` a started app on `database`."""

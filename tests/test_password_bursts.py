@@ -1,7 +1,9 @@
-"""Bursts of password work: bounded, queued without holding database connections, shed early.
+"""Bursts of password work: queued without holding database connections, fair between clients.
 
 bcrypt runs in a few worker threads; requests waiting for one must not hold a pooled
-connection (or token verification and readiness checks starve), and the queue is bounded.
+connection (or token verification and readiness checks starve). The queue is bounded, and
+when it is full the client holding the most places is refused, never one holding none
+(tests/test_fair_queue.py has the rules step by step).
 """
 
 from collections.abc import Awaitable, Callable
@@ -12,7 +14,14 @@ import httpx
 import pytest
 
 from auth_service.security.passwords import PasswordHasher
-from tests.conftest import ClientFactory, auth_headers, register, request_token
+from tests.conftest import (
+    STRONG_PASSWORD,
+    ClientFactory,
+    auth_headers,
+    peer,
+    register,
+    request_token,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -82,27 +91,148 @@ async def test_a_password_change_burst_queues_without_holding_database_connectio
     assert burst.most_checked_out <= 2
 
 
-async def test_logins_beyond_the_queue_limit_are_turned_away_with_503(
+def _use_hasher(client: httpx.AsyncClient, *, max_waiting: int) -> PasswordHasher:
+    """One slow hashing slot with `max_waiting` places to wait in."""
+    hasher = PasswordHasher(rounds=SLOW_ROUNDS, concurrency=1, max_waiting=max_waiting)
+    client._transport.app.state.hasher = hasher  # type: ignore[attr-defined]
+    return hasher
+
+
+async def _together(
+    *requests: Callable[[], Awaitable[httpx.Response]],
+) -> list[httpx.Response]:
+    """Send the requests concurrently, each a moment after the one before; their answers."""
+    answers: dict[int, httpx.Response] = {}
+
+    async def send(index: int) -> None:
+        answers[index] = await requests[index]()
+
+    async with anyio.create_task_group() as tasks:
+        for index in range(len(requests)):
+            tasks.start_soon(send, index)
+            await anyio.sleep(0.02)
+    return [answers[index] for index in range(len(requests))]
+
+
+async def _queue_full(hasher: PasswordHasher, max_waiting: int) -> None:
+    """Wait (10 s at most) until `max_waiting` requests wait for the hasher's one slot."""
+    for _ in range(2000):
+        if hasher.queue.waiting >= max_waiting:
+            return
+        await anyio.sleep(0.005)
+    pytest.fail("the password queue never filled")
+
+
+async def test_one_clients_concurrent_logins_all_succeed_while_the_queue_has_room(
     make_client: ClientFactory,
 ) -> None:
     async with make_client() as client:
-        await register(client, "crowd@example.com")
-        app = client._transport.app  # type: ignore[attr-defined]
-        app.state.hasher = PasswordHasher(rounds=SLOW_ROUNDS, concurrency=1, max_waiting=2)
+        await register(client, "office@example.com")
+        _use_hasher(client, max_waiting=7)
         responses: list[httpx.Response] = []
 
         async def log_in() -> None:
-            responses.append(await request_token(client, "crowd@example.com"))
+            responses.append(await request_token(client, "office@example.com"))
 
-        async with anyio.create_task_group() as crowd:
-            for _ in range(8):
-                crowd.start_soon(log_in)
+        async with anyio.create_task_group() as office:
+            for _ in range(8):  # one hashing, seven waiting: everyone fits
+                office.start_soon(log_in)
+
+    assert [r.status_code for r in responses] == [200] * 8
+
+
+async def test_a_flood_from_one_address_cannot_refuse_a_login_from_another(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client() as client:
+        await register(client, "alice@example.com")
+        hasher = _use_hasher(client, max_waiting=4)
+        flood: list[httpx.Response] = []
+        async with peer(client, "203.0.113.7") as attacker, peer(client, "198.51.100.2") as alice:
+
+            async def junk() -> None:  # no credentials worth anything
+                flood.append(await request_token(attacker, "nobody@example.com", "x" * 20))
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(12):
+                    tasks.start_soon(junk)
+                await _queue_full(hasher, 4)
+                legitimate = await request_token(alice, "alice@example.com")
         metrics = (await client.get("/metrics")).text
 
-    shed = [r for r in responses if r.status_code == 503]
-    # One hashing, two queued; the rest were refused at once (the stored hash uses cost 4,
-    # and the hasher now verifies it whatever its cost).
-    assert sorted(r.status_code for r in responses) == [200] * 3 + [503] * 5
-    assert shed[0].json()["error"] == "temporarily_unavailable"
-    assert shed[0].headers["retry-after"] == "1"
-    assert 'auth_logins_total{outcome="busy"} 5.0' in metrics
+    assert legitimate.status_code == 200, legitimate.text
+    # One hashing and four waiting; seven refused at once, and one waiter gave up its place
+    # to alice. The rest were checked, and failed.
+    refused = [r for r in flood if r.status_code == 429]
+    assert sorted(r.status_code for r in flood) == [400] * 4 + [429] * 8
+    for response in refused:
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.json()["error"] == "temporarily_unavailable"
+        assert set(response.json()) == {"error", "error_description"}
+    assert 'auth_logins_total{outcome="busy"} 8.0' in metrics
+
+
+async def test_ipv6_clients_are_grouped_by_their_64_bit_prefix(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client() as client:
+        await register(client, "v6@example.com")
+        hasher = _use_hasher(client, max_waiting=2)
+        flood: list[httpx.Response] = []
+
+        async def junk(host: str) -> None:
+            async with peer(client, host) as attacker:
+                flood.append(await request_token(attacker, "nobody@example.com", "x" * 20))
+
+        async with anyio.create_task_group() as tasks:
+            for i in range(3):  # three addresses, one /64: one client holding every place
+                tasks.start_soon(junk, f"2001:db8:0:1::{i + 1}")
+            await _queue_full(hasher, 2)
+            async with (
+                peer(client, "2001:db8:0:1:ffff::9") as same,
+                peer(client, "2001:db8:0:2::1") as other,
+            ):
+                same_prefix = await request_token(same, "v6@example.com")
+                other_prefix = await request_token(other, "v6@example.com")
+
+    assert same_prefix.status_code == 429
+    assert other_prefix.status_code == 200
+    assert sorted(r.status_code for r in flood) == [400, 400, 429]
+
+
+async def test_registration_and_password_change_wait_in_the_same_fair_queue(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(password_min_length=15) as client:
+        await register(client, "bob@example.com")
+        headers = await auth_headers(client, "bob@example.com")
+        hasher = _use_hasher(client, max_waiting=2)
+        change = {"current_password": STRONG_PASSWORD, "new_password": "another long passphrase"}
+        async with peer(client, "203.0.113.7") as attacker, peer(client, "198.51.100.2") as bob:
+
+            async def junk() -> None:
+                await request_token(attacker, "nobody@example.com", "x" * 20)
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(4):
+                    tasks.start_soon(junk)
+                await _queue_full(hasher, 2)
+                refused = await attacker.post(
+                    "/users", json={"email": "mallory@example.com", "password": STRONG_PASSWORD}
+                )
+                # Bob holds no place, then one against the flood's two: both get in.
+                registered, changed = await _together(
+                    lambda: bob.post(
+                        "/users", json={"email": "carol@example.com", "password": STRONG_PASSWORD}
+                    ),
+                    lambda: bob.post("/users/me/password", json=change, headers=headers),
+                )
+
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "detail": "Too many password checks from this address are waiting; retry in a moment."
+    }
+    assert refused.headers["retry-after"] == "1"
+    assert registered.status_code == 201, registered.text
+    assert changed.status_code == 204, changed.text

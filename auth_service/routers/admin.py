@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from auth_service.deps import HasherDep, SessionDep, SettingsDep
+from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
 from auth_service.guards import require_admin
 from auth_service.schemas import (
     PRINTABLE,
@@ -42,7 +42,9 @@ async def list_users(
     return UsersPublic(data=[UserPublic.model_validate(u) for u in found], count=total)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=_CONFLICT)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=_CONFLICT, dependencies=[PasswordTurn]
+)
 async def create_user(
     data: AdminUserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
 ) -> UserPublic:

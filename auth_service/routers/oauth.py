@@ -2,15 +2,14 @@
 
 import base64
 import binascii
+import re
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 
-from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep
+from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep, client_key
 from auth_service.errors import (
     InvalidClient,
     InvalidGrant,
@@ -20,7 +19,7 @@ from auth_service.errors import (
 )
 from auth_service.guards import TOKEN_URL
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
-from auth_service.security.passwords import PasswordQueueFull
+from auth_service.security.fair_queue import QueueRefused
 from auth_service.services import tokens, users
 
 router = APIRouter(tags=["oauth2"])
@@ -43,30 +42,56 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-async def _read_form(request: Request) -> FormData:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
+Form = dict[str, list[str]]
+# A `%` that does not start a two-digit hex escape (WHATWG URL: such bytes are not decoded).
+_BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _decode_form_part(raw: bytes) -> str:
+    if _BROKEN_ESCAPE.search(raw):
+        raise InvalidRequest("The form body has a malformed percent-escape.")
     try:
-        return await request.form()
-    except HTTPException:
-        raise  # the body size limit (413)
-    except Exception:  # python-multipart and Starlette raise several types on bad bytes
-        raise InvalidRequest("The form body could not be parsed.") from None
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("The form body is not UTF-8.") from None
 
 
-def _optional(form: FormData, name: str) -> str | None:
-    values = form.getlist(name)
+def _parse_form(body: bytes) -> Form:
+    """An application/x-www-form-urlencoded body (RFC 6749 Appendix B), strictly UTF-8.
+
+    General-purpose parsers read raw bytes as Latin-1 and turn undecodable escapes into
+    U+FFFD, so different bytes become one password. Here each name and value must be UTF-8
+    after percent-decoding, or the request is refused: one password has one spelling.
+    """
+    form: Form = {}
+    for part in body.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        form.setdefault(_decode_form_part(name), []).append(_decode_form_part(value))
+    return form
+
+
+async def _read_form(request: Request) -> Form:
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    if media_type.strip().lower() != _FORM_TYPE:
+        raise InvalidRequest(f"The body must be {_FORM_TYPE}.")
+    charset = re.search(r"charset\s*=\s*\"?([^\";\s]*)", parameters, flags=re.IGNORECASE)
+    if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
+        raise InvalidRequest("The form body must be UTF-8.")
+    return _parse_form(await request.body())  # the size limit applies while it streams in
+
+
+def _optional(form: Form, name: str) -> str | None:
+    values = form.get(name, [])
     # RFC 6749 §3.2: parameters must not be included more than once.
     if len(values) > 1:
         raise InvalidRequest(f"The parameter {name} is repeated.")
-    value = values[0] if values else None
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequest(f"The parameter {name} must be text.")
-    return value or None
+    return (values[0] or None) if values else None  # empty counts as missing
 
 
-def _required(form: FormData, name: str) -> str:
+def _required(form: Form, name: str) -> str:
     value = _optional(form, name)
     if value is None:
         raise InvalidRequest(f"The parameter {name} is missing.")
@@ -81,8 +106,8 @@ def _client_from_basic(header: str | None) -> str | None:
     if scheme.lower() != "basic":
         raise InvalidClient("Only HTTP Basic client authentication is supported.")
     try:
-        decoded = base64.b64decode(encoded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(encoded.encode("ascii"), validate=True).decode()
+    except (UnicodeError, binascii.Error):  # non-ASCII header bytes, bad base64, bad UTF-8
         raise InvalidClient("The Basic credentials are malformed.") from None
     client_id, colon, secret = decoded.partition(":")
     if not colon:
@@ -92,7 +117,7 @@ def _client_from_basic(header: str | None) -> str | None:
     return unquote_plus(client_id) or None
 
 
-def _client_id(request: Request, form: FormData, settings: SettingsDep) -> str:
+def _client_id(request: Request, form: Form, settings: SettingsDep) -> str:
     from_header = _client_from_basic(request.headers.get("authorization"))
     from_form = _optional(form, "client_id")
     if from_header and from_form and from_header != from_form:
@@ -128,7 +153,7 @@ async def token(
     except OAuth2Error as exc:
         logins.labels(exc.error).inc()
         raise
-    except PasswordQueueFull:
+    except QueueRefused:
         logins.labels("busy").inc()
         raise
     logins.labels("success").inc()
@@ -153,9 +178,11 @@ async def _password_grant(
     password = _required(form, "password")
     requested_scopes = tokens.parse_scope(_optional(form, "scope"))  # before any password work
     client_id = _client_id(request, form, settings)
-    user = await users.authenticate(
-        session=session, hasher=hasher, email=username, password=password
-    )
+    # The caller's place in the fair password queue, before the lookup touches the database.
+    async with hasher.turn(client_key(request)):
+        user = await users.authenticate(
+            session=session, hasher=hasher, email=username, password=password
+        )
     if user is None:
         # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
         raise InvalidGrant("The email or password is incorrect.")

@@ -38,7 +38,7 @@ async def registration_open(settings: SettingsDep) -> None:
     "/users",
     status_code=status.HTTP_201_CREATED,
     responses=_REGISTER_ERRORS,
-    dependencies=[Depends(registration_open)],
+    dependencies=[Depends(registration_open), PasswordTurn],
 )
 async def register(
     data: UserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep

@@ -1,8 +1,9 @@
 """Password hashing: the only module that imports passlib.
 
 bcrypt_sha256 pre-hashes with SHA-256 so every byte of a long password counts (plain bcrypt
-ignores all past 72 bytes). Hashing runs in worker threads behind a bounded limiter, never on
-the event loop, so a burst of logins cannot stall token verification.
+ignores all past 72 bytes). Hashing runs in worker threads behind a bounded queue that is fair
+between clients (`fair_queue`), never on the event loop, so a burst of logins cannot stall
+token verification and a flood from one client cannot lock out everybody else.
 """
 
 import unicodedata
@@ -11,23 +12,22 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
-import anyio
 import anyio.to_thread
 from passlib.context import CryptContext
 
+from auth_service.security.fair_queue import FairQueue
+
 T = TypeVar("T")
 
-# How many requests may queue for each hashing slot before new ones are turned away.
+# How many requests may queue for each hashing slot before the heaviest client is refused.
 QUEUE_PER_SLOT = 32
+# The client of password work that no request asked for (start-up, the command line).
+LOCAL_CLIENT = "local"
 
 
 def normalize(password: str) -> str:
     # NIST SP 800-63B §3.1.1.2: apply Unicode NFKC normalization before hashing.
     return unicodedata.normalize("NFKC", password)
-
-
-class PasswordQueueFull(Exception):
-    """More password operations are waiting than the service will queue."""
 
 
 class PasswordHasher:
@@ -37,41 +37,33 @@ class PasswordHasher:
             bcrypt_sha256__rounds=rounds,
             bcrypt_sha256__ident="2b",
         )
-        self._turns = anyio.CapacityLimiter(concurrency)
+        self.queue = FairQueue(
+            slots=concurrency,
+            max_waiting=QUEUE_PER_SLOT * concurrency if max_waiting is None else max_waiting,
+        )
         self._holding: ContextVar[bool] = ContextVar(f"password-turn-{id(self)}", default=False)
-        self._waiting = 0
-        self._max_waiting = QUEUE_PER_SLOT * concurrency if max_waiting is None else max_waiting
         # Verifying against this costs what a real verify costs: unknown users take as long.
         self._dummy_hash = self._context.hash("dummy password for timing equalization")
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """A slot for one password operation; every bcrypt computation runs inside one.
+    async def turn(self, client: str = LOCAL_CLIENT) -> AsyncIterator[None]:
+        """A slot for one password operation of `client`; every bcrypt computation runs in one.
 
         Take it before the operation touches the database: requests queued behind a burst
         then hold no connection, so the pool stays free for token verification and readiness
-        checks. Re-entrant within a task. Raises PasswordQueueFull rather than queue without
-        bound.
+        checks. Re-entrant within a task (an inner `turn()` joins the outer one, whatever its
+        client). Raises `QueueRefused` when the queue is full and `client` holds the most places
+        in it.
         """
         if self._holding.get():
             yield
             return
-        try:
-            self._turns.acquire_nowait()
-        except anyio.WouldBlock:
-            if self._waiting >= self._max_waiting:
-                raise PasswordQueueFull from None
-            self._waiting += 1
+        async with self.queue.slot(client):
+            holding = self._holding.set(True)
             try:
-                await self._turns.acquire()
+                yield
             finally:
-                self._waiting -= 1
-        holding = self._holding.set(True)
-        try:
-            yield
-        finally:
-            self._holding.reset(holding)
-            self._turns.release()
+                self._holding.reset(holding)
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         async with self.turn():
@@ -85,4 +77,5 @@ class PasswordHasher:
         return await self._run(self._context.verify_and_update, normalize(password), hashed)
 
     async def dummy_verify(self, password: str) -> None:
-        await self._run(self._context.verify, normalize(password), self._dummy_hash)
+        """Exactly the work of a failed `verify`, against a fixed hash: for unknown users."""
+        await self._run(self._context.verify_and_update, normalize(password), self._dummy_hash)
