@@ -98,20 +98,34 @@ async def authenticate(
 ) -> User | None:
     """The active user with these credentials, else None.
 
-    Unknown emails verify against a dummy hash so they take as long as a wrong password;
-    callers answer every failure the same way (no account enumeration).
+    Every failure does the same work: one query for a few columns and one failing bcrypt
+    verify-and-update, against a dummy hash when no active account has the address (a
+    right password would cost passlib a little more, in its rehash check). So neither the
+    answer (callers answer every failure alike) nor its timing tells whether an address is
+    registered, or whether its account is active. The account itself loads only on success.
     """
     if len(normalize(password)) > password_policy.MAX_LENGTH:
         return None  # no password this long was ever accepted: refuse without hashing
     async with hasher.turn():
-        # The address as registration normalized it; what is no address matches no one.
-        normalized = normalize_email(email)
-        user = None if normalized is None else await get_by_email(session=session, email=normalized)
-        if user is None:
+        # The address as registration normalized it; what is no address runs the same
+        # query for a value nobody has.
+        normalized = normalize_email(email) or ""
+        found = await session.exec(
+            select(User.id, User.hashed_password, User.is_active, User.token_version).where(
+                User.email == normalized
+            )
+        )
+        checked = found.first()
+        if checked is None or not checked.is_active:
             await hasher.dummy_verify(password)
             return None
-        ok, new_hash = await hasher.verify(password, user.hashed_password)
-    if not ok or not user.is_active:
+        ok, new_hash = await hasher.verify(password, checked.hashed_password)
+    if not ok:
+        return None
+    user = await session.get(User, checked.id)
+    # A password change or deactivation since the check raised the token version: it wins,
+    # and this sign-in fails. (A concurrent hash upgrade leaves the version alone.)
+    if user is None or not user.is_active or user.token_version != checked.token_version:
         return None
     if new_hash is not None:
         # The cost changed: upgrade the hash, but only if it is still the one just checked,
