@@ -58,10 +58,14 @@ async def current_user(
     claims: Annotated[dict[str, Any], Security(current_token)],
 ) -> User:
     """The active user the token was issued to, if the token is still valid for them."""
+    user_id: uuid.UUID | None
     try:
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
-        raise InvalidToken("The access token does not name a user.") from None
+        user_id = None
+    # One spelling per user: uuid.UUID also reads upper case, braces, bare hex and urn:uuid:.
+    if user_id is None or str(user_id) != claims["sub"]:
+        raise InvalidToken("The access token does not name a user.")
     # One query: the user with its roles (the admin guard reads them).
     user = await session.get(User, user_id, options=[joinedload(User.role_links)])
     # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.

@@ -10,9 +10,8 @@ from auth_service.errors import InvalidScope
 from auth_service.models import User
 from auth_service.scopes import Scope, allowed_for, format_scope
 from auth_service.security import jwt
+from auth_service.security.jwt import TOKEN_VERSION_CLAIM
 from auth_service.services.keys import KeySet
-
-TOKEN_VERSION_CLAIM = "token_version"  # noqa: S105 (a claim name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,5 +70,8 @@ def issue_access_token(
 
 
 def is_revoked(claims: dict[str, Any], user: User) -> bool:
-    """Was the token issued before the user's latest password change or deactivation?"""
+    """Was the token issued before the user's latest password change or deactivation?
+
+    `jwt.decode` has checked the claim is an int (`False` and `0.0` would equal 0).
+    """
     return claims.get(TOKEN_VERSION_CLAIM) != user.token_version
