@@ -15,7 +15,7 @@ from sqlalchemy.orm import joinedload
 from auth_service.deps import KeysDep, SessionDep, SettingsDep
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE, User
-from auth_service.scopes import DESCRIPTIONS, Scope
+from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
 from auth_service.services.tokens import is_revoked
 
@@ -43,7 +43,11 @@ async def current_token(
         )
     except jwt.TokenError as exc:
         raise InvalidToken(str(exc)) from None
-    granted = set(str(claims.get("scope", "")).split())
+    try:
+        # RFC 6749 §3.3: scope-tokens split on the ASCII space only (`jwt` checked it is a str).
+        granted = split_scope(claims["scope"]) if "scope" in claims else set()
+    except ValueError:
+        raise InvalidToken("The access token's scope claim is malformed.") from None
     missing = [s for s in security_scopes.scopes if s not in granted]
     if missing:
         raise InsufficientScope(

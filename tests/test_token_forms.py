@@ -2,8 +2,8 @@
 
 RFC 7515 §2 and §7.1 (three base64url segments, no padding, and canonical: one spelling per
 byte string), RFC 7515 §4.1.11 (`crit`), RFC 7519 §2 and §4 (NumericDate, unique member
-names), RFC 8259 §6 (no NaN) and RFC 6750 §3 (every refusal is 401
-`invalid_token` with a challenge, never a 500).
+names), RFC 8259 §6 (no NaN), RFC 6749 §3.3 (scope-tokens split on SP only) and RFC 6750 §3
+(every refusal is 401 `invalid_token` with a challenge, never a 500).
 Forged tokens are signed here, with PyJWT's RSA primitive and the app's own private key.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
-from tests.conftest import login, register
+from tests.conftest import login, register, request_token
 
 pytestmark = pytest.mark.anyio
 
@@ -362,3 +362,44 @@ async def test_deeply_nested_header_is_invalid_token_without_any_key(
     token = f"{_b64url(header)}.{_b64url(b'{}')}.{_b64url(b'sig')}"
 
     _assert_invalid_token(await _me(client, token))
+
+
+# --- scopes split on the ASCII space only (RFC 6749 §3.3) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "openid\temail",
+        "openid\xa0email",
+        "openid\u3000email",
+        "openid\x1femail",
+        "openid\nemail",
+        "openid  email",
+        " openid",
+        "openid ",
+        "   ",
+    ],
+    ids=repr,
+)
+async def test_requested_scope_not_separated_by_single_spaces_is_invalid_scope(
+    client: httpx.AsyncClient, scope: str
+) -> None:
+    await register(client, "scope@example.com")
+
+    response = await request_token(client, "scope@example.com", scope=scope)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_scope"
+    assert (await login(client, "scope@example.com", scope="openid email")).count(".") == 2
+
+
+@pytest.mark.parametrize("scope", ["account\topenid", "openid\xa0account", "openid  account"])
+async def test_scope_claim_not_separated_by_single_spaces_is_invalid_token(
+    client: httpx.AsyncClient, scope: str
+) -> None:
+    user_id = await _user(client, "claim@example.com")
+
+    _assert_invalid_token(await _me(client, _token(client, user_id, scope=_json(scope))))
+
+    assert (await _me(client, _token(client, user_id, scope='"openid account"'))).status_code == 200
