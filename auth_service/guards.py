@@ -99,10 +99,17 @@ def require_roles(
 ) -> Callable[..., Coroutine[Any, Any, User]]:
     """A dependency returning the current user if they hold every one of `roles`."""
 
-    async def guard(user: Annotated[User, Security(current_user, scopes=list(scopes))]) -> User:
+    async def guard(
+        security_scopes: SecurityScopes,
+        user: Annotated[User, Security(current_user, scopes=list(scopes))],
+    ) -> User:
         missing = [role for role in roles if role not in user.roles]
         if missing:
-            raise InsufficientScope(f"This requires the role {' '.join(missing)}.")
+            # RFC 6750 §3: name the scopes the route requires, as `current_token` does.
+            required = [*security_scopes.scopes, *scopes]
+            raise InsufficientScope(
+                f"This requires the role {' '.join(missing)}.", scope=" ".join(required) or None
+            )
         return user
 
     return guard

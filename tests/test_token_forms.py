@@ -3,7 +3,8 @@
 RFC 7515 §2 and §7.1 (three base64url segments, no padding, and canonical: one spelling per
 byte string), RFC 7515 §4.1.11 (`crit`), RFC 7519 §2 and §4 (NumericDate, unique member
 names), RFC 8259 §6 (no NaN), RFC 6749 §3.3 (scope-tokens split on SP only) and RFC 6750 §3
-(every refusal is 401 `invalid_token` with a challenge, never a 500).
+(every refusal is 401 `invalid_token` with a challenge, never a 500; a missing role is 403
+with the scopes the route requires).
 Forged tokens are signed here, with PyJWT's RSA primitive and the app's own private key.
 """
 
@@ -12,14 +13,16 @@ import json
 import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Security
 from jwt.algorithms import RSAAlgorithm
 
-from tests.conftest import login, register, request_token
+from auth_service.guards import require_roles
+from auth_service.models import User
+from tests.conftest import bearer, login, register, request_token
 
 pytestmark = pytest.mark.anyio
 
@@ -403,3 +406,52 @@ async def test_scope_claim_not_separated_by_single_spaces_is_invalid_token(
     _assert_invalid_token(await _me(client, _token(client, user_id, scope=_json(scope))))
 
     assert (await _me(client, _token(client, user_id, scope='"openid account"'))).status_code == 200
+
+
+# --- the challenge of a missing role (RFC 6750 §3) ----------------------------------------
+
+
+async def test_missing_role_challenge_names_the_scope_the_route_requires(
+    client: httpx.AsyncClient,
+) -> None:
+    # The scope check comes first: only a token holding admin:users reaches the role check.
+    user_id = await _user(client, "pleb@example.com")
+    token = _token(client, user_id, scope='"account admin:users"')
+
+    response = await client.get("/admin/users", headers=bearer(token))
+
+    assert response.status_code == 403
+    challenge = _challenge(response)
+    assert challenge["error"] == "insufficient_scope"
+    assert challenge["scope"] == "admin:users"
+
+
+@pytest.mark.parametrize(
+    ("dependency", "scope"),
+    [
+        pytest.param(Depends(require_roles("auditor")), None, id="no scope"),
+        pytest.param(
+            Security(require_roles("auditor", scopes=("openid",)), scopes=["account"]),
+            "account openid",
+            id="the guard's and the route's",
+        ),
+    ],
+)
+async def test_missing_role_challenge_names_every_scope_of_the_route_or_none(
+    client: httpx.AsyncClient, dependency: Any, scope: str | None
+) -> None:
+    @_app(client).get("/probe/auditor")
+    async def probe(user: Annotated[User, dependency]) -> str:
+        return str(user.id)
+
+    await register(client, "auditor@example.com")
+    token = await login(client, "auditor@example.com")
+
+    response = await client.get("/probe/auditor", headers=bearer(token))
+
+    assert response.status_code == 403
+    expected = {
+        "error": "insufficient_scope",
+        "error_description": "This requires the role auditor.",
+    }
+    assert _challenge(response) == (expected if scope is None else {**expected, "scope": scope})
