@@ -15,7 +15,7 @@ from sqlalchemy.orm import joinedload
 from auth_service.deps import KeysDep, SessionDep, SettingsDep
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE, User
-from auth_service.scopes import DESCRIPTIONS, Scope
+from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
 from auth_service.services.tokens import is_revoked
 
@@ -43,7 +43,11 @@ async def current_token(
         )
     except jwt.TokenError as exc:
         raise InvalidToken(str(exc)) from None
-    granted = set(str(claims.get("scope", "")).split())
+    try:
+        # RFC 6749 §3.3: scope-tokens split on the ASCII space only (`jwt` checked it is a str).
+        granted = split_scope(claims["scope"]) if "scope" in claims else set()
+    except ValueError:
+        raise InvalidToken("The access token's scope claim is malformed.") from None
     missing = [s for s in security_scopes.scopes if s not in granted]
     if missing:
         raise InsufficientScope(
@@ -58,10 +62,14 @@ async def current_user(
     claims: Annotated[dict[str, Any], Security(current_token)],
 ) -> User:
     """The active user the token was issued to, if the token is still valid for them."""
+    user_id: uuid.UUID | None
     try:
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
-        raise InvalidToken("The access token does not name a user.") from None
+        user_id = None
+    # One spelling per user: uuid.UUID also reads upper case, braces, bare hex and urn:uuid:.
+    if user_id is None or str(user_id) != claims["sub"]:
+        raise InvalidToken("The access token does not name a user.")
     # One query: the user with its roles (the admin guard reads them).
     user = await session.get(User, user_id, options=[joinedload(User.role_links)])
     # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
@@ -91,10 +99,17 @@ def require_roles(
 ) -> Callable[..., Coroutine[Any, Any, User]]:
     """A dependency returning the current user if they hold every one of `roles`."""
 
-    async def guard(user: Annotated[User, Security(current_user, scopes=list(scopes))]) -> User:
+    async def guard(
+        security_scopes: SecurityScopes,
+        user: Annotated[User, Security(current_user, scopes=list(scopes))],
+    ) -> User:
         missing = [role for role in roles if role not in user.roles]
         if missing:
-            raise InsufficientScope(f"This requires the role {' '.join(missing)}.")
+            # RFC 6750 §3: name the scopes the route requires, as `current_token` does.
+            required = [*security_scopes.scopes, *scopes]
+            raise InsufficientScope(
+                f"This requires the role {' '.join(missing)}.", scope=" ".join(required) or None
+            )
         return user
 
     return guard

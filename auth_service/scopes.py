@@ -1,5 +1,6 @@
 """OAuth scopes this service grants (RFC 6749 §3.3) and who may have them."""
 
+import re
 from enum import StrEnum
 
 from auth_service.models import ADMIN_ROLE
@@ -36,3 +37,15 @@ def allowed_for(roles: list[str]) -> frozenset[Scope]:
 def format_scope(scopes: set[str] | frozenset[str]) -> str:
     """RFC 6749 §3.3: a space-delimited list (sorted, so it reads the same every time)."""
     return " ".join(sorted(scopes))
+
+
+# RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR (printable
+# ASCII but SP, '"' and backslash). One space exactly: no tab, NBSP or other whitespace.
+_SCOPE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*")
+
+
+def split_scope(scope: str) -> set[str]:
+    """The scope-tokens of an RFC 6749 §3.3 scope string; ValueError when it is not one."""
+    if not _SCOPE.fullmatch(scope):
+        raise ValueError("not an RFC 6749 scope")
+    return set(scope.split(" "))

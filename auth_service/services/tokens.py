@@ -8,11 +8,10 @@ from typing import Any
 from auth_service.config import Settings
 from auth_service.errors import InvalidScope
 from auth_service.models import User
-from auth_service.scopes import Scope, allowed_for, format_scope
+from auth_service.scopes import Scope, allowed_for, format_scope, split_scope
 from auth_service.security import jwt
+from auth_service.security.jwt import TOKEN_VERSION_CLAIM
 from auth_service.services.keys import KeySet
-
-TOKEN_VERSION_CLAIM = "token_version"  # noqa: S105 (a claim name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +23,14 @@ class IssuedToken:
 
 def parse_scope(requested: str | None) -> set[str] | None:
     """The requested scopes (None when none were asked for); unknown ones are an error."""
-    if requested is None or not requested.strip():
+    if not requested:  # RFC 6749 §3.1: a parameter without a value counts as omitted
         return None
-    wanted = set(requested.split())
+    try:
+        wanted = split_scope(requested)
+    except ValueError:
+        raise InvalidScope(
+            "The scope must be scope names separated by single spaces (RFC 6749 §3.3)."
+        ) from None
     unknown = wanted - {s.value for s in Scope}
     if unknown:
         raise InvalidScope(f"Unknown scope: {format_scope(unknown)}.")
@@ -71,5 +75,8 @@ def issue_access_token(
 
 
 def is_revoked(claims: dict[str, Any], user: User) -> bool:
-    """Was the token issued before the user's latest password change or deactivation?"""
+    """Was the token issued before the user's latest password change or deactivation?
+
+    `jwt.decode` has checked the claim is an int (`False` and `0.0` would equal 0).
+    """
     return claims.get(TOKEN_VERSION_CLAIM) != user.token_version
