@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # The HTTP server (`serve`, per worker): what keeps it safe to expose (README "Exposure").
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    http_header_timeout_seconds: float = Field(default=10, ge=1, le=300)
+    http_body_timeout_seconds: float = Field(default=30, ge=1, le=600)
+    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    http_max_connections: int = Field(default=500, ge=1, le=100_000)
+
     @field_validator("client_ids", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
