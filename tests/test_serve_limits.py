@@ -10,14 +10,20 @@ import json
 import select
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
+from pydantic import ValidationError
 
-from tests.test_serve import Server
+from auth_service.config import Settings
+from auth_service.server import uvicorn_options
+from tests.test_serve import Server, _free_port
 
 HEADER_TIMEOUT_SECONDS = 3.0
 BODY_TIMEOUT_SECONDS = 3.0
@@ -329,3 +335,68 @@ def test_a_32_mib_header_is_refused_before_it_is_buffered(server: LimitedServer)
     assert grown < 8 * 1024 * 1024, f"peak memory grew by {grown / 2**20:.0f} MiB"
     assert elapsed < GRACE_SECONDS
     _assert_served(server)
+
+
+# Trusted proxies: the same options `serve` passes, around an app that shows what it is told.
+
+
+async def _echo_client(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = json.dumps({"client": scope["client"][0], "scheme": scope["scheme"]}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _seen_by_app(settings: Settings) -> dict[str, str]:
+    port = _free_port()
+    config = uvicorn.Config(
+        _echo_client, host="127.0.0.1", port=port, log_config=None, **uvicorn_options(settings)
+    )
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + GRACE_SECONDS
+        while not running.started:
+            assert thread.is_alive(), "uvicorn stopped before it started"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/",
+            headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+            timeout=GRACE_SECONDS,
+        )
+    finally:
+        running.should_exit = True
+        thread.join(GRACE_SECONDS)
+    seen: dict[str, str] = response.json()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        (None, {"client": "127.0.0.1", "scheme": "http"}),  # the default: nobody
+        ("10.0.0.0/8", {"client": "127.0.0.1", "scheme": "http"}),
+        ("127.0.0.1", {"client": "203.0.113.7", "scheme": "https"}),
+    ],
+)
+def test_forwarded_headers_count_only_from_trusted_proxies(
+    monkeypatch: pytest.MonkeyPatch, trusted: str | None, expected: dict[str, str]
+) -> None:
+    monkeypatch.delenv("AUTH_TRUSTED_PROXIES", raising=False)
+    if trusted is not None:
+        monkeypatch.setenv("AUTH_TRUSTED_PROXIES", trusted)
+
+    assert _seen_by_app(Settings(_env_file=None)) == expected  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1/8", "localhost", "*,10.0.0.1", "1.2.3"])
+def test_trusted_proxies_refuse_what_is_not_an_address(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AUTH_TRUSTED_PROXIES", value)
+
+    with pytest.raises(ValidationError, match="not an IP address or network"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
