@@ -53,6 +53,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from auth_service import migrate, startup
     from auth_service.app import resolve_secret_key
+    from auth_service.server import uvicorn_options
 
     secret_key = resolve_secret_key(settings)  # generated once here, read by every worker
     migrate.upgrade(settings.database_url)
@@ -78,8 +79,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=logging_config(settings.log_level),
             access_log=False,
-            server_header=False,
-            proxy_headers=True,
+            **uvicorn_options(settings),  # limits and trusted proxies: README "Exposure"
         )
     return 0
 

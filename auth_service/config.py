@@ -1,5 +1,6 @@
 """Service settings: `AUTH_*` environment variables and a `.env` file, validated once."""
 
+import ipaddress
 import json
 import logging
 import os
@@ -75,6 +76,38 @@ class Settings(BaseSettings):
         description="bcrypt computations running at once (worker threads).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The HTTP server (`serve`, per worker): what keeps it safe to expose (README "Exposure").
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    http_header_timeout_seconds: float = Field(default=10, ge=1, le=300)
+    http_body_timeout_seconds: float = Field(default=30, ge=1, le=600)
+    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    http_max_connections: int = Field(default=500, ge=1, le=100_000)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Addresses or networks whose X-Forwarded-For/-Proto are believed; "
+        "`*` for any. None: the socket peer is the client.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_addresses(cls, value: object) -> object:
+        entries = _split_list(value)
+        if not isinstance(entries, list) or entries == ["*"]:
+            return entries
+        normalized = []
+        for entry in entries:
+            try:
+                # strict: a network with host bits set (10.0.0.1/8) is a typo, not a network
+                address = (
+                    ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+                )
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network ('*' alone trusts any)"
+                ) from None
+            normalized.append(str(address))
+        return normalized
 
     @field_validator("client_ids", "cors_origins", mode="before")
     @classmethod

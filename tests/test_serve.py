@@ -67,6 +67,8 @@ def _child_environment(**values: str) -> dict[str, str]:
 class Server:
     """One `auth-service serve` process tree on loopback; restartable on the same port."""
 
+    workers = WORKERS
+
     def __init__(self, database_url: str, workdir: Path) -> None:
         self.database_url = database_url
         self.workdir = workdir
@@ -103,7 +105,7 @@ class Server:
         with log.open("wb") as stderr:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
                 [*SERVE, "--host", "127.0.0.1", "--port", str(self.port)]
-                + ["--workers", str(WORKERS)],
+                + ["--workers", str(self.workers)],
                 cwd=self.workdir,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
@@ -127,7 +129,7 @@ class Server:
             if self.process.poll() is not None:
                 pytest.fail(f"serve exited with {self.process.returncode}:\n{_tail(log)}")
             started = log.read_text(errors="replace").count("Application startup complete")
-            if started >= WORKERS:
+            if started >= self.workers:
                 try:
                     if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
                         return
