@@ -1,5 +1,6 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service import __version__, startup
-from auth_service.config import Settings, warn_unknown_variables
+from auth_service.config import (
+    Settings,
+    secret_key_weakness,
+    warn_unknown_variables,
+)
 from auth_service.db import create_engine, create_sessionmaker
 from auth_service.errors import (
     BearerError,
@@ -28,13 +33,25 @@ from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.passwords import PasswordHasher, PasswordQueueFull
 
+logger = logging.getLogger(__name__)
+
 OAUTH_PATHS = frozenset({"/oauth2/token"})
 
 
 def resolve_secret_key(settings: Settings) -> str:
+    """AUTH_SECRET_KEY, else the key file generated outside production.
+
+    Production settings never hold a weak key; development warns about one, because
+    development is also what runs when AUTH_ENV is forgotten.
+    """
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
-    return load_or_create_secret_key(settings.secret_key_file)
+        value, source = settings.secret_key.get_secret_value(), "AUTH_SECRET_KEY"
+    else:
+        path = settings.secret_key_file
+        value, source = load_or_create_secret_key(path), f"AUTH_SECRET_KEY_FILE {path}"
+    if weakness := secret_key_weakness(value):
+        logger.warning("%s %s; production would refuse it", source, weakness)
+    return value
 
 
 def _bearer_challenge(exc: BearerError) -> str:

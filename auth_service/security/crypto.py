@@ -2,8 +2,10 @@
 
 import base64
 import hashlib
+import math
 import os
 import secrets
+import string
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +18,25 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 RSA_KEY_SIZE = 2048
 _NONCE_BYTES = 12
 _HKDF_INFO = b"auth-service signing-key encryption v1"
+# The alphabets generated secrets are drawn from, smallest first; the last one stands for
+# anything else too, which only makes the estimate lower.
+_ALPHABETS = tuple(
+    frozenset(a)
+    for a in (
+        string.digits,
+        string.digits + "abcdef",
+        string.digits + "ABCDEF",
+        string.ascii_lowercase,
+        string.ascii_uppercase,
+        string.ascii_lowercase + string.digits,
+        string.ascii_uppercase + string.digits,
+        string.ascii_letters,
+        string.ascii_letters + string.digits,
+        string.ascii_letters + string.digits + "-_=",  # base64url (RFC 4648 §5)
+        string.ascii_letters + string.digits + "+/=",  # base64 (RFC 4648 §4)
+        string.printable[:95],  # printable ASCII, space included
+    )
+)
 
 
 def generate_private_key(alg: str) -> PrivateKey:
@@ -59,6 +80,28 @@ def decrypt_private_key(blob: bytes, *, secret_key: str, kid: str) -> bytes:
     """The PKCS#8 PEM; raises cryptography's InvalidTag under a wrong secret key."""
     nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
     return _aead(secret_key).decrypt(nonce, ciphertext, kid.encode())
+
+
+def estimate_entropy_bits(value: str) -> float:
+    """A simple, deliberately conservative estimate of how many random bits `value` holds.
+
+    Characters that count: the first, then each one that neither forms a pair with its
+    predecessor seen earlier in the value (repeats and cycles: `s` x 48, `abcd` x 12) nor
+    continues the step between the two before it (sequences: `abcdef`, `13579`). Each
+    counts log2 of the smallest common alphabet holding every character of the value
+    (digits, hexadecimal, base64...), so 32 random bytes in any usual encoding score well
+    over 128 bits. Words are not recognised: generate a key, do not compose one.
+    """
+    size = next((len(a) for a in _ALPHABETS if set(value) <= a), len(_ALPHABETS[-1]))
+    counted = 1 if value else 0
+    seen: set[str] = set()
+    for i in range(1, len(value)):
+        pair = value[i - 1 : i + 1]
+        step = ord(value[i]) - ord(value[i - 1])
+        if pair not in seen and (i < 2 or step != ord(value[i - 1]) - ord(value[i - 2])):
+            counted += 1
+        seen.add(pair)
+    return counted * math.log2(size)
 
 
 def load_or_create_secret_key(path: Path) -> str:
