@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service import __version__, startup
 from auth_service.config import (
+    KEY_GENERATION_HINT,
     Settings,
     secret_key_weakness,
     warn_unknown_variables,
@@ -39,17 +40,32 @@ OAUTH_PATHS = frozenset({"/oauth2/token"})
 
 
 def resolve_secret_key(settings: Settings) -> str:
-    """AUTH_SECRET_KEY, else the key file generated outside production.
+    """AUTH_SECRET_KEY, else the content of AUTH_SECRET_KEY_FILE (generated on first use
+    outside production; production only reads it, so every replica has the same key).
 
-    Production settings never hold a weak key; development warns about one, because
-    development is also what runs when AUTH_ENV is forgotten.
+    Production refuses a weak key and a key file open to group or others; development
+    only warns, because development is also what runs when AUTH_ENV is forgotten.
     """
+    production = settings.env == "production"
     if settings.secret_key is not None:
         value, source = settings.secret_key.get_secret_value(), "AUTH_SECRET_KEY"
     else:
         path = settings.secret_key_file
-        value, source = load_or_create_secret_key(path), f"AUTH_SECRET_KEY_FILE {path}"
+        source = f"AUTH_SECRET_KEY_FILE {path}"
+        try:
+            value, mode = load_or_create_secret_key(path, create=not production)
+        except FileNotFoundError:
+            if not production:
+                raise
+            raise ValueError(f"{source} does not exist: {KEY_GENERATION_HINT}") from None
+        if mode & 0o077:
+            problem = f"{source} is open to group or others (mode {mode:04o}): chmod 600 {path}"
+            if production:
+                raise ValueError(problem)
+            logger.warning("%s", problem)
     if weakness := secret_key_weakness(value):
+        if production:
+            raise ValueError(f"{source} {weakness}: {KEY_GENERATION_HINT}")
         logger.warning("%s %s; production would refuse it", source, weakness)
     return value
 

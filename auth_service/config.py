@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Encrypts private signing keys. Generated into `secret_key_file` "
-        "when unset outside production.",
+        description="Encrypts private signing keys. Read from `secret_key_file` when unset; "
+        "generated there outside production.",
     )
     secret_key_file: Path = Path(".auth-secret-key")
     signing_alg: Literal["RS256", "ES256"] = "RS256"
@@ -122,10 +122,14 @@ class Settings(BaseSettings):
         if self.env != "production":
             return self
         if self.secret_key is None:
-            raise ValueError(
-                f"AUTH_SECRET_KEY is required when AUTH_ENV=production: {KEY_GENERATION_HINT}"
-            )
-        if weakness := secret_key_weakness(self.secret_key.get_secret_value()):
+            # A file named on purpose (a container secret) is checked when it is read;
+            # production never generates a key of its own.
+            if "secret_key_file" not in self.model_fields_set:
+                raise ValueError(
+                    "AUTH_SECRET_KEY (or AUTH_SECRET_KEY_FILE) is required when "
+                    f"AUTH_ENV=production: {KEY_GENERATION_HINT}"
+                )
+        elif weakness := secret_key_weakness(self.secret_key.get_secret_value()):
             raise ValueError(f"AUTH_SECRET_KEY {weakness} in production: {KEY_GENERATION_HINT}")
         if not self.issuer.startswith("https://"):
             raise ValueError("AUTH_ISSUER must be an https URL in production")

@@ -192,8 +192,8 @@ def test_invalid_configuration_stops_the_cli_with_one_line(tmp_path: Path) -> No
 def test_generated_secret_key_is_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / ".auth-secret-key"
 
-    first = load_or_create_secret_key(path)
-    second = load_or_create_secret_key(path)
+    first, _ = load_or_create_secret_key(path)
+    second, _ = load_or_create_secret_key(path)
 
     assert first == second
     assert len(first) >= 32

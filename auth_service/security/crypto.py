@@ -1,10 +1,13 @@
 """Key material: signing key generation and encryption of private keys at rest."""
 
 import base64
+import contextlib
+import errno
 import hashlib
 import math
 import os
 import secrets
+import stat
 import string
 from pathlib import Path
 
@@ -104,25 +107,48 @@ def estimate_entropy_bits(value: str) -> float:
     return counted * math.log2(size)
 
 
-def load_or_create_secret_key(path: Path) -> str:
-    """Read the local secret key file, creating it (mode 0600) on first use.
+def load_or_create_secret_key(path: Path, *, create: bool = True) -> tuple[str, int]:
+    """The key in `path` and the file's permission bits; with `create`, a missing file is
+    created first, holding a new random key (mode 0600).
 
-    The file is written under a temporary name and linked into place, so concurrent first
-    starts agree on one value and nobody reads a half-written file.
+    A symbolic link at `path` is refused, not followed: whoever can plant one could make
+    the service use a key they know, or write its key where they can read it.
     """
-    if not path.exists():
-        value = secrets.token_urlsafe(48)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-    value = path.read_text().strip()
+    if create and not os.path.lexists(path):
+        _create_secret_key_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(
+                f"secret key file {path} is a symbolic link: name the file itself"
+            ) from None
+        raise
+    with os.fdopen(fd) as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"secret key file {path} is not a regular file")
+        value = handle.read().strip()
     if not value:
         raise ValueError(f"secret key file {path} is empty")
-    return value
+    return value, stat.S_IMODE(mode)
+
+
+def _create_secret_key_file(path: Path) -> None:
+    """Write a new key under a fresh name, then hard-link it to `path`.
+
+    O_EXCL | O_NOFOLLOW: nothing planted at the fresh name is followed or reused. link(2)
+    never replaces or follows what is at `path`, so concurrent first starts agree on one
+    value (the first link wins) and nobody reads a half-written file.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: use its key
+            os.link(temporary, path)
+    finally:
+        temporary.unlink()
