@@ -1,5 +1,6 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service import __version__, startup
-from auth_service.config import Settings, warn_unknown_variables
+from auth_service.config import (
+    KEY_GENERATION_HINT,
+    Settings,
+    secret_key_weakness,
+    warn_unknown_variables,
+)
 from auth_service.db import create_engine, create_sessionmaker
 from auth_service.errors import (
     BearerError,
@@ -29,13 +35,40 @@ from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.fair_queue import QueueRefused
 from auth_service.security.passwords import PasswordHasher
 
+logger = logging.getLogger(__name__)
+
 OAUTH_PATHS = frozenset({"/oauth2/token"})
 
 
 def resolve_secret_key(settings: Settings) -> str:
+    """AUTH_SECRET_KEY, else the content of AUTH_SECRET_KEY_FILE (generated on first use
+    outside production; production only reads it, so every replica has the same key).
+
+    Production refuses a weak key and a key file open to group or others; development
+    only warns, because development is also what runs when AUTH_ENV is forgotten.
+    """
+    production = settings.env == "production"
     if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value()
-    return load_or_create_secret_key(settings.secret_key_file)
+        value, source = settings.secret_key.get_secret_value(), "AUTH_SECRET_KEY"
+    else:
+        path = settings.secret_key_file
+        source = f"AUTH_SECRET_KEY_FILE {path}"
+        try:
+            value, mode = load_or_create_secret_key(path, create=not production)
+        except FileNotFoundError:
+            if not production:
+                raise
+            raise ValueError(f"{source} does not exist: {KEY_GENERATION_HINT}") from None
+        if mode & 0o077:
+            problem = f"{source} is open to group or others (mode {mode:04o}): chmod 600 {path}"
+            if production:
+                raise ValueError(problem)
+            logger.warning("%s", problem)
+    if weakness := secret_key_weakness(value):
+        if production:
+            raise ValueError(f"{source} {weakness}: {KEY_GENERATION_HINT}")
+        logger.warning("%s %s; production would refuse it", source, weakness)
+    return value
 
 
 def _bearer_challenge(exc: BearerError) -> str:

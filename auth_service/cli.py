@@ -7,6 +7,7 @@ import getpass
 import json
 import logging.config
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -147,7 +148,8 @@ def _openapi(settings: Settings, _args: argparse.Namespace) -> int:
     from auth_service.app import create_app
 
     # The schema needs no real secret; never create a key file just to print it.
-    app = create_app(settings.model_copy(update={"secret_key": SecretStr("openapi")}))
+    throwaway = SecretStr(secrets.token_urlsafe(32))
+    app = create_app(settings.model_copy(update={"secret_key": throwaway}))
     print(json.dumps(app.openapi(), indent=2))
     return 0
 

@@ -13,12 +13,29 @@ from dotenv import dotenv_values
 from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from auth_service.security.crypto import estimate_entropy_bits
+
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTH_"
 # Values that show up in tutorials and sample .env files; never acceptable in production.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me", "dev"})
 MIN_PRODUCTION_SECRET_LENGTH = 32
+MIN_PRODUCTION_SECRET_BITS = 128
+KEY_GENERATION_HINT = "generate one with `openssl rand -base64 32`"
+
+
+def secret_key_weakness(value: str) -> str | None:
+    """Why `value` is not fit to be the production secret key, or None when it is."""
+    if value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_PRODUCTION_SECRET_LENGTH:
+        return f"must be a random value of at least {MIN_PRODUCTION_SECRET_LENGTH} characters"
+    bits = estimate_entropy_bits(value)
+    if bits < MIN_PRODUCTION_SECRET_BITS:
+        return (
+            f"has too little entropy (about {bits:.0f} bits by a simple estimate, "
+            f"{MIN_PRODUCTION_SECRET_BITS} needed)"
+        )
+    return None
 
 
 def _split_list(value: object) -> object:
@@ -50,8 +67,8 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Encrypts private signing keys. Generated into `secret_key_file` "
-        "when unset outside production.",
+        description="Encrypts private signing keys. Read from `secret_key_file` when unset; "
+        "generated there outside production.",
     )
     secret_key_file: Path = Path(".auth-secret-key")
     signing_alg: Literal["RS256", "ES256"] = "RS256"
@@ -137,14 +154,16 @@ class Settings(BaseSettings):
     def _production_rules(self) -> "Settings":
         if self.env != "production":
             return self
-        secret = self.secret_key.get_secret_value() if self.secret_key else ""
-        if not secret:
-            raise ValueError("AUTH_SECRET_KEY is required when AUTH_ENV=production")
-        if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
-            raise ValueError(
-                f"AUTH_SECRET_KEY must be a random value of at least "
-                f"{MIN_PRODUCTION_SECRET_LENGTH} characters in production"
-            )
+        if self.secret_key is None:
+            # A file named on purpose (a container secret) is checked when it is read;
+            # production never generates a key of its own.
+            if "secret_key_file" not in self.model_fields_set:
+                raise ValueError(
+                    "AUTH_SECRET_KEY (or AUTH_SECRET_KEY_FILE) is required when "
+                    f"AUTH_ENV=production: {KEY_GENERATION_HINT}"
+                )
+        elif weakness := secret_key_weakness(self.secret_key.get_secret_value()):
+            raise ValueError(f"AUTH_SECRET_KEY {weakness} in production: {KEY_GENERATION_HINT}")
         if not self.issuer.startswith("https://"):
             raise ValueError("AUTH_ISSUER must be an https URL in production")
         return self

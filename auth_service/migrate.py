@@ -1,6 +1,8 @@
 """Schema migrations: Alembic revisions are the only way the schema changes."""
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 from alembic import command
@@ -8,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+logger = logging.getLogger(__name__)
 
 
 def script_location() -> Path:
@@ -32,5 +36,17 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Password hashes live here: readable by the service's user only (SQLite gives its
         # -wal and -shm files the same mode).
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        if mode & 0o077:
+            # An existing file keeps its mode; checked once per start, not per request.
+            logger.warning(
+                "database file %s is open to group or others (mode %04o): chmod 600 %s",
+                path,
+                mode,
+                path,
+            )
     command.upgrade(alembic_config(database_url), revision)

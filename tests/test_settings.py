@@ -1,15 +1,20 @@
 """Settings: AUTH_* variables and .env, validated once with clear one-line failures."""
 
+import base64
 import logging
 import os
+import secrets
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from auth_service import cli
+from auth_service.app import resolve_secret_key
 from auth_service.config import Settings, unknown_variables, warn_unknown_variables
 from auth_service.security.crypto import load_or_create_secret_key
 
@@ -70,7 +75,7 @@ def test_invalid_values_are_refused(
         {},
         {"secret_key": "changeme"},
         {"secret_key": "short"},
-        {"secret_key": "x" * 40, "issuer": "http://id.example"},
+        {"secret_key": secrets.token_urlsafe(32), "issuer": "http://id.example"},
     ],
 )
 def test_production_demands_a_real_secret_and_https(overrides: dict[str, str]) -> None:
@@ -80,12 +85,77 @@ def test_production_demands_a_real_secret_and_https(overrides: dict[str, str]) -
         )  # type: ignore[arg-type]
 
 
-def test_production_accepts_a_strong_secret() -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, env="production", issuer="https://id.example", secret_key="k" * 48
-    )
+# What operators type when asked for "a random value of 32+ characters".
+LOW_ENTROPY_SECRETS = ["s" * 48, "changeme" * 4, "abcd" * 12, "0123456789abcdef" * 3]
 
-    assert settings.env == "production"
+
+@pytest.mark.parametrize("secret", LOW_ENTROPY_SECRETS)
+def test_production_refuses_a_low_entropy_secret(secret: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, env="production", issuer="https://id.example", secret_key=secret
+        )
+
+    message = caught.value.errors()[0]["msg"]
+    assert "AUTH_SECRET_KEY has too little entropy" in message
+    assert "openssl rand -base64 32" in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "generate",
+    [
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_urlsafe(64),
+        lambda: base64.b64encode(os.urandom(32)).decode(),  # `openssl rand -base64 32`
+        lambda: os.urandom(32).hex(),  # `openssl rand -hex 32`
+    ],
+    ids=["token_urlsafe(32)", "token_urlsafe(64)", "base64 of 32 bytes", "hex of 32 bytes"],
+)
+def test_production_accepts_generated_secrets(generate: Callable[[], str]) -> None:
+    # Many draws: the estimate must not refuse an unlucky but genuinely random value.
+    for _ in range(500):
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, env="production", issuer="https://id.example", secret_key=generate()
+        )
+
+
+def test_a_weak_production_secret_stops_the_cli_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AUTH_ENV", "production")
+    monkeypatch.setenv("AUTH_ISSUER", "https://id.example")
+    monkeypatch.setenv("AUTH_SECRET_KEY", "changeme" * 4)
+
+    assert cli.main(["migrate"]) == 2
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "auth-service: invalid configuration: AUTH_SECRET_KEY has too little entropy"
+    )
+    assert "openssl rand -base64 32" in lines[0]
+    assert not (tmp_path / "auth.db").exists()
+
+
+def test_development_warns_about_a_secret_production_would_refuse(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(_env_file=None, secret_key="changeme" * 4)  # type: ignore[call-arg]
+
+    with caplog.at_level(logging.WARNING):
+        assert resolve_secret_key(settings) == "changeme" * 4
+
+    assert "AUTH_SECRET_KEY has too little entropy" in caplog.text
+    assert "production would refuse it" in caplog.text
+    assert "changeme" not in caplog.text
+
+
+def test_development_is_quiet_about_its_generated_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        resolve_secret_key(Settings(_env_file=None))  # type: ignore[call-arg]
+
+    assert caplog.records == []
 
 
 def test_unknown_auth_variables_are_reported_as_warnings(caplog: pytest.LogCaptureFixture) -> None:
@@ -122,8 +192,8 @@ def test_invalid_configuration_stops_the_cli_with_one_line(tmp_path: Path) -> No
 def test_generated_secret_key_is_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / ".auth-secret-key"
 
-    first = load_or_create_secret_key(path)
-    second = load_or_create_secret_key(path)
+    first, _ = load_or_create_secret_key(path)
+    second, _ = load_or_create_secret_key(path)
 
     assert first == second
     assert len(first) >= 32

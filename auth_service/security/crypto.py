@@ -1,9 +1,14 @@
 """Key material: signing key generation and encryption of private keys at rest."""
 
 import base64
+import contextlib
+import errno
 import hashlib
+import math
 import os
 import secrets
+import stat
+import string
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -16,6 +21,25 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 RSA_KEY_SIZE = 2048
 _NONCE_BYTES = 12
 _HKDF_INFO = b"auth-service signing-key encryption v1"
+# The alphabets generated secrets are drawn from, smallest first; the last one stands for
+# anything else too, which only makes the estimate lower.
+_ALPHABETS = tuple(
+    frozenset(a)
+    for a in (
+        string.digits,
+        string.digits + "abcdef",
+        string.digits + "ABCDEF",
+        string.ascii_lowercase,
+        string.ascii_uppercase,
+        string.ascii_lowercase + string.digits,
+        string.ascii_uppercase + string.digits,
+        string.ascii_letters,
+        string.ascii_letters + string.digits,
+        string.ascii_letters + string.digits + "-_=",  # base64url (RFC 4648 §5)
+        string.ascii_letters + string.digits + "+/=",  # base64 (RFC 4648 §4)
+        string.printable[:95],  # printable ASCII, space included
+    )
+)
 
 
 def generate_private_key(alg: str) -> PrivateKey:
@@ -61,25 +85,70 @@ def decrypt_private_key(blob: bytes, *, secret_key: str, kid: str) -> bytes:
     return _aead(secret_key).decrypt(nonce, ciphertext, kid.encode())
 
 
-def load_or_create_secret_key(path: Path) -> str:
-    """Read the local secret key file, creating it (mode 0600) on first use.
+def estimate_entropy_bits(value: str) -> float:
+    """A simple, deliberately conservative estimate of how many random bits `value` holds.
 
-    The file is written under a temporary name and linked into place, so concurrent first
-    starts agree on one value and nobody reads a half-written file.
+    Characters that count: the first, then each one that neither forms a pair with its
+    predecessor seen earlier in the value (repeats and cycles: `s` x 48, `abcd` x 12) nor
+    continues the step between the two before it (sequences: `abcdef`, `13579`). Each
+    counts log2 of the smallest common alphabet holding every character of the value
+    (digits, hexadecimal, base64...), so 32 random bytes in any usual encoding score well
+    over 128 bits. Words are not recognised: generate a key, do not compose one.
     """
-    if not path.exists():
-        value = secrets.token_urlsafe(48)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-    value = path.read_text().strip()
+    size = next((len(a) for a in _ALPHABETS if set(value) <= a), len(_ALPHABETS[-1]))
+    counted = 1 if value else 0
+    seen: set[str] = set()
+    for i in range(1, len(value)):
+        pair = value[i - 1 : i + 1]
+        step = ord(value[i]) - ord(value[i - 1])
+        if pair not in seen and (i < 2 or step != ord(value[i - 1]) - ord(value[i - 2])):
+            counted += 1
+        seen.add(pair)
+    return counted * math.log2(size)
+
+
+def load_or_create_secret_key(path: Path, *, create: bool = True) -> tuple[str, int]:
+    """The key in `path` and the file's permission bits; with `create`, a missing file is
+    created first, holding a new random key (mode 0600).
+
+    A symbolic link at `path` is refused, not followed: whoever can plant one could make
+    the service use a key they know, or write its key where they can read it.
+    """
+    if create and not os.path.lexists(path):
+        _create_secret_key_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(
+                f"secret key file {path} is a symbolic link: name the file itself"
+            ) from None
+        raise
+    with os.fdopen(fd) as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"secret key file {path} is not a regular file")
+        value = handle.read().strip()
     if not value:
         raise ValueError(f"secret key file {path} is empty")
-    return value
+    return value, stat.S_IMODE(mode)
+
+
+def _create_secret_key_file(path: Path) -> None:
+    """Write a new key under a fresh name, then hard-link it to `path`.
+
+    O_EXCL | O_NOFOLLOW: nothing planted at the fresh name is followed or reused. link(2)
+    never replaces or follows what is at `path`, so concurrent first starts agree on one
+    value (the first link wins) and nobody reads a half-written file.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: use its key
+            os.link(temporary, path)
+    finally:
+        temporary.unlink()
