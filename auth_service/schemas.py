@@ -36,8 +36,11 @@ Email = Annotated[
     str, AfterValidator(_address), WithJsonSchema({"type": "string", "format": "email"})
 ]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_HARD_LIMIT)]
-# Printable text only: control characters (NUL above all: PostgreSQL text refuses it) are 422.
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Printable text only, 422 otherwise: C0 and C1 controls and DEL (NUL above all: PostgreSQL
+# text refuses it), and the bidirectional embeddings, overrides, isolates and marks
+# (U+202A-E, U+2066-9, U+200E/F, U+061C) that make a name display as something else
+# (CVE-2021-42574, "Trojan Source").
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),

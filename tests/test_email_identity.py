@@ -374,3 +374,44 @@ async def test_the_migration_keys_existing_accounts_and_disables_look_alikes(
         )
     assert alice.json()["id"] == str(ids["alice"])
     assert ligature.json()["email"] == "ﬁle@example.com"  # stored as it was typed
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\x00", "\x1b", "\x7f", "\x85", "\x9b", "\u061c", "\u200e", "\u200f"]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)],
+    ids=repr,
+)
+async def test_names_refuse_control_and_bidi_characters(
+    client: httpx.AsyncClient, char: str
+) -> None:
+    name = f"Eve{char}lyn"
+    account = await register(client, "eve@example.com", name="Evelyn")
+    own = await auth_headers(client, "eve@example.com")
+    admin = await admin_headers(client)
+    before = await _count(client)
+
+    answers = [
+        await _register(client, "eve2@example.com", name=name),
+        await client.patch("/users/me", json={"name": name}, headers=own),
+        await client.post(
+            "/admin/users",
+            json={"email": "eve3@example.com", "password": STRONG_PASSWORD, "name": name},
+            headers=admin,
+        ),
+        await client.patch(f"/admin/users/{account['id']}", json={"name": name}, headers=admin),
+    ]
+
+    assert [a.status_code for a in answers] == [422] * 4
+    assert all(a.json()["detail"].startswith("name:") for a in answers)
+    assert (await client.get("/users/me", headers=own)).json()["name"] == "Evelyn"
+    assert await _count(client) == before
+
+
+@pytest.mark.parametrize("name", ["Zoë Ångström", "محمد عبد الله", "山田 太郎", "O'Brien-Smith"])
+async def test_names_in_any_script_are_kept(client: httpx.AsyncClient, name: str) -> None:
+    created = await _register(client, "named@example.com", name=name)
+
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == name
