@@ -18,7 +18,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.config import ENV_PREFIX, Settings, warn_unknown_variables
-from auth_service.errors import PasswordRejected
+from auth_service.errors import EmailRefused, PasswordRejected
 from auth_service.observability import logging_config
 from auth_service.services.keys import SigningKeyUnreadable
 
@@ -113,6 +113,8 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
     try:
         async with session_scope(sessionmaker) as session:
             existing = await users.get_by_email(session=session, email=email)
+        if existing is None:  # refuse the address before asking for a password
+            users.check_new_email(email, allow_unicode=settings.allow_unicode_email)
         # The prompt waits outside any transaction; an existing user needs no password.
         password = None if existing else read_password()
         async with session_scope(sessionmaker) as session:
@@ -122,6 +124,7 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
                 min_length=settings.password_min_length,
                 email=email,
                 password=password,
+                allow_unicode_email=settings.allow_unicode_email,
             )
         return f"{'created' if created else 'granted admin to'} {user.email} ({user.id})"
     finally:
@@ -139,6 +142,8 @@ def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
     migrate.upgrade(settings.database_url)
     try:
         print(asyncio.run(_create_admin(settings, email, _read_password)))
+    except EmailRefused as exc:
+        raise CommandError(f"invalid email: {exc.reason}") from None
     except PasswordRejected as exc:
         raise CommandError(f"password refused: {exc.description}") from None
     return 0

@@ -10,9 +10,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from auth_service.security import emails
 from auth_service.security.crypto import estimate_entropy_bits
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,12 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = []
     registration_open: bool = True
-    bootstrap_admin_email: EmailStr | None = None
+    allow_unicode_email: bool = Field(
+        default=False,
+        description="Let new accounts have non-ASCII local parts (each in one script); "
+        "off, a look-alike such as a Cyrillic `а` in `аlice` cannot be registered.",
+    )
+    bootstrap_admin_email: str | None = None
     bootstrap_admin_password: SecretStr | None = None
     # Each step doubles the cost: 16 is ~5 s a hash here, more would stall start-up and logins.
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
@@ -142,6 +148,11 @@ class Settings(BaseSettings):
             raise ValueError("must not have a query or fragment")
         return value.rstrip("/")
 
+    @field_validator("bootstrap_admin_email")
+    @classmethod
+    def _bootstrap_address(cls, value: str | None) -> str | None:
+        return None if value is None else emails.parse(value).address
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
@@ -149,6 +160,16 @@ class Settings(BaseSettings):
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _bootstrap_address_allowed(self) -> "Settings":
+        if self.bootstrap_admin_email is not None:
+            address = emails.parse(self.bootstrap_admin_email)
+            try:
+                emails.check_new_address(address, allow_unicode=self.allow_unicode_email)
+            except emails.InvalidEmail as exc:
+                raise ValueError(f"AUTH_BOOTSTRAP_ADMIN_EMAIL: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> "Settings":

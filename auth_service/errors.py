@@ -93,6 +93,16 @@ class EmailTaken(Conflict):
         super().__init__("A user with this email already exists.")
 
 
+class EmailRefused(DomainError):
+    """A new account may not have this address (see `security.emails.check_new_address`)."""
+
+    status_code = 422
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"email: {reason}")
+        self.reason = reason
+
+
 class LastAdmin(Conflict):
     def __init__(self) -> None:
         super().__init__("This change would leave no active admin.")

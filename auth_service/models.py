@@ -50,8 +50,11 @@ class User(SQLModel, table=True):
     __tablename__ = "users"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    # Stored lower-cased; the unique constraint makes registration race-free.
-    email: str = Field(max_length=320, unique=True)
+    # As typed (NFKC-normalized): what the user sees and mail goes to.
+    email: str = Field(max_length=320)
+    # `security.emails` key (local part NFKC + case folded): one account per mailbox
+    # however it is spelled; the unique constraint makes registration race-free.
+    email_key: str = Field(max_length=320, unique=True)
     hashed_password: str = Field(max_length=255)
     name: str | None = Field(default=None, max_length=200)
     is_active: bool = True

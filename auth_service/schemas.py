@@ -10,25 +10,37 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    TypeAdapter,
-    ValidationError,
+    WithJsonSchema,
 )
-from pydantic import EmailStr as _EmailStr
+from pydantic_core import PydanticCustomError
+
+from auth_service.security import emails
 
 # A hard ceiling, far above the policy's maximum: anything longer is refused while parsing,
 # before any hashing or pattern matching; the policy then explains its own limit.
 PASSWORD_HARD_LIMIT = 1024
 
 
-def _lower(value: str) -> str:
-    return value.lower()
+def _address(text: str) -> str:
+    try:
+        return emails.parse(text).address
+    except emails.InvalidEmail as exc:
+        raise PydanticCustomError(
+            "value_error", "value is not a valid email address: {reason}", {"reason": str(exc)}
+        ) from None
 
 
-# Addresses are compared and stored lower-cased: Alice@X and alice@x are one account.
-Email = Annotated[_EmailStr, AfterValidator(_lower)]
+# Kept as typed (NFKC-normalized); accounts are unique by `emails.parse(...).key`, so
+# Alice@x, alice@x and ａｌｉｃｅ@x are one account.
+Email = Annotated[
+    str, AfterValidator(_address), WithJsonSchema({"type": "string", "format": "email"})
+]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_HARD_LIMIT)]
-# Printable text only: control characters (NUL above all: PostgreSQL text refuses it) are 422.
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# Printable text only, 422 otherwise: C0 and C1 controls and DEL (NUL above all: PostgreSQL
+# text refuses it), and the bidirectional embeddings, overrides, isolates and marks
+# (U+202A-E, U+2066-9, U+200E/F, U+061C) that make a name display as something else
+# (CVE-2021-42574, "Trojan Source").
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),
@@ -36,14 +48,11 @@ Name = Annotated[
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
 
-_EMAIL = TypeAdapter(Email)
-
-
 def normalize_email(text: str) -> str | None:
-    """The address as registration stores it (email-validator's form, lower-cased), or None."""
+    """The address as registration stores it, or None when `text` is not one."""
     try:
-        return _EMAIL.validate_python(text)
-    except ValidationError:
+        return emails.parse(text).address
+    except emails.InvalidEmail:
         return None
 
 

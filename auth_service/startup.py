@@ -36,6 +36,7 @@ async def prepare(
                 min_length=settings.password_min_length,
                 email=settings.bootstrap_admin_email,
                 password=settings.bootstrap_admin_password.get_secret_value(),
+                allow_unicode_email=settings.allow_unicode_email,
             )
             if admin is not None:
                 logger.info("created bootstrap admin", extra={"user_id": str(admin.id)})

@@ -77,7 +77,7 @@ async def test_admin_creates_reads_updates_and_deletes_a_user(client: httpx.Asyn
     gone = await client.get(f"/admin/users/{user_id}", headers=headers)
 
     assert created.status_code == 201
-    assert created.json()["email"] == "staff@example.com"
+    assert created.json()["email"] == "Staff@example.com"
     assert created.json()["roles"] == ["support"]
     assert read.json() == created.json()
     assert updated.json()["roles"] == ["billing", "support"]

@@ -66,7 +66,7 @@ async def test_create_admin_reads_the_password_from_stdin(
     )
 
     assert code == 0
-    assert capsys.readouterr().out.startswith("created boss@example.com (")
+    assert capsys.readouterr().out.startswith("created Boss@example.com (")
     async with make_client(bootstrap_admin_email=None, bootstrap_admin_password=None) as client:
         token = await login(
             client, "boss@example.com", "the chief passphrase is long", scope="admin:users"

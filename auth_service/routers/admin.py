@@ -50,7 +50,11 @@ async def create_user(
 ) -> UserPublic:
     """Create a user with chosen roles and flags (the password policy applies)."""
     user = await users.admin_create_user(
-        session=session, hasher=hasher, min_length=settings.password_min_length, data=data
+        session=session,
+        hasher=hasher,
+        min_length=settings.password_min_length,
+        data=data,
+        allow_unicode_email=settings.allow_unicode_email,
     )
     return UserPublic.model_validate(user)
 

@@ -45,7 +45,11 @@ async def register(
 ) -> UserPublic:
     """Create an account with an email and a password."""
     user = await users.create_user(
-        session=session, hasher=hasher, min_length=settings.password_min_length, data=data
+        session=session,
+        hasher=hasher,
+        min_length=settings.password_min_length,
+        data=data,
+        allow_unicode_email=settings.allow_unicode_email,
     )
     return UserPublic.model_validate(user)
 

@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.errors import EmailTaken, LastAdmin, NotFound, WrongPassword
+from auth_service.errors import EmailRefused, EmailTaken, LastAdmin, NotFound, WrongPassword
 from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
 from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate, normalize_email
-from auth_service.security import password_policy
+from auth_service.security import emails, password_policy
 from auth_service.security.passwords import PasswordHasher, normalize
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,22 @@ async def _checked_hash(
 
 
 async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
-    result = await session.exec(select(User).where(User.email == email.lower()))
+    """The account of this address however it is spelled (case, width, ligatures), or None."""
+    key = emails.key_of(email)
+    if key is None:
+        return None
+    result = await session.exec(select(User).where(User.email_key == key))
     return result.first()
+
+
+def check_new_email(email: str, *, allow_unicode: bool) -> emails.Email:
+    """The parsed address of a new account, or EmailRefused (see `emails.check_new_address`)."""
+    try:
+        parsed = emails.parse(email)
+        emails.check_new_address(parsed, allow_unicode=allow_unicode)
+    except emails.InvalidEmail as exc:
+        raise EmailRefused(str(exc)) from None
+    return parsed
 
 
 async def get_user(*, session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -51,11 +65,14 @@ async def create_user(
     hasher: PasswordHasher,
     min_length: int,
     data: UserCreate,
+    allow_unicode_email: bool,
     roles: Sequence[str] = (),
     is_active: bool = True,
     is_verified: bool = False,
 ) -> User:
-    """Insert a user; EmailTaken when the address exists (also under concurrent requests)."""
+    """Insert a user; EmailTaken when the address exists in any spelling (also under
+    concurrent requests), EmailRefused when a new account may not have it."""
+    address = check_new_email(data.email, allow_unicode=allow_unicode_email)
     async with hasher.turn():
         if await get_by_email(session=session, email=data.email) is not None:
             raise EmailTaken
@@ -63,7 +80,8 @@ async def create_user(
             data.password, email=data.email, min_length=min_length, hasher=hasher
         )
     user = User(
-        email=data.email,
+        email=address.address,
+        email_key=address.key,
         hashed_password=hashed,
         name=data.name,
         is_active=is_active,
@@ -74,19 +92,26 @@ async def create_user(
     try:
         await session.flush()
     except IntegrityError:
-        # A concurrent registration won the unique constraint; the request rolls back.
+        # A concurrent registration of this key won the unique constraint; the request
+        # rolls back.
         raise EmailTaken from None
     return user
 
 
 async def admin_create_user(
-    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, data: AdminUserCreate
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    data: AdminUserCreate,
+    allow_unicode_email: bool,
 ) -> User:
     return await create_user(
         session=session,
         hasher=hasher,
         min_length=min_length,
         data=data,
+        allow_unicode_email=allow_unicode_email,
         roles=data.roles,
         is_active=data.is_active,
         is_verified=data.is_verified,
@@ -107,12 +132,12 @@ async def authenticate(
     if len(normalize(password)) > password_policy.MAX_LENGTH:
         return None  # no password this long was ever accepted: refuse without hashing
     async with hasher.turn():
-        # The address as registration normalized it; what is no address runs the same
-        # query for a value nobody has.
-        normalized = normalize_email(email) or ""
+        # The account of this address however it is spelled; what is no address runs the
+        # same query for a key nobody has.
+        key = emails.key_of(email) or ""
         found = await session.exec(
             select(User.id, User.hashed_password, User.is_active, User.token_version).where(
-                User.email == normalized
+                User.email_key == key
             )
         )
         checked = found.first()
@@ -178,10 +203,10 @@ async def list_users(
     query = select(User)
     count = select(func.count()).select_from(User)
     if q:
-        pattern = f"%{_escape_like(q.lower())}%"
+        # Addresses are searched by their key, so any spelling of one finds it.
         condition = or_(
-            col(User.email).like(pattern, escape="\\"),
-            func.lower(col(User.name)).like(pattern, escape="\\"),
+            col(User.email_key).like(f"%{_escape_like(emails.fold(q))}%", escape="\\"),
+            func.lower(col(User.name)).like(f"%{_escape_like(q.lower())}%", escape="\\"),
         )
         query = query.where(condition)
         count = count.where(condition)
@@ -256,7 +281,12 @@ def _new_account(email: str, password: str) -> UserCreate:
 
 
 async def _create_admin(
-    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, data: UserCreate
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    data: UserCreate,
+    allow_unicode_email: bool,
 ) -> User:
     # An admin created by the operator: the address is theirs to vouch for.
     return await create_user(
@@ -264,13 +294,20 @@ async def _create_admin(
         hasher=hasher,
         min_length=min_length,
         data=data,
+        allow_unicode_email=allow_unicode_email,
         roles=[ADMIN_ROLE],
         is_verified=True,
     )
 
 
 async def bootstrap_admin(
-    *, session: AsyncSession, hasher: PasswordHasher, min_length: int, email: str, password: str
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    min_length: int,
+    email: str,
+    password: str,
+    allow_unicode_email: bool,
 ) -> User | None:
     """Create the first admin from configuration; None when there is nothing to do.
 
@@ -285,7 +322,13 @@ async def bootstrap_admin(
     if await get_by_email(session=session, email=data.email) is not None:
         logger.warning("not promoting the existing account named by AUTH_BOOTSTRAP_ADMIN_EMAIL")
         return None
-    return await _create_admin(session=session, hasher=hasher, min_length=min_length, data=data)
+    return await _create_admin(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=data,
+        allow_unicode_email=allow_unicode_email,
+    )
 
 
 async def ensure_admin(
@@ -295,6 +338,7 @@ async def ensure_admin(
     min_length: int,
     email: str,
     password: str | None,
+    allow_unicode_email: bool,
 ) -> tuple[User, bool]:
     """Create an admin, or make an existing user an active admin. (user, created)"""
     data = _new_account(email, password or "")
@@ -309,5 +353,11 @@ async def ensure_admin(
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")
-    user = await _create_admin(session=session, hasher=hasher, min_length=min_length, data=data)
+    user = await _create_admin(
+        session=session,
+        hasher=hasher,
+        min_length=min_length,
+        data=data,
+        allow_unicode_email=allow_unicode_email,
+    )
     return user, True
