@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth_service import __version__, startup
@@ -17,7 +18,7 @@ from auth_service.config import (
     secret_key_weakness,
     warn_unknown_variables,
 )
-from auth_service.db import create_engine, create_sessionmaker
+from auth_service.db import create_engine, create_sessionmaker, is_unavailable
 from auth_service.errors import (
     BearerError,
     DomainError,
@@ -38,6 +39,8 @@ from auth_service.security.passwords import PasswordHasher
 logger = logging.getLogger(__name__)
 
 OAUTH_PATHS = frozenset({"/oauth2/token"})
+# A database outage lasts longer than a password queue burst: ask clients to back off more.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def resolve_secret_key(settings: Settings) -> str:
@@ -139,6 +142,26 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc  # a bug (a constraint, a syntax error): the 500 path logs it in full
+        # Expected while the database is down: one line, no traceback; /health/ready says 503.
+        # The driver's message (not SQLAlchemy's, which quotes the statement) names no secret.
+        cause = getattr(exc, "orig", None) or exc
+        logger.warning("database unavailable: %s: %s", type(cause).__name__, cause)
+        return _error_response(
+            request,
+            503,
+            "The database is unavailable; retry in a moment.",
+            oauth_error="temporarily_unavailable",  # RFC 6749 §5.2 (defined in §4.1.2.1)
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+
+    # Raised by a query, a connect, or the request session's commit (deps.get_session
+    # commits before the response goes out, so its errors reach these handlers).
+    app.add_exception_handler(sa_exc.DBAPIError, database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, database_error)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Never echo the input back: it may hold a password.
@@ -162,7 +185,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     secret_key = resolve_secret_key(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     metrics = Metrics()
 
     @asynccontextmanager

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = "development"
     database_url: str = "sqlite:///./auth.db"
+    database_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="seconds a request waits for the database (connect, a free pooled "
+        "connection, SQLite's write lock) before it answers 503.",
+    )
     issuer: str = "http://localhost:8000"
     audience: str | None = Field(
         default=None, description="`aud` of access tokens; defaults to the issuer."

@@ -1,15 +1,20 @@
 """Engine and sessions. Plain `sqlite:///` and `postgresql://` URLs pick their drivers here."""
 
+import math
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+import psycopg
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# How long a request waits for the database (a connection, a pooled one, SQLite's write lock)
+# before it gives up; `AUTH_DATABASE_TIMEOUT_SECONDS` sets it for the service.
+DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
 def _driver_url(url: str, *, sqlite_driver: str) -> URL:
@@ -46,20 +51,75 @@ def configure_sqlite(engine: Any) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """The async engine. Statement parameters (hashes, emails) never appear in errors or logs."""
+def create_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncEngine:
+    """The async engine. Statement parameters (hashes, emails) never appear in errors or logs.
+
+    `timeout` bounds every wait for the database: a connect that hangs, a pool with no free
+    connection (SQLAlchemy waits 30 s by default), SQLite's busy wait for the write lock.
+    """
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         # A local file has no connection to lose: no pre-ping round trip per checkout.
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, hide_parameters=True
+            url, connect_args={"timeout": timeout}, pool_timeout=timeout, hide_parameters=True
         )
     else:
+        connect_args = {}
+        if "connect_timeout" not in url.query:
+            # libpq counts whole seconds, and psycopg reads 0 as "its default of 130 s".
+            connect_args["connect_timeout"] = math.ceil(timeout)
         engine = create_async_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+            url,
+            connect_args=connect_args,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=timeout,
+            hide_parameters=True,
         )
     configure_sqlite(engine.sync_engine)
     return engine
+
+
+# SQLite result codes (the primary code, the low byte) that mean the file cannot be used
+# now: busy or locked past the busy timeout, moved or replaced, unreadable, full.
+_SQLITE_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,  # SQLITE_READONLY_DBMOVED: the file was renamed or deleted
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+# PostgreSQL SQLSTATE classes (Appendix A of its manual) that mean the server cannot serve
+# now: 08 connection exception, 53 insufficient resources (too many connections, disk full,
+# out of memory), 57 operator intervention (shutting down, starting up, statement timeout),
+# 58 system error (I/O). Every other class (syntax, constraint, data) is a bug or bad input.
+_POSTGRES_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when `error` means "the database is unreachable or overloaded", not a bug."""
+    if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:  # the dialect recognised a lost connection
+        return True
+    cause = error.orig
+    if isinstance(cause, sqlite3.Error):
+        return cause.sqlite_errorcode & 0xFF in _SQLITE_UNAVAILABLE
+    if isinstance(cause, psycopg.Error):
+        if cause.sqlstate is None:
+            # Raised by the client, not the server: a failed or timed-out connect, a dropped
+            # connection. Other client-side errors (misuse of the driver) are bugs.
+            return isinstance(cause, psycopg.OperationalError)
+        return cause.sqlstate[:2] in _POSTGRES_UNAVAILABLE_CLASSES
+    return False
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
