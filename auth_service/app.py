@@ -29,6 +29,7 @@ from auth_service.middleware import (
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
+    UnhandledErrorMiddleware,
 )
 from auth_service.observability import Metrics
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
@@ -209,6 +210,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         swagger_ui_init_oauth={"clientId": settings.default_client_id},
+        # A redirect to the slashed path would be built from the request's Host header,
+        # which a client chooses: no redirects, a 404 for the wrong spelling.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -223,6 +227,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     docs.mount_assets(app)
 
+    # Added innermost first. CORS wraps every answer a middleware below it builds (413, 400,
+    # the JSON 500), so a browser can read those too.
+    app.add_middleware(UnhandledErrorMiddleware, oauth_paths=OAUTH_PATHS)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES, oauth_paths=OAUTH_PATHS
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -232,9 +242,6 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
-    app.add_middleware(
-        BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES, oauth_paths=OAUTH_PATHS
-    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: sees every answer
     return app
 

@@ -1,4 +1,6 @@
-"""ASGI middleware: request ids, metrics and access log per request; the body size limit."""
+"""ASGI middleware: request ids, metrics and access log per request; the JSON 500; the body
+size limit. In `create_app` the order is, outermost first: RequestContext, CORS, BodySizeLimit,
+UnhandledError, so every answer a middleware builds also gets CORS headers."""
 
 import json
 import logging
@@ -15,7 +17,10 @@ from auth_service.observability import Metrics, request_id_var
 REQUEST_ID_HEADER = "x-request-id"
 MAX_BODY_BYTES = 64 * 1024
 BODY_TOO_LARGE = "The request body is too large."
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: no "a\n"
+# Every answer: browsers must not guess a content type (a JSON error rendered as HTML).
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_NO_STORE = (b"cache-control", b"no-store")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("auth_service.access")
@@ -68,12 +73,11 @@ class BodySizeLimitMiddleware:
         self.oauth_paths = oauth_paths
 
     async def _refuse(self, scope: Scope, send: Send, status: int, description: str) -> None:
-        body: dict[str, str] = (
-            {"error": "invalid_request", "error_description": description}  # RFC 6749 §5.2
-            if scope["path"] in self.oauth_paths
-            else {"detail": description}
-        )
-        await _send_json(send, status, body, [])
+        if scope["path"] in self.oauth_paths:  # RFC 6749 §5.1/§5.2: a token answer, never cached
+            body = {"error": "invalid_request", "error_description": description}
+            await _send_json(send, status, body, [_NO_STORE])
+        else:
+            await _send_json(send, status, {"detail": description}, [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +114,43 @@ class BodySizeLimitMiddleware:
                 await self._refuse(scope, send, 413, BODY_TOO_LARGE)
 
 
+class UnhandledErrorMiddleware:
+    """A bug: log it with the request id, answer a JSON 500 (inside CORS, so a browser can
+    read it), never Starlette's plain-text page."""
+
+    def __init__(self, app: ASGIApp, *, oauth_paths: frozenset[str]) -> None:
+        self.app = app
+        self.oauth_paths = oauth_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception:
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise  # too late for an answer: the server drops the connection
+            body = {"detail": "Internal server error.", "request_id": request_id_var.get() or ""}
+            headers = [_NO_STORE] if scope["path"] in self.oauth_paths else []
+            await _send_json(send, 500, body, headers)
+
+
 class RequestContextMiddleware:
-    """Per request: an id (echoed in X-Request-ID), metrics and one access log line."""
+    """Per request: our own id (answered in X-Request-ID), metrics and one access log line.
+
+    A client's own X-Request-ID is logged beside ours as `client_request_id` when it is of
+    the safe form, so both sides can find the request; it never replaces ours, so a client
+    cannot make its requests look like someone else's in the logs.
+    """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
@@ -122,36 +161,23 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        client_request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else None
+        request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
         id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         started = time.perf_counter()
         status = 500
         original = dict(scope)
 
-        response_started = False
-
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                response_started = True
-                message["headers"] = [*message.get("headers", []), id_header]
+                message["headers"] = [*message.get("headers", []), id_header, _NOSNIFF]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            # A bug. Log it here, where the request id is known; answer JSON, not plain text.
-            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            status = 500
-            if not response_started:
-                await _send_json(
-                    send,
-                    500,
-                    {"detail": "Internal server error.", "request_id": request_id},
-                    [id_header],
-                )
         finally:
             elapsed = time.perf_counter() - started
             template = _route_template(scope, original)
@@ -159,15 +185,12 @@ class RequestContextMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
-            access_logger.info(
-                "%s %s %s",
-                method,
-                scope["path"],
-                status,
-                extra={
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "route": template,
-                },
-            )
+            extra: dict[str, object] = {
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "route": template,
+            }
+            if client_request_id is not None:
+                extra["client_request_id"] = client_request_id
+            access_logger.info("%s %s %s", method, scope["path"], status, extra=extra)
             request_id_var.reset(token)
