@@ -55,7 +55,8 @@ def create_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
     """The async engine. Statement parameters (hashes, emails) never appear in errors or logs.
 
     `timeout` bounds every wait for the database: a connect that hangs, a pool with no free
-    connection (SQLAlchemy waits 30 s by default), SQLite's busy wait for the write lock.
+    connection (SQLAlchemy waits 30 s by default), SQLite's busy wait for the write lock,
+    a PostgreSQL statement (its `statement_timeout`, lock waits included).
     """
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -64,7 +65,13 @@ def create_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
             url, connect_args={"timeout": timeout}, pool_timeout=timeout, hide_parameters=True
         )
     else:
-        connect_args = {}
+        # A statement waiting past the timeout (on a row lock another transaction holds, on
+        # an overloaded server) is cancelled: SQLSTATE 57014, answered 503. Options in the
+        # URL come after ours, so the URL's own statement_timeout wins.
+        options = f"-c statement_timeout={math.ceil(timeout * 1000)}"
+        if isinstance(from_url := url.query.get("options"), str):
+            options = f"{options} {from_url}"
+        connect_args: dict[str, Any] = {"options": options}
         if "connect_timeout" not in url.query:
             # libpq counts whole seconds, and psycopg reads 0 as "its default of 130 s".
             connect_args["connect_timeout"] = math.ceil(timeout)
@@ -150,6 +157,8 @@ async def lock_for_startup(session: AsyncSession) -> None:
     the database's write lock until the transaction ends.
     """
     if session.get_bind().dialect.name == "postgresql":
+        # Waiting for another replica's start-up is not a request: no statement timeout.
+        await session.exec(text("SET LOCAL statement_timeout = 0"))
         await session.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=STARTUP_LOCK_ID))
     else:
         await session.exec(text("UPDATE signing_keys SET kid = kid WHERE 1 = 0"))

@@ -90,6 +90,7 @@ async def _service_unavailable(
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
         (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
+        (b"x-content-type-options", b"nosniff"),  # the app's middleware never sees this one
         (b"connection", b"close"),  # frees the connection: that is what is short
     ]
     if oauth:
@@ -230,6 +231,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             [
                 b"content-type: application/json\r\n",
                 b"content-length: %d\r\n" % len(body),
+                b"x-content-type-options: nosniff\r\n",  # as on every answer of the app
                 *extra,
                 b"connection: close\r\n\r\n",
                 body,

@@ -17,10 +17,12 @@ from typing import Any
 
 import anyio
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import make_url
 
+from auth_service.db import STARTUP_LOCK_ID
 from auth_service.deps import SessionDep
 from tests.conftest import (
     ADMIN_EMAIL,
@@ -308,6 +310,53 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout(
         _assert_unavailable(me)
         _assert_unavailable(token, oauth=True)
         await _assert_serving(client, headers)
+
+
+@only_postgresql
+async def test_a_row_locked_elsewhere_answers_503_after_the_statement_timeout(
+    make_client: ClientFactory, database: str
+) -> None:
+    async with make_client(database_timeout_seconds=DATABASE_TIMEOUT) as client:
+        headers = await admin_headers(client)
+        # Another transaction (a long migration, a stuck script) holds the user's row.
+        async with await psycopg.AsyncConnection.connect(database) as other:
+            await other.execute("SELECT 1 FROM users WHERE email = %s FOR UPDATE", [ADMIN_EMAIL])
+            read = await _bounded(client.get("/users/me", headers=headers))  # reads do not wait
+            # Not cancelled at the bound (its rollback would wait for the lock held here):
+            # the lock is released at the bound, and an answer that came later fails.
+            renaming = asyncio.ensure_future(
+                client.patch("/users/me", json={"name": "X"}, headers=headers)
+            )
+            await asyncio.wait([renaming], timeout=BOUND_SECONDS)
+            answered_in_time = renaming.done()
+            await other.rollback()
+            renamed = await renaming
+
+        assert answered_in_time, f"no answer within {BOUND_SECONDS} s: {renamed.status_code}"
+
+        _assert_unavailable(renamed)
+        assert read.status_code == 200
+        assert read.json()["name"] is None
+        await _assert_serving(client, headers)
+
+
+@only_postgresql
+async def test_start_up_waits_for_another_replica_longer_than_the_statement_timeout(
+    database: str,
+) -> None:
+    settings = make_settings(database, database_timeout_seconds=DATABASE_TIMEOUT)
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as other:
+        # Another replica is starting up (migrating, creating the signing key).
+        await other.execute("SELECT pg_advisory_lock(%s)", [STARTUP_LOCK_ID])
+
+        async def finish_its_start_up() -> None:
+            await asyncio.sleep(3 * DATABASE_TIMEOUT)
+            await other.execute("SELECT pg_advisory_unlock(%s)", [STARTUP_LOCK_ID])
+
+        other_replica = asyncio.ensure_future(finish_its_start_up())
+        async with started_client(settings) as client:
+            assert other_replica.done()  # this one waited for it, then started
+            assert (await client.get("/health/ready")).status_code == 200
 
 
 # --- bugs stay bugs ------------------------------------------------------------------------

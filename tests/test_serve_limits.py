@@ -120,6 +120,7 @@ def _assert_json_error(raw: bytes, status: int) -> tuple[dict[str, str], dict[st
     assert got == status, raw[:300]
     assert headers["content-type"] == "application/json"
     assert headers["connection"] == "close"
+    assert headers["x-content-type-options"] == "nosniff"
     document: dict[str, Any] = json.loads(body)
     return headers, document
 
@@ -179,6 +180,7 @@ def test_over_the_connection_cap_requests_get_a_json_503_with_retry_after(
 
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
+    assert busy.headers["x-content-type-options"] == "nosniff"
     assert busy.json() == {"detail": "The server is busy; retry in a moment."}
     # The token endpoint answers in RFC 6749 §5.2 form, as it does for its own 503.
     assert login.status_code == 503
