@@ -8,8 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from auth_service import __version__, startup
 from auth_service.config import (
@@ -32,6 +34,7 @@ from auth_service.middleware import (
     UnhandledErrorMiddleware,
 )
 from auth_service.observability import Metrics
+from auth_service.openapi import install as install_openapi
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.fair_queue import QueueRefused
@@ -181,7 +184,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods, not the path's
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return _error_response(request, exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path (RFC 9110 §15.5.6)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        route_methods = route.methods
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return ", ".join(sorted(methods))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -226,6 +242,12 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (oauth, wellknown, users, admin, health, docs):
         app.include_router(module.router)
     docs.mount_assets(app)
+    install_openapi(
+        app,
+        oauth_paths=OAUTH_PATHS,
+        max_body_bytes=MAX_BODY_BYTES,
+        password_min_length=settings.password_min_length,
+    )
 
     # Added innermost first. CORS wraps every answer a middleware below it builds (413, 400,
     # the JSON 500), so a browser can read those too.

@@ -1,5 +1,6 @@
 """Request and response bodies. Tables live in `models.py`; nothing here is stored."""
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -7,6 +8,7 @@ from typing import Annotated
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -40,10 +42,23 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_HA
 # text refuses it), and the bidirectional embeddings, overrides, isolates and marks
 # (U+202A-E, U+2066-9, U+200E/F, U+061C) that make a name display as something else
 # (CVE-2021-42574, "Trojan Source").
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+_CONTROLS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+PRINTABLE = f"^[^{_CONTROLS}]*$"
+_UNPRINTABLE = re.compile(f"[{_CONTROLS}]")
+
+
+def _printable_as_sent(value: object) -> object:
+    # Before stripping: Unicode counts U+0085 (NEL, a C1 control) as white space, so the
+    # strip would otherwise turn "\x85bob" into "bob" instead of a 422.
+    if isinstance(value, str) and _UNPRINTABLE.search(value):
+        raise PydanticCustomError("string_pattern_mismatch", "control or bidi character")
+    return value
+
+
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE),
+    BeforeValidator(_printable_as_sent),
 ]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
@@ -57,7 +72,8 @@ def normalize_email(text: str) -> str | None:
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a flag is `true` or `false`, never 1 or "yes", as the OpenAPI document says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UserCreate(_Input):
@@ -133,3 +149,21 @@ class OAuth2ErrorResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field.")
+    msg: str
+    type: str
+
+
+class UnprocessableResponse(BaseModel):
+    """Every 422: a request that parsed but says something the service refuses."""
+
+    detail: str = Field(description="What was refused, naming the field.")
+    rule: str | None = Field(
+        default=None, description="The password policy's rule, when it refused the password."
+    )
+    errors: list[FieldError] | None = Field(
+        default=None, description="Each invalid field, when the request failed validation."
+    )
