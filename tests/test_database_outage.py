@@ -10,10 +10,10 @@ SQLite by moving its file away or holding its write lock from another connection
 import asyncio
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -31,6 +31,7 @@ from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
+    app_of,
     make_settings,
     started_client,
 )
@@ -145,10 +146,29 @@ def _assert_unavailable(response: httpx.Response, *, oauth: bool = False) -> Non
         assert body["detail"]
 
 
+T = TypeVar("T")
+
+
 async def _bounded(call: Awaitable[httpx.Response]) -> httpx.Response:
     """The answer, which must come within the bound: a hang fails the test, not the suite."""
     with anyio.fail_after(BOUND_SECONDS):
         return await call
+
+
+async def _answered_while_locked(call: Awaitable[T], release: Callable[[], Awaitable[object]]) -> T:
+    """The answer to `call`, made while another connection holds a lock it waits for.
+
+    Not cancelled at the bound, as `_bounded` would: its rollback would wait for the lock,
+    and the lock is only released after the cancel, so the test would hang. The lock is
+    released at the bound instead, and an answer that came only after that fails the test.
+    """
+    pending = asyncio.ensure_future(call)
+    await asyncio.wait([pending], timeout=BOUND_SECONDS)
+    in_time = pending.done()
+    await release()
+    answer = await pending
+    assert in_time, f"no answer within {BOUND_SECONDS} s while the lock was held"
+    return answer
 
 
 async def _assert_serving(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
@@ -201,7 +221,7 @@ async def test_a_missing_sqlite_file_answers_503_and_the_service_recovers(
 
         home.rename(away)
         # Pooled connections keep the moved file open (and working): new ones cannot open it.
-        await client._transport.app.state.engine.dispose()  # type: ignore[attr-defined]
+        await app_of(client).state.engine.dispose()
         await _assert_every_request_unavailable(client, headers)
         away.rename(home)
 
@@ -240,19 +260,29 @@ async def _assert_locked_file_refuses_writes(client: httpx.AsyncClient, database
     headers = await admin_headers(client)
     # Another process (a backup, a long script) holds the write lock.
     other = sqlite3.connect(database.removeprefix("sqlite:///"), isolation_level=None)
+
+    async def release() -> None:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+
     try:
         other.execute("BEGIN EXCLUSIVE")
-        # The UPDATE goes out when the request's session commits, after the route returned.
-        renamed = await _bounded(client.patch("/users/me", json={"name": "X"}, headers=headers))
-        # Registration writes inside the service (a flush, to see a taken email).
-        registered = await _bounded(
-            client.post("/users", json={"email": "new@example.com", "password": STRONG_PASSWORD})
-        )
         # WAL: readers do not wait for the writer.
         read = await _bounded(client.get("/users/me", headers=headers))
         token = await _bounded(client.post("/oauth2/token", data=TOKEN_FORM))
+        renamed, registered = await _answered_while_locked(
+            asyncio.gather(
+                # The UPDATE goes out when the request's session commits, after the route.
+                client.patch("/users/me", json={"name": "X"}, headers=headers),
+                # Registration writes inside the service (a flush, to see a taken email).
+                client.post(
+                    "/users", json={"email": "new@example.com", "password": STRONG_PASSWORD}
+                ),
+            ),
+            release,
+        )
     finally:
-        other.execute("ROLLBACK")
+        await release()
         other.close()
 
     _assert_unavailable(renamed)
@@ -300,7 +330,7 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout(
 ) -> None:
     async with make_client(database_timeout_seconds=DATABASE_TIMEOUT) as client:
         headers = await admin_headers(client)
-        engine = client._transport.app.state.engine  # type: ignore[attr-defined]
+        engine = app_of(client).state.engine
 
         async with AsyncExitStack() as stack:
             await _hold_every_connection(stack, engine)
@@ -322,17 +352,9 @@ async def test_a_row_locked_elsewhere_answers_503_after_the_statement_timeout(
         async with await psycopg.AsyncConnection.connect(database) as other:
             await other.execute("SELECT 1 FROM users WHERE email = %s FOR UPDATE", [ADMIN_EMAIL])
             read = await _bounded(client.get("/users/me", headers=headers))  # reads do not wait
-            # Not cancelled at the bound (its rollback would wait for the lock held here):
-            # the lock is released at the bound, and an answer that came later fails.
-            renaming = asyncio.ensure_future(
-                client.patch("/users/me", json={"name": "X"}, headers=headers)
+            renamed = await _answered_while_locked(
+                client.patch("/users/me", json={"name": "X"}, headers=headers), other.rollback
             )
-            await asyncio.wait([renaming], timeout=BOUND_SECONDS)
-            answered_in_time = renaming.done()
-            await other.rollback()
-            renamed = await renaming
-
-        assert answered_in_time, f"no answer within {BOUND_SECONDS} s: {renamed.status_code}"
 
         _assert_unavailable(renamed)
         assert read.status_code == 200
@@ -373,7 +395,7 @@ async def test_start_up_waits_for_another_replica_longer_than_the_statement_time
 async def test_a_database_error_that_is_a_bug_is_a_500_not_a_503(
     client: httpx.AsyncClient, statement: str
 ) -> None:
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
 
     @app.get("/probe/bad-sql")
     async def bad_sql(session: SessionDep) -> None:
