@@ -7,6 +7,7 @@ the suite; with CI=true it fails.
 """
 
 import asyncio
+import base64
 import os
 import shutil
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 from psycopg import sql
 
 from auth_service import migrate, startup
@@ -159,10 +161,20 @@ async def started_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             yield c
 
 
+def app_of(client: httpx.AsyncClient) -> FastAPI:
+    """The app an in-process client calls: its state holds the engine, hasher and keys."""
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    return app
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2), as a JWS segment is spelled."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def peer(client: httpx.AsyncClient, host: str) -> httpx.AsyncClient:
     """Another client of `client`'s app, whose requests come from the address `host`."""
-    app = client._transport.app  # type: ignore[attr-defined]
-    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    transport = httpx.ASGITransport(app=app_of(client), client=(host, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 

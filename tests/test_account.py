@@ -11,6 +11,7 @@ from auth_service.services import users
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
+    app_of,
     auth_headers,
     bearer,
     login,
@@ -147,7 +148,7 @@ async def _login_racing_a_password_change(
 
     Returns (login, change) responses.
     """
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
     hasher = _PausingHasher(app.state.hasher)
     app.state.hasher = hasher
     responses: dict[str, httpx.Response] = {}
@@ -182,7 +183,7 @@ async def test_a_login_racing_a_password_change_is_refused(client: httpx.AsyncCl
 
 
 async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
     async with app.state.sessionmaker() as session:
         user = await users.get_by_email(session=session, email=email)
         assert user is not None

@@ -19,13 +19,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI
 
 from auth_service.guards import require_scopes
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,
+    app_of,
     auth_headers,
+    b64url,
     bearer,
     login,
     register,
@@ -37,17 +38,8 @@ ISSUER = "http://testserver"
 NEW_PASSWORD = "purple elephants dance quietly at noon"
 
 
-def _app(client: httpx.AsyncClient) -> FastAPI:
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    return app
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _b64url_json(value: Any) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode())
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
 
 
 def _challenge(response: httpx.Response) -> dict[str, str]:
@@ -94,7 +86,7 @@ def _sign_with_our_key(
     typ: str = "at+jwt",
 ) -> str:
     """Sign as the service does: its current private key, its kid, `typ: at+jwt`."""
-    signing = _app(client).state.keys.signing
+    signing = app_of(client).state.keys.signing
     return jwt.encode(
         claims,
         signing.private.to_pem(),
@@ -166,7 +158,7 @@ async def test_token_signed_by_us_with_every_claim_is_accepted(
 
 async def test_unsigned_token_with_alg_none_is_refused(client: httpx.AsyncClient) -> None:
     user_id = await _user(client, "none@example.com")
-    kid = _app(client).state.keys.signing.kid
+    kid = app_of(client).state.keys.signing.kid
     header = {"alg": "none", "typ": "at+jwt", "kid": kid}
     token = f"{_b64url_json(header)}.{_b64url_json(_claims(user_id))}."
 
@@ -180,12 +172,12 @@ async def test_hs256_token_keyed_with_our_public_key_is_refused(
 ) -> None:
     # Algorithm confusion: the attacker knows our public key and uses it as an HMAC secret.
     user_id = await _user(client, "confused@example.com")
-    keys = _app(client).state.keys
+    keys = app_of(client).state.keys
     public_pem: bytes = keys.signing.public.to_pem()
     header = {"alg": "HS256", "typ": "at+jwt", "kid": keys.signing.kid}
     signing_input = f"{_b64url_json(header)}.{_b64url_json(_claims(user_id))}"
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    token = f"{signing_input}.{_b64url(signature)}"
+    token = f"{signing_input}.{b64url(signature)}"
 
     description = _assert_invalid_token(await client.get("/users/me", headers=bearer(token)))
 
@@ -202,7 +194,7 @@ async def test_token_signed_by_a_foreign_key_under_our_kid_is_refused(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    kid = _app(client).state.keys.signing.kid
+    kid = app_of(client).state.keys.signing.kid
     token = jwt.encode(
         _claims(user_id), foreign_pem, algorithm="RS256", headers={"kid": kid, "typ": "at+jwt"}
     )
@@ -224,7 +216,7 @@ async def test_token_naming_an_unknown_kid_is_refused(client: httpx.AsyncClient,
 
 async def test_token_without_kid_is_refused(client: httpx.AsyncClient) -> None:
     user_id = await _user(client, "nokid@example.com")
-    signing = _app(client).state.keys.signing
+    signing = app_of(client).state.keys.signing
     token = jwt.encode(
         _claims(user_id), signing.private.to_pem(), algorithm="RS256", headers={"typ": "at+jwt"}
     )
@@ -521,7 +513,7 @@ async def test_deleting_the_user_revokes_their_tokens(client: httpx.AsyncClient)
 async def test_require_scopes_refuses_the_token_of_a_deactivated_user(
     client: httpx.AsyncClient,
 ) -> None:
-    @_app(client).get("/probe/scoped")
+    @app_of(client).get("/probe/scoped")
     async def probe(claims: Annotated[dict[str, Any], require_scopes("openid")]) -> str:
         return str(claims["sub"])
 

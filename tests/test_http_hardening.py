@@ -11,7 +11,7 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, bearer
+from tests.conftest import ClientFactory, app_of, bearer
 
 pytestmark = pytest.mark.anyio
 
@@ -89,7 +89,7 @@ async def test_a_malformed_content_length_answer_carries_cors_headers(
 
 async def test_an_unhandled_error_answer_carries_cors_headers(make_client: ClientFactory) -> None:
     async with make_client(cors_origins=[ORIGIN]) as client:
-        app = client._transport.app  # type: ignore[attr-defined]
+        app = app_of(client)
 
         @app.get("/probe/broken")
         async def broken() -> None:

@@ -23,6 +23,7 @@ from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
+    app_of,
     auth_headers,
     bearer,
     login,
@@ -105,7 +106,7 @@ async def test_readiness_is_503_while_the_database_is_unreachable_and_recovers(
 
         breakable_database.cut()
         # Pooled connections may outlive the cut (an open SQLite file still reads): drop them.
-        await client._transport.app.state.engine.dispose()  # type: ignore[attr-defined]
+        await app_of(client).state.engine.dispose()
         down = await client.get("/health/ready")
         live = await client.get("/health/live")
         breakable_database.restore()
@@ -460,7 +461,7 @@ async def test_every_log_line_is_one_json_object(
 
 
 async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
-    engine = client._transport.app.state.engine  # type: ignore[attr-defined]
+    engine = app_of(client).state.engine
     async with engine.connect() as connection:
         result = await connection.execute(
             text("SELECT hashed_password FROM users WHERE email = :email"), {"email": email}
@@ -516,7 +517,7 @@ async def test_logs_never_contain_passwords_tokens_or_hashes(
 async def test_an_unhandled_error_is_a_json_500_with_the_request_id(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = app_of(client)
 
     @app.get("/probe/broken")
     async def broken() -> None:

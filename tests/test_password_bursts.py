@@ -17,6 +17,7 @@ from auth_service.security.passwords import PasswordHasher
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
+    app_of,
     auth_headers,
     peer,
     register,
@@ -38,7 +39,7 @@ class Burst:
 
 async def _burst(client: httpx.AsyncClient, send: Callable[[], Awaitable[httpx.Response]]) -> Burst:
     """Send BURST requests at once; meanwhile ask for readiness and watch the pool."""
-    pool = client._transport.app.state.engine.pool  # type: ignore[attr-defined]
+    pool = app_of(client).state.engine.pool
     statuses: list[int] = []
     most_checked_out = 0
 
@@ -94,7 +95,7 @@ async def test_a_password_change_burst_queues_without_holding_database_connectio
 def _use_hasher(client: httpx.AsyncClient, *, max_waiting: int) -> PasswordHasher:
     """One slow hashing slot with `max_waiting` places to wait in."""
     hasher = PasswordHasher(rounds=SLOW_ROUNDS, concurrency=1, max_waiting=max_waiting)
-    client._transport.app.state.hasher = hasher  # type: ignore[attr-defined]
+    app_of(client).state.hasher = hasher
     return hasher
 
 

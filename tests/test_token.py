@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI
 
 from auth_service.security.passwords import PasswordHasher
 from tests.conftest import (
@@ -22,6 +21,7 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     STRONG_PASSWORD,
     admin_headers,
+    app_of,
     login,
     register,
 )
@@ -34,11 +34,6 @@ USER_SCOPES = "account email openid profile"
 
 def _form(email: str, password: str = STRONG_PASSWORD, **extra: str) -> dict[str, str]:
     return {"grant_type": "password", "username": email, "password": password, **extra}
-
-
-def _app(client: httpx.AsyncClient) -> FastAPI:
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    return app
 
 
 def _assert_oauth_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
@@ -94,7 +89,7 @@ class CountingHasher(PasswordHasher):
 
 
 def _count_hashing(client: httpx.AsyncClient) -> CountingHasher:
-    app = _app(client)
+    app = app_of(client)
     counting = CountingHasher(app.state.hasher)
     app.state.hasher = counting
     return counting

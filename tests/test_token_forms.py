@@ -17,26 +17,17 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Security
+from fastapi import Depends, Security
 from jwt.algorithms import RSAAlgorithm
 
 from auth_service.guards import require_roles
 from auth_service.models import User
-from tests.conftest import bearer, login, register, request_token
+from tests.conftest import app_of, b64url, bearer, login, register, request_token
 
 pytestmark = pytest.mark.anyio
 
 ISSUER = "http://testserver"
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-def _app(client: httpx.AsyncClient) -> FastAPI:
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    return app
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _json(value: Any) -> str:
@@ -53,7 +44,7 @@ def _object(*parts: dict[str, str]) -> bytes:
 
 
 def _header(client: httpx.AsyncClient, **raw: str) -> dict[str, str]:
-    kid = _app(client).state.keys.signing.kid
+    kid = app_of(client).state.keys.signing.kid
     return {"alg": '"RS256"', "typ": '"at+jwt"', "kid": _json(kid), **raw}
 
 
@@ -78,9 +69,9 @@ def _claims(user_id: str, **raw: str) -> dict[str, str]:
 def _sign(client: httpx.AsyncClient, header: bytes, payload: bytes) -> str:
     """A compact JWS over exactly these header and payload bytes, signed with our key."""
     rsa = RSAAlgorithm(RSAAlgorithm.SHA256)
-    key = rsa.prepare_key(_app(client).state.keys.signing.private.to_pem())
-    signing_input = f"{_b64url(header)}.{_b64url(payload)}"
-    return f"{signing_input}.{_b64url(rsa.sign(signing_input.encode(), key))}"
+    key = rsa.prepare_key(app_of(client).state.keys.signing.private.to_pem())
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    return f"{signing_input}.{b64url(rsa.sign(signing_input.encode(), key))}"
 
 
 def _token(client: httpx.AsyncClient, user_id: str, **raw: str) -> str:
@@ -235,7 +226,7 @@ async def test_token_issued_by_the_token_endpoint_is_canonical_and_accepted(
     token = await login(client, "issued@example.com")
 
     for segment in token.split("."):
-        assert _b64url(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))) == segment
+        assert b64url(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))) == segment
     assert (await _me(client, token)).status_code == 200
 
 
@@ -362,7 +353,7 @@ async def test_deeply_nested_header_is_invalid_token_without_any_key(
 ) -> None:
     # The header is parsed before any signature check: anyone can send this one.
     header = _object(_header(client, x="[" * 1500 + "]" * 1500))
-    token = f"{_b64url(header)}.{_b64url(b'{}')}.{_b64url(b'sig')}"
+    token = f"{b64url(header)}.{b64url(b'{}')}.{b64url(b'sig')}"
 
     _assert_invalid_token(await _me(client, token))
 
@@ -440,7 +431,7 @@ async def test_missing_role_challenge_names_the_scope_the_route_requires(
 async def test_missing_role_challenge_names_every_scope_of_the_route_or_none(
     client: httpx.AsyncClient, dependency: Any, scope: str | None
 ) -> None:
-    @_app(client).get("/probe/auditor")
+    @app_of(client).get("/probe/auditor")
     async def probe(user: Annotated[User, dependency]) -> str:
         return str(user.id)
 
