@@ -119,13 +119,14 @@ def _with_errors(
 
 
 def _with_password_policy(document: dict[str, Any], min_length: int) -> dict[str, Any]:
+    # In words, not as minLength/maxLength: JSON Schema counts code points as sent, the policy
+    # counts them after NFKC, which can expand (`¼` is three) or compose (`e` + U+0301 is one).
     schemas = document["components"]["schemas"]
     for model, field in _NEW_PASSWORDS:
-        schema = schemas[model]["properties"][field]
-        schema["minLength"], schema["maxLength"] = min_length, password_policy.MAX_LENGTH
-        schema["description"] = (
-            "Checked by the password policy: its length (counted after NFKC normalization) "
-            "and strength; a refusal is 422 naming the `rule`."
+        schemas[model]["properties"][field]["description"] = (
+            f"Checked by the password policy: {min_length} to {password_policy.MAX_LENGTH} "
+            "characters after NFKC normalization, and not too easy to guess. A refusal is "
+            "422 naming the `rule`."
         )
     return document
 
