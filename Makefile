@@ -12,7 +12,7 @@ PORT ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate openapi lock bench clean
+.PHONY: run test lint format migrate openapi lock bench bench-quick bench-micro clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "auth-service needs Python 3.11 or newer")'
@@ -49,9 +49,18 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --extra dev pyproject.toml -o requirements-dev.lock
 
+# The hot paths against ceilings measured in the same run (bench/README.md); installs wrk and
+# hey when missing. bench-quick: a few seconds per figure, while developing.
 bench: $(STAMP)
+	bench/ensure-tools
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	bench/ensure-tools
+	$(BIN)/python bench/run.py --quick --no-readme
+
+bench-micro: $(STAMP)
 	$(BIN)/python bench/micro.py
-	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache build dist
