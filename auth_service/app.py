@@ -1,6 +1,7 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -38,7 +39,9 @@ from auth_service.openapi import install as install_openapi
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.fair_queue import QueueRefused
+from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
+from auth_service.services.user_state import user_states_for
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +168,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     # commits before the response goes out, so its errors reach these handlers).
     app.add_exception_handler(sa_exc.DBAPIError, database_error)
     app.add_exception_handler(sa_exc.TimeoutError, database_error)
+    app.add_exception_handler(sqlite3.Error, database_error)  # the guards' read, unwrapped
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -216,6 +220,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             yield
         finally:
+            await app.state.user_states.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -237,6 +242,8 @@ def create_app(settings: Settings) -> FastAPI:
         rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
     )
     app.state.metrics = metrics
+    app.state.token_cache = VerifiedTokenCache()
+    app.state.user_states = user_states_for(engine, timeout=settings.database_timeout_seconds)
 
     _install_error_handlers(app)
     for module in (oauth, wellknown, users, admin, health, docs):

@@ -113,13 +113,19 @@ def is_unavailable(error: BaseException) -> bool:
     """True when `error` means "the database is unreachable or overloaded", not a bug."""
     if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
         return True
+    if isinstance(error, sqlite3.Error):  # raised by the driver itself (the guards' read)
+        return _driver_error_is_unavailable(error)
     if not isinstance(error, exc.DBAPIError):
         return False
     if error.connection_invalidated:  # the dialect recognised a lost connection
         return True
-    cause = error.orig
+    return _driver_error_is_unavailable(error.orig)
+
+
+def _driver_error_is_unavailable(cause: BaseException) -> bool:
     if isinstance(cause, sqlite3.Error):
-        return cause.sqlite_errorcode & 0xFF in _SQLITE_UNAVAILABLE
+        code = getattr(cause, "sqlite_errorcode", None)  # absent on the driver's own errors
+        return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
     if isinstance(cause, psycopg.Error):
         if cause.sqlstate is None:
             # Raised by the client, not the server: a failed or timed-out connect, a dropped

@@ -10,14 +10,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
-from sqlalchemy.orm import joinedload
 
-from auth_service.deps import KeysDep, SessionDep, SettingsDep
+from auth_service.deps import KeysDep, SettingsDep, TokenCacheDep, UserStatesDep
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
-from auth_service.models import ADMIN_ROLE, User
+from auth_service.models import ADMIN_ROLE
 from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
 from auth_service.services.tokens import is_revoked
+from auth_service.services.user_state import UserState
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
@@ -29,12 +29,13 @@ async def current_token(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     keys: KeysDep,
     settings: SettingsDep,
+    cache: TokenCacheDep,
 ) -> dict[str, Any]:
     """The verified claims of the request's access token, holding every required scope."""
     if not token:
         raise MissingToken("An access token is required.", scope=security_scopes.scope_str or None)
     try:
-        claims = jwt.decode(
+        claims = cache.decode(
             token,
             keys=keys.by_kid,
             algorithm=settings.signing_alg,
@@ -58,9 +59,9 @@ async def current_token(
 
 
 async def current_user(
-    session: SessionDep,
+    states: UserStatesDep,
     claims: Annotated[dict[str, Any], Security(current_token)],
-) -> User:
+) -> UserState:
     """The active user the token was issued to, if the token is still valid for them."""
     user_id: uuid.UUID | None
     try:
@@ -70,8 +71,8 @@ async def current_user(
     # One spelling per user: uuid.UUID also reads upper case, braces, bare hex and urn:uuid:.
     if user_id is None or str(user_id) != claims["sub"]:
         raise InvalidToken("The access token does not name a user.")
-    # One query: the user with its roles (the admin guard reads them).
-    user = await session.get(User, user_id, options=[joinedload(User.role_links)])
+    # Read on every request, never cached: a change through any process counts at once.
+    user = await states.get(user_id)
     # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
     if user is None or not user.is_active or is_revoked(claims, user):
         raise InvalidToken("The access token has been revoked.")
@@ -80,7 +81,7 @@ async def current_user(
 
 async def current_claims(
     claims: Annotated[dict[str, Any], Security(current_token)],
-    _user: Annotated[User, Security(current_user)],
+    _user: Annotated[UserState, Security(current_user)],
 ) -> dict[str, Any]:
     """The token's claims, once `current_user` has confirmed the token is still valid."""
     return claims
@@ -96,13 +97,13 @@ def require_scopes(*scopes: str) -> Any:
 
 def require_roles(
     *roles: str, scopes: tuple[str, ...] = ()
-) -> Callable[..., Coroutine[Any, Any, User]]:
+) -> Callable[..., Coroutine[Any, Any, UserState]]:
     """A dependency returning the current user if they hold every one of `roles`."""
 
     async def guard(
         security_scopes: SecurityScopes,
-        user: Annotated[User, Security(current_user, scopes=list(scopes))],
-    ) -> User:
+        user: Annotated[UserState, Security(current_user, scopes=list(scopes))],
+    ) -> UserState:
         missing = [role for role in roles if role not in user.roles]
         if missing:
             # RFC 6750 §3: name the scopes the route requires, as `current_token` does.
@@ -115,5 +116,5 @@ def require_roles(
     return guard
 
 
-CurrentUser = Annotated[User, Security(current_user, scopes=[Scope.ACCOUNT])]
+CurrentUser = Annotated[UserState, Security(current_user, scopes=[Scope.ACCOUNT])]
 require_admin = require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,))

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
-from auth_service.deps import get_session, password_turn
+from auth_service.deps import get_session, get_user_states, password_turn
 from auth_service.guards import current_token
 from auth_service.schemas import ErrorResponse, OAuth2ErrorResponse, UnprocessableResponse
 from auth_service.security import password_policy
@@ -80,7 +80,7 @@ def _errors(route: RouteContext, *, oauth: bool, max_body_bytes: int) -> dict[st
             error,
             _RETRY_AFTER,
         )
-    if get_session in calls:
+    if get_session in calls or get_user_states in calls:
         found["503"] = _response("The database is unavailable.", error, _RETRY_AFTER)
     return found
 

@@ -167,6 +167,14 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
     return app
 
 
+async def drop_connections(client: httpx.AsyncClient) -> None:
+    """Close every database connection the app holds, as a restart would: pooled ones and
+    the guards' own (an open SQLite file keeps working after it is moved)."""
+    app = app_of(client)
+    await app.state.user_states.close()
+    await app.state.engine.dispose()
+
+
 def b64url(data: bytes) -> str:
     """Base64url without padding (RFC 7515 §2), as a JWS segment is spelled."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

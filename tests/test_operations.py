@@ -26,6 +26,7 @@ from tests.conftest import (
     app_of,
     auth_headers,
     bearer,
+    drop_connections,
     login,
     make_settings,
     register,
@@ -106,7 +107,7 @@ async def test_readiness_is_503_while_the_database_is_unreachable_and_recovers(
 
         breakable_database.cut()
         # Pooled connections may outlive the cut (an open SQLite file still reads): drop them.
-        await app_of(client).state.engine.dispose()
+        await drop_connections(client)
         down = await client.get("/health/ready")
         live = await client.get("/health/live")
         breakable_database.restore()

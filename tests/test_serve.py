@@ -424,3 +424,40 @@ def test_invalid_configuration_stops_serve_with_one_line(tmp_path: Path) -> None
     assert len(lines) == 1, lines
     assert "AUTH_ACCESS_TOKEN_TTL" in lines[0]
     assert not database.exists()  # stopped before touching the database
+
+
+@pytest.mark.parametrize("change", ["deactivation", "password change", "deletion"])
+def test_a_token_both_workers_cached_is_refused_by_both_at_once(
+    server: Server, change: str
+) -> None:
+    """Verified tokens are cached per worker; the user's state is not: a change made through
+    one worker is refused by every worker on the very next request."""
+    email = _email()
+    user = _register(server, email)
+    token = _login(server, email)
+    admin = _bearer(_login(server, ADMIN_EMAIL, ADMIN_PASSWORD))
+
+    def accepted(_: int) -> None:  # puts the token in each worker's cache
+        response = server.http.get("/users/me", headers=_bearer(token))
+        assert response.status_code == 200, response.text
+
+    _until_both_workers(server, accepted, "GET", "/users/me")
+    if change == "deactivation":
+        changed = server.http.patch(
+            f"/admin/users/{user['id']}", json={"is_active": False}, headers=admin
+        )
+    elif change == "password change":
+        changed = server.http.post(
+            "/users/me/password",
+            json={"current_password": STRONG_PASSWORD, "new_password": STRONG_PASSWORD + " 2"},
+            headers=_bearer(token),
+        )
+    else:
+        changed = server.http.delete(f"/admin/users/{user['id']}", headers=admin)
+    assert changed.status_code in (200, 204), changed.text
+
+    def refused(_: int) -> None:
+        response = server.http.get("/users/me", headers=_bearer(token))
+        assert response.status_code == 401, response.text
+
+    _until_both_workers(server, refused, "GET", "/users/me")

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response, Security, status
 
 from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
-from auth_service.errors import Forbidden
+from auth_service.errors import Forbidden, InvalidToken
 from auth_service.guards import CurrentUser, current_user, require_scopes
 from auth_service.models import User
 from auth_service.schemas import (
@@ -18,6 +18,7 @@ from auth_service.schemas import (
 )
 from auth_service.scopes import Scope
 from auth_service.services import users
+from auth_service.services.user_state import UserState
 
 router = APIRouter(tags=["users"])
 
@@ -54,6 +55,14 @@ async def register(
     return UserPublic.model_validate(user)
 
 
+async def _account(session: SessionDep, user: UserState) -> User:
+    """The caller's row, to change it in this request's transaction."""
+    account = await session.get(User, user.id)
+    if account is None:  # deleted since the guard read it
+        raise InvalidToken("The access token has been revoked.")
+    return account
+
+
 @router.get("/users/me")
 async def read_me(user: CurrentUser) -> UserPublic:
     """The caller's account."""
@@ -63,9 +72,12 @@ async def read_me(user: CurrentUser) -> UserPublic:
 @router.patch("/users/me")
 async def update_me(data: UserUpdateMe, user: CurrentUser, session: SessionDep) -> UserPublic:
     """Change the caller's name."""
-    if "name" in data.model_fields_set:
-        user = await users.update_profile(session=session, user=user, name=data.name)
-    return UserPublic.model_validate(user)
+    if "name" not in data.model_fields_set:
+        return UserPublic.model_validate(user)
+    account = await _account(session, user)
+    return UserPublic.model_validate(
+        await users.update_profile(session=session, user=account, name=data.name)
+    )
 
 
 @router.post(
@@ -86,7 +98,7 @@ async def change_password(
         session=session,
         hasher=hasher,
         min_length=settings.password_min_length,
-        user=user,
+        user=await _account(session, user),
         current_password=data.current_password,
         new_password=data.new_password,
     )
@@ -95,7 +107,7 @@ async def change_password(
 
 @router.get("/userinfo", response_model_exclude_none=True)
 async def userinfo(
-    user: Annotated[User, Security(current_user, scopes=[Scope.OPENID])],
+    user: Annotated[UserState, Security(current_user, scopes=[Scope.OPENID])],
     claims: Annotated[dict[str, Any], require_scopes(Scope.OPENID)],
 ) -> UserInfo:
     """OpenID Connect UserInfo: the caller's claims that the token's scopes allow."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TLRUCache
 from jose import jwk
 from jose import jwt as jose_jwt
 from jose.backends.base import Key
@@ -189,3 +190,43 @@ def _check_claims(claims: dict[str, Any], *, issuer: str, audience: str) -> None
     aud = claims["aud"]
     if audience not in ([aud] if type(aud) is str else aud):
         raise TokenError("The access token is for another audience.")
+
+
+class VerifiedTokenCache:
+    """Tokens `decode` accepted, with their claims, each until its `exp`: a token's signature
+    is checked once, not on every request that carries it.
+
+    Keyed by the token string: a token has exactly one spelling (`decode` refuses every
+    other), so a tampered or re-spelled token is another key and is verified in full.
+    Bounded (the least recently used go first) and bound to one key set: asked with other
+    keys, it empties itself. It holds nothing about the user: whether the user may still use
+    the token is read from the database on every request.
+    """
+
+    def __init__(self, *, maxsize: int = 4096) -> None:
+        self._cache: TLRUCache[str, dict[str, Any]] = TLRUCache(
+            maxsize=maxsize, ttu=lambda _token, claims, _now: claims["exp"], timer=time.time
+        )
+        self._keys: Mapping[str, SigningKeyPair] | None = None
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def decode(
+        self,
+        token: str,
+        *,
+        keys: Mapping[str, SigningKeyPair],
+        algorithm: str,
+        issuer: str,
+        audience: str,
+    ) -> dict[str, Any]:
+        """`decode(token, ...)`, answered from the cache while the token is in it."""
+        if keys is not self._keys:
+            self._cache.clear()
+            self._keys = keys
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = decode(token, keys=keys, algorithm=algorithm, issuer=issuer, audience=audience)
+            self._cache[token] = claims
+        return dict(claims)  # a copy: a caller's change never reaches the cache

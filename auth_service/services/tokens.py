@@ -12,6 +12,7 @@ from auth_service.scopes import Scope, allowed_for, format_scope, split_scope
 from auth_service.security import jwt
 from auth_service.security.jwt import TOKEN_VERSION_CLAIM
 from auth_service.services.keys import KeySet
+from auth_service.services.user_state import UserState
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ def issue_access_token(
     )
 
 
-def is_revoked(claims: dict[str, Any], user: User) -> bool:
+def is_revoked(claims: dict[str, Any], user: User | UserState) -> bool:
     """Was the token issued before the user's latest password change or deactivation?
 
     `jwt.decode` has checked the claim is an int (`False` and `0.0` would equal 0).

@@ -1,0 +1,162 @@
+"""The guards' read of a user's current state: one statement, straight through the driver.
+
+Every guarded request reads the user it serves (active? which token version? which roles?),
+never a cached copy, so a deactivation, deletion or password change made through any worker
+or replica is refused on the very next request. That read is the hot path, so it skips the
+ORM session and its transaction: a statement compiled once from the tables, with
+SQLAlchemy's own type conversions, run by the driver.
+
+- SQLite: on the event loop. A primary-key read from a WAL file is a few microseconds, far
+  less than a thread hop, and WAL readers do not wait for writers. Should the file be busy
+  all the same (a recovery, another journal mode), the read goes to a thread with the full
+  busy timeout instead of stalling the loop.
+- PostgreSQL: a Core statement through the service's engine on an autocommit connection
+  (no BEGIN or COMMIT round trip).
+"""
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import anyio.to_thread
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from auth_service.models import User, UserRole
+
+# A busy file waits this long on the event loop before the read moves to a thread.
+ON_LOOP_BUSY_TIMEOUT_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """A user as the guards and the account routes see it (no password hash)."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    is_active: bool
+    is_verified: bool
+    token_version: int
+    created_at: datetime
+    updated_at: datetime
+    roles: tuple[str, ...]
+
+
+_users, _roles = User.__table__, UserRole.__table__  # type: ignore[attr-defined]
+_STATEMENT = (
+    select(
+        _users.c.id,
+        _users.c.email,
+        _users.c.name,
+        _users.c.is_active,
+        _users.c.is_verified,
+        _users.c.token_version,
+        _users.c.created_at,
+        _users.c.updated_at,
+        _roles.c.role,
+    )
+    .select_from(_users.outerjoin(_roles, _roles.c.user_id == _users.c.id))
+    .where(_users.c.id == bindparam("id"))
+)
+
+
+def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
+    """The user of rows already converted to Python values (one row per role, or one)."""
+    if not rows:
+        return None
+    roles = tuple(sorted(row[-1] for row in rows if row[-1] is not None))
+    return UserState(*rows[0][:-1], roles=roles)
+
+
+class _Compiled:
+    """The statement in one dialect's SQL, with the type conversions SQLAlchemy would apply."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.sql = str(_STATEMENT.compile(dialect=dialect))
+        bind = _users.c.id.type.dialect_impl(dialect).bind_processor(dialect)
+        self.bind: Callable[[uuid.UUID], Any] = bind or (lambda value: value)
+        self._results = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None)
+            for c in _STATEMENT.selected_columns
+        ]
+
+    def state(self, rows: Sequence[Sequence[Any]]) -> UserState | None:
+        converted = [
+            [p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows
+        ]
+        return _state(converted)
+
+
+class UserStates(Protocol):
+    async def get(self, user_id: uuid.UUID) -> UserState | None: ...
+    async def close(self) -> None: ...
+
+
+class SQLiteUserStates:
+    def __init__(self, path: str, *, timeout: float) -> None:
+        self._path, self._timeout = path, timeout
+        self._compiled = _Compiled(sqlite.dialect())
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA query_only = ON")
+        return connection
+
+    def _read(self, connection: sqlite3.Connection, user_id: uuid.UUID) -> UserState | None:
+        cursor = connection.execute(self._compiled.sql, (self._compiled.bind(user_id),))
+        return self._compiled.state(cursor.fetchall())
+
+    def _read_waiting(self, user_id: uuid.UUID) -> UserState | None:
+        connection = self._connect(self._timeout)
+        try:
+            return self._read(connection, user_id)
+        finally:
+            connection.close()
+
+    async def get(self, user_id: uuid.UUID) -> UserState | None:
+        try:
+            if self._connection is None:
+                self._connection = self._connect(ON_LOOP_BUSY_TIMEOUT_SECONDS)
+            return self._read(self._connection, user_id)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                await self.close()  # the file moved or broke: the next read opens it afresh
+                raise
+        return await anyio.to_thread.run_sync(self._read_waiting, user_id)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class EngineUserStates:
+    """Through the service's engine: a Core statement on an autocommit connection (no BEGIN,
+    no COMMIT round trip), its pool's pre-ping and reconnection as for every other query."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def get(self, user_id: uuid.UUID) -> UserState | None:
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(_STATEMENT, {"id": user_id})).all()
+        return _state(rows)
+
+    async def close(self) -> None:
+        return None  # the engine is the app's, disposed with it
+
+
+def user_states_for(engine: AsyncEngine, *, timeout: float) -> UserStates:
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return SQLiteUserStates(url.database, timeout=timeout)
+    return EngineUserStates(engine)
