@@ -41,6 +41,7 @@ from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.fair_queue import QueueRefused
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
+from auth_service.services.keys import JSONDocument
 from auth_service.services.user_state import user_states_for
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.discovery = JSONDocument.of(wellknown.metadata(settings))
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.hasher = PasswordHasher(
@@ -246,7 +248,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.user_states = user_states_for(engine, timeout=settings.database_timeout_seconds)
 
     _install_error_handlers(app)
-    for module in (oauth, wellknown, users, admin, health, docs):
+    for module in (health, users, wellknown, oauth, admin, docs):
         app.include_router(module.router)
     docs.mount_assets(app)
     install_openapi(

@@ -183,14 +183,25 @@ class RequestContextMiddleware:
             template = _route_template(scope, original)
             # A bounded label set: methods the service answers, anything else as OTHER.
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(elapsed)
-            extra: dict[str, object] = {
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "route": template,
-            }
-            if client_request_id is not None:
-                extra["client_request_id"] = client_request_id
-            access_logger.info("%s %s %s", method, scope["path"], status, extra=extra)
+            self.metrics.observe_request(method, template, status, elapsed)
+            if access_logger.isEnabledFor(logging.INFO):
+                extra: dict[str, object] = {
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "route": template,
+                }
+                if client_request_id is not None:
+                    extra["client_request_id"] = client_request_id
+                # makeRecord and handle, not info(): no stack walk for a caller's line.
+                record = access_logger.makeRecord(
+                    access_logger.name,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "%s %s %s",
+                    (method, scope["path"], status),
+                    None,
+                    extra=extra,
+                )
+                access_logger.handle(record)
             request_id_var.reset(token)

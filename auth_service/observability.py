@@ -28,9 +28,21 @@ class JSONFormatter(logging.Formatter):
     _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
     _DROPPED = frozenset({"color_message"})  # uvicorn's terminal-coloured duplicate
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second, self._second_text = -1, ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        # Formatting a time costs more than the rest of an access line: once per second.
+        second = int(record.created)
+        if second != self._second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second, self._second_text = second, text
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -44,9 +56,6 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = "".join(traceback.format_exception(*record.exc_info)).strip()
         return json.dumps(entry, default=str)
-
-
-JSONFormatter.converter = time.gmtime
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -98,6 +107,21 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+
+        # The labelled children, looked up once per label set (a bounded set: route
+        # templates, methods, status codes) instead of on every request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

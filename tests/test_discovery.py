@@ -1,5 +1,7 @@
 """Discovery metadata: RFC 8414 and OpenID Connect Discovery 1.0."""
 
+import re
+
 import httpx
 import pytest
 
@@ -43,3 +45,44 @@ async def test_metadata_follows_the_configured_issuer_and_algorithm(
     assert metadata["issuer"] == "https://id.example.com"
     assert metadata["jwks_uri"] == "https://id.example.com/.well-known/jwks.json"
     assert metadata["id_token_signing_alg_values_supported"] == ["ES256"]
+
+
+DOCUMENTS = [
+    "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/jwks.json",
+]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS)
+async def test_documents_carry_an_etag_and_answer_304_to_it(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    first = await client.get(path)
+    etag = first.headers["etag"]
+
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["cache-control"] == "public, max-age=300"
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag), etag
+    assert (await client.get(path)).content == first.content  # the same bytes every time
+    for sent in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = await client.get(path, headers={"If-None-Match": sent})
+        assert again.status_code == 304, sent
+        assert again.content == b""
+        assert again.headers["etag"] == etag
+    changed = await client.get(path, headers={"If-None-Match": '"not-this-one"'})
+    assert changed.status_code == 200
+    assert changed.content == first.content
+
+
+async def test_each_key_set_and_each_configuration_has_its_own_etag(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(signing_alg="RS256") as rsa, make_client(signing_alg="ES256") as ec:
+        rsa_jwks, ec_jwks = await rsa.get(DOCUMENTS[2]), await ec.get(DOCUMENTS[2])
+        rsa_meta, ec_meta = await rsa.get(DOCUMENTS[0]), await ec.get(DOCUMENTS[0])
+
+    assert rsa_jwks.json() != ec_jwks.json()
+    assert rsa_jwks.headers["etag"] != ec_jwks.headers["etag"]
+    assert rsa_meta.headers["etag"] != ec_meta.headers["etag"]

@@ -1,18 +1,25 @@
-"""Discovery: RFC 8414 / OpenID Connect Discovery 1.0 metadata and the RFC 7517 JWK Set."""
+"""Discovery: RFC 8414 / OpenID Connect Discovery 1.0 metadata and the RFC 7517 JWK Set.
+
+Both are the same bytes for every request until the settings or the keys change, so they
+are serialized once, with an entity tag: a client that sends it back in `If-None-Match`
+gets 304 Not Modified (RFC 9110 §13.1.2) and the documents may be cached for 5 minutes.
+"""
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 
 from auth_service.config import Settings
-from auth_service.deps import KeysDep, SettingsDep
+from auth_service.deps import KeysDep
 from auth_service.guards import TOKEN_URL
 from auth_service.scopes import Scope
+from auth_service.services.keys import JSONDocument
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
-_CACHE = {"Cache-Control": "public, max-age=300"}
+_CACHE_CONTROL = "public, max-age=300"
+_JSON = {"content": {"application/json": {}}, "description": "The document."}
+_NOT_MODIFIED = {304: {"description": "The client's copy (its `If-None-Match`) is current."}}
 
 
 def metadata(settings: Settings) -> dict[str, Any]:
@@ -35,19 +42,34 @@ def metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-@router.get("/openid-configuration")
-async def openid_configuration(settings: SettingsDep) -> JSONResponse:
+def _answer(request: Request, document: JSONDocument) -> Response:
+    headers = {"Cache-Control": _CACHE_CONTROL, "ETag": document.etag}
+    wanted = request.headers.get("if-none-match")
+    if wanted is not None:
+        # Weak comparison (RFC 9110 §13.1.2): a W/ prefix does not matter here.
+        tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+        if "*" in tags or document.etag in tags:
+            return Response(status_code=304, headers=headers)
+    return Response(document.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/openid-configuration", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED}
+)
+async def openid_configuration(request: Request) -> Response:
     """OpenID Connect Discovery 1.0 provider metadata."""
-    return JSONResponse(metadata(settings), headers=_CACHE)
+    return _answer(request, request.app.state.discovery)
 
 
-@router.get("/oauth-authorization-server")
-async def oauth_authorization_server(settings: SettingsDep) -> JSONResponse:
+@router.get(
+    "/oauth-authorization-server", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED}
+)
+async def oauth_authorization_server(request: Request) -> Response:
     """RFC 8414 authorization server metadata."""
-    return JSONResponse(metadata(settings), headers=_CACHE)
+    return _answer(request, request.app.state.discovery)
 
 
-@router.get("/jwks.json")
-async def jwks(keys: KeysDep) -> JSONResponse:
+@router.get("/jwks.json", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED})
+async def jwks(request: Request, keys: KeysDep) -> Response:
     """The public keys access tokens are signed with (RFC 7517 JWK Set)."""
-    return JSONResponse(keys.jwks, headers=_CACHE)
+    return _answer(request, keys.jwks)

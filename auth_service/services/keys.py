@@ -1,7 +1,9 @@
 """Signing keys: created on first start, stored encrypted, loaded once per process."""
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
@@ -19,16 +21,31 @@ class SigningKeyUnreadable(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class JSONDocument:
+    """A JSON document served as is: its bytes and their entity tag, computed once."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, content: Any) -> "JSONDocument":
+        body = json.dumps(content, separators=(",", ":")).encode()
+        return cls(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+
+
+@dataclass(frozen=True, slots=True)
 class KeySet:
     """Every key this process verifies with, and the one it signs with."""
 
     signing: SigningKeyPair
     by_kid: Mapping[str, SigningKeyPair]
+    # RFC 7517 §5 JWK Set, public parameters only: derived from the keys, so it changes
+    # exactly when they do.
+    jwks: JSONDocument = field(init=False)
 
-    @property
-    def jwks(self) -> dict[str, Any]:
-        """RFC 7517 §5 JWK Set: public parameters only."""
-        return {"keys": [dict(key.public_jwk) for key in self.by_kid.values()]}
+    def __post_init__(self) -> None:
+        content = {"keys": [dict(key.public_jwk) for key in self.by_kid.values()]}
+        object.__setattr__(self, "jwks", JSONDocument.of(content))
 
 
 async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
