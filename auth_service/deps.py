@@ -13,10 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
 from auth_service.db import session_scope
-from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services.keys import KeySet
-from auth_service.services.user_state import UserStates
 
 
 async def get_settings(request: Request) -> Settings:
@@ -32,16 +30,6 @@ async def get_hasher(request: Request) -> PasswordHasher:
 async def get_keys(request: Request) -> KeySet:
     keys: KeySet = request.app.state.keys
     return keys
-
-
-async def get_token_cache(request: Request) -> VerifiedTokenCache:
-    cache: VerifiedTokenCache = request.app.state.token_cache
-    return cache
-
-
-async def get_user_states(request: Request) -> UserStates:
-    states: UserStates = request.app.state.user_states
-    return states
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -83,8 +71,6 @@ async def password_turn(request: Request) -> AsyncIterator[None]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 KeysDep = Annotated[KeySet, Depends(get_keys)]
-TokenCacheDep = Annotated[VerifiedTokenCache, Depends(get_token_cache)]
-UserStatesDep = Annotated[UserStates, Depends(get_user_states)]
 # scope="function": commit before the response goes out, so a failed commit is a failed request.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PasswordTurn = Depends(password_turn, scope="function")

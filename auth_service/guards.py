@@ -1,39 +1,57 @@
 """Guards: FastAPI dependencies that authenticate and authorize a request.
 
 Bearer tokens per RFC 6750; failures answer 401 `invalid_token` or 403
-`insufficient_scope` with a `WWW-Authenticate` challenge (§3).
+`insufficient_scope` with a `WWW-Authenticate` challenge (§3). Every guard returns one
+`Principal`: the verified token and the user it was issued to, read afresh for the request.
 """
 
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
-from auth_service.deps import KeysDep, SettingsDep, TokenCacheDep, UserStatesDep
+from auth_service.config import Settings
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE
 from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
+from auth_service.services.keys import KeySet
 from auth_service.services.tokens import is_revoked
-from auth_service.services.user_state import UserState
+from auth_service.services.user_state import UserState, UserStates
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, scopes=DESCRIPTIONS, auto_error=False)
 
 
-async def current_token(
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts for: a verified, unrevoked token and the active user it names."""
+
+    claims: dict[str, Any]
+    scopes: frozenset[str]
+    user: UserState
+
+
+async def current_principal(
     security_scopes: SecurityScopes,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    keys: KeysDep,
-    settings: SettingsDep,
-    cache: TokenCacheDep,
-) -> dict[str, Any]:
-    """The verified claims of the request's access token, holding every required scope."""
+    request: Request,
+) -> Principal:
+    """The request's principal, holding every scope the route requires.
+
+    One dependency (with the bearer scheme, for the OpenAPI document) rather than one per
+    collaborator: FastAPI's dependency solving is a large part of a guarded request's cost.
+    """
     if not token:
         raise MissingToken("An access token is required.", scope=security_scopes.scope_str or None)
+    state = request.app.state
+    settings: Settings = state.settings
+    keys: KeySet = state.keys
+    cache: jwt.VerifiedTokenCache = state.token_cache
     try:
         claims = cache.decode(
             token,
@@ -46,7 +64,7 @@ async def current_token(
         raise InvalidToken(str(exc)) from None
     try:
         # RFC 6749 §3.3: scope-tokens split on the ASCII space only (`jwt` checked it is a str).
-        granted = split_scope(claims["scope"]) if "scope" in claims else set()
+        granted = frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
     except ValueError:
         raise InvalidToken("The access token's scope claim is malformed.") from None
     missing = [s for s in security_scopes.scopes if s not in granted]
@@ -55,13 +73,11 @@ async def current_token(
             f"The access token lacks the scope {' '.join(missing)}.",
             scope=security_scopes.scope_str,
         )
-    return claims
+    states: UserStates = state.user_states
+    return Principal(claims=claims, scopes=granted, user=await _active_user(states, claims))
 
 
-async def current_user(
-    states: UserStatesDep,
-    claims: Annotated[dict[str, Any], Security(current_token)],
-) -> UserState:
+async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
     """The active user the token was issued to, if the token is still valid for them."""
     user_id: uuid.UUID | None
     try:
@@ -79,42 +95,31 @@ async def current_user(
     return user
 
 
-async def current_claims(
-    claims: Annotated[dict[str, Any], Security(current_token)],
-    _user: Annotated[UserState, Security(current_user)],
-) -> dict[str, Any]:
-    """The token's claims, once `current_user` has confirmed the token is still valid."""
-    return claims
-
-
 def require_scopes(*scopes: str) -> Any:
-    """A dependency returning the claims of a still-valid token carrying every one of `scopes`.
-
-    `current_token` alone checks only the token (signature, claims, scopes), not the user.
-    """
-    return Security(current_claims, scopes=list(scopes))
+    """A dependency returning the principal of a still-valid token with every one of `scopes`."""
+    return Security(current_principal, scopes=list(scopes))
 
 
 def require_roles(
     *roles: str, scopes: tuple[str, ...] = ()
-) -> Callable[..., Coroutine[Any, Any, UserState]]:
-    """A dependency returning the current user if they hold every one of `roles`."""
+) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency returning the principal if its user holds every one of `roles`."""
 
     async def guard(
         security_scopes: SecurityScopes,
-        user: Annotated[UserState, Security(current_user, scopes=list(scopes))],
-    ) -> UserState:
-        missing = [role for role in roles if role not in user.roles]
+        principal: Annotated[Principal, Security(current_principal, scopes=list(scopes))],
+    ) -> Principal:
+        missing = [role for role in roles if role not in principal.user.roles]
         if missing:
-            # RFC 6750 §3: name the scopes the route requires, as `current_token` does.
+            # RFC 6750 §3: name the scopes the route requires, as `current_principal` does.
             required = [*security_scopes.scopes, *scopes]
             raise InsufficientScope(
                 f"This requires the role {' '.join(missing)}.", scope=" ".join(required) or None
             )
-        return user
+        return principal
 
     return guard
 
 
-CurrentUser = Annotated[UserState, Security(current_user, scopes=[Scope.ACCOUNT])]
+CurrentPrincipal = Annotated[Principal, Security(current_principal, scopes=[Scope.ACCOUNT])]
 require_admin = require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,))

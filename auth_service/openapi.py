@@ -17,8 +17,8 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
-from auth_service.deps import get_session, get_user_states, password_turn
-from auth_service.guards import current_token
+from auth_service.deps import get_session, password_turn
+from auth_service.guards import current_principal
 from auth_service.schemas import ErrorResponse, OAuth2ErrorResponse, UnprocessableResponse
 from auth_service.security import password_policy
 
@@ -71,7 +71,7 @@ def _errors(route: RouteContext, *, oauth: bool, max_body_bytes: int) -> dict[st
     if route.body_field is not None or oauth:
         found["400"] = _response("A malformed request (its Content-Length, its body).", error)
         found["413"] = _response(f"The body is over {max_body_bytes // 1024} KiB.", error)
-    if current_token in calls:
+    if current_principal in calls:
         found["401"] = _response("No access token, or not a valid one.", error, _CHALLENGE)
         found["403"] = _response("The token lacks a scope or the user a role.", error, _CHALLENGE)
     if password_turn in calls or oauth:
@@ -80,7 +80,7 @@ def _errors(route: RouteContext, *, oauth: bool, max_body_bytes: int) -> dict[st
             error,
             _RETRY_AFTER,
         )
-    if get_session in calls or get_user_states in calls:
+    if get_session in calls or current_principal in calls:  # the guard reads the user
         found["503"] = _response("The database is unavailable.", error, _RETRY_AFTER)
     return found
 

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from auth_service.guards import require_scopes
+from auth_service.guards import Principal, require_scopes
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,
@@ -514,8 +514,8 @@ async def test_require_scopes_refuses_the_token_of_a_deactivated_user(
     client: httpx.AsyncClient,
 ) -> None:
     @app_of(client).get("/probe/scoped")
-    async def probe(claims: Annotated[dict[str, Any], require_scopes("openid")]) -> str:
-        return str(claims["sub"])
+    async def probe(principal: Annotated[Principal, require_scopes("openid")]) -> str:
+        return str(principal.claims["sub"])
 
     user_id = await _user(client, "scoped@example.com")
     token = await login(client, "scoped@example.com")

@@ -2,11 +2,11 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, Security, status
+from fastapi import APIRouter, Depends, Response, status
 
 from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
 from auth_service.errors import Forbidden, InvalidToken
-from auth_service.guards import CurrentUser, current_user, require_scopes
+from auth_service.guards import CurrentPrincipal, Principal, require_scopes
 from auth_service.models import User
 from auth_service.schemas import (
     ErrorResponse,
@@ -64,17 +64,19 @@ async def _account(session: SessionDep, user: UserState) -> User:
 
 
 @router.get("/users/me")
-async def read_me(user: CurrentUser) -> UserPublic:
+async def read_me(principal: CurrentPrincipal) -> UserPublic:
     """The caller's account."""
-    return UserPublic.model_validate(user)
+    return UserPublic.model_validate(principal.user)
 
 
 @router.patch("/users/me")
-async def update_me(data: UserUpdateMe, user: CurrentUser, session: SessionDep) -> UserPublic:
+async def update_me(
+    data: UserUpdateMe, principal: CurrentPrincipal, session: SessionDep
+) -> UserPublic:
     """Change the caller's name."""
     if "name" not in data.model_fields_set:
-        return UserPublic.model_validate(user)
-    account = await _account(session, user)
+        return UserPublic.model_validate(principal.user)
+    account = await _account(session, principal.user)
     return UserPublic.model_validate(
         await users.update_profile(session=session, user=account, name=data.name)
     )
@@ -88,7 +90,7 @@ async def update_me(data: UserUpdateMe, user: CurrentUser, session: SessionDep) 
 )
 async def change_password(
     data: PasswordChange,
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     session: SessionDep,
     settings: SettingsDep,
     hasher: HasherDep,
@@ -98,7 +100,7 @@ async def change_password(
         session=session,
         hasher=hasher,
         min_length=settings.password_min_length,
-        user=await _account(session, user),
+        user=await _account(session, principal.user),
         current_password=data.current_password,
         new_password=data.new_password,
     )
@@ -107,11 +109,10 @@ async def change_password(
 
 @router.get("/userinfo", response_model_exclude_none=True)
 async def userinfo(
-    user: Annotated[UserState, Security(current_user, scopes=[Scope.OPENID])],
-    claims: Annotated[dict[str, Any], require_scopes(Scope.OPENID)],
+    principal: Annotated[Principal, require_scopes(Scope.OPENID)],
 ) -> UserInfo:
     """OpenID Connect UserInfo: the caller's claims that the token's scopes allow."""
-    granted = set(str(claims.get("scope", "")).split())
+    user, granted = principal.user, principal.scopes
     info = UserInfo(sub=str(user.id))
     if Scope.EMAIL in granted:
         info.email = user.email
