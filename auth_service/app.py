@@ -209,6 +209,10 @@ def create_app(settings: Settings) -> FastAPI:
     secret_key = resolve_secret_key(settings)
     engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     metrics = Metrics()
+    hasher = PasswordHasher(
+        rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
+    )
+    user_states = user_states_for(engine, timeout=settings.database_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,8 +224,9 @@ def create_app(settings: Settings) -> FastAPI:
                 secret_key=secret_key,
             )
             yield
-        finally:
-            await app.state.user_states.close()
+        finally:  # what this app built, whatever a test put in its place meanwhile
+            await user_states.close()
+            hasher.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -240,12 +245,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.discovery = JSONDocument.of(wellknown.metadata(settings))
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.hasher = PasswordHasher(
-        rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
-    )
+    app.state.hasher = hasher
     app.state.metrics = metrics
     app.state.token_cache = VerifiedTokenCache()
-    app.state.user_states = user_states_for(engine, timeout=settings.database_timeout_seconds)
+    app.state.user_states = user_states
 
     _install_error_handlers(app)
     for module in (health, users, wellknown, oauth, admin, docs):

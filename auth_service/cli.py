@@ -128,6 +128,7 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
             )
         return f"{'created' if created else 'granted admin to'} {user.email} ({user.id})"
     finally:
+        hasher.close()
         await engine.dispose()
 
 

@@ -49,8 +49,8 @@ async def prepare(
 async def prepare_database(settings: Settings, *, secret_key: str) -> None:
     """Run `prepare` once outside any app: `serve` does it before it starts workers."""
     engine = create_engine(settings.database_url)
+    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
     try:
-        hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
         await prepare(
             settings=settings,
             sessionmaker=create_sessionmaker(engine),
@@ -58,4 +58,5 @@ async def prepare_database(settings: Settings, *, secret_key: str) -> None:
             secret_key=secret_key,
         )
     finally:
+        hasher.close()
         await engine.dispose()

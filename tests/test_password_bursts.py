@@ -6,15 +6,20 @@ when it is full the client holding the most places is refused, never one holding
 (tests/test_fair_queue.py has the rules step by step).
 """
 
+import os
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from auth_service.security.passwords import PasswordHasher
+from auth_service.security.passwords import HASHING_NICENESS, PasswordHasher
 from tests.conftest import (
+    BCRYPT_TEST_ROUNDS,
     STRONG_PASSWORD,
     ClientFactory,
     app_of,
@@ -237,3 +242,30 @@ async def test_registration_and_password_change_wait_in_the_same_fair_queue(
     assert refused.headers["retry-after"] == "1"
     assert registered.status_code == 201, registered.text
     assert changed.status_code == 204, changed.text
+
+
+def _nice_values_of_threads() -> dict[int, int]:
+    """Each thread of this process and its nice value (proc(5): stat field 19)."""
+    found = {}
+    for task in Path("/proc/self/task").iterdir():
+        stat = (task / "stat").read_text()
+        found[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_hashing_threads_run_below_the_event_loops_priority() -> None:
+    hasher = PasswordHasher(rounds=BCRYPT_TEST_ROUNDS, concurrency=2)
+    loop_thread = threading.get_native_id()
+    own = os.getpriority(os.PRIO_PROCESS, loop_thread)
+    before = _nice_values_of_threads()
+    try:
+        await hasher.hash(STRONG_PASSWORD)
+
+        after = _nice_values_of_threads()
+        hashing = {tid: nice for tid, nice in after.items() if tid not in before}
+        assert hashing, "the hash ran in no new thread"
+        assert set(hashing.values()) == {min(own + HASHING_NICENESS, 19)}
+        assert after[loop_thread] == own  # the event loop keeps its priority
+    finally:
+        hasher.close()

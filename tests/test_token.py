@@ -87,6 +87,9 @@ class CountingHasher(PasswordHasher):
     def turn(self, client: str = "local") -> AbstractAsyncContextManager[None]:
         return self.inner.turn(client)
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 def _count_hashing(client: httpx.AsyncClient) -> CountingHasher:
     app = app_of(client)

@@ -4,15 +4,24 @@ bcrypt_sha256 pre-hashes with SHA-256 so every byte of a long password counts (p
 ignores all past 72 bytes). Hashing runs in worker threads behind a bounded queue that is fair
 between clients (`fair_queue`), never on the event loop, so a burst of logins cannot stall
 token verification and a flood from one client cannot lock out everybody else.
+
+The hashing threads run at a lower scheduling priority (Linux: nice +10) than the event loop:
+while logins keep every core busy, the loop still gets a core at once when a request comes
+in, so verification stays fast, and the hashes use every cycle the loop leaves.
 """
 
+import asyncio
+import os
+import sys
+import threading
 import unicodedata
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
-import anyio.to_thread
+import anyio
 from passlib.context import CryptContext
 
 from auth_service.security.fair_queue import FairQueue
@@ -23,6 +32,13 @@ T = TypeVar("T")
 QUEUE_PER_SLOT = 32
 # The client of password work that no request asked for (start-up, the command line).
 LOCAL_CLIENT = "local"
+# Added to the hashing threads' nice value: the scheduler then prefers the event loop.
+HASHING_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    if sys.platform == "linux":  # a thread's own nice value: per thread only on Linux
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 def normalize(password: str) -> str:
@@ -42,8 +58,18 @@ class PasswordHasher:
             max_waiting=QUEUE_PER_SLOT * concurrency if max_waiting is None else max_waiting,
         )
         self._holding: ContextVar[bool] = ContextVar(f"password-turn-{id(self)}", default=False)
+        # One thread per slot: the queue admits no more hashes than that at once.
+        self._threads = ThreadPoolExecutor(
+            max_workers=concurrency,
+            thread_name_prefix="password-hashing",
+            initializer=_lower_priority,
+        )
         # Verifying against this costs what a real verify costs: unknown users take as long.
         self._dummy_hash = self._context.hash("dummy password for timing equalization")
+
+    def close(self) -> None:
+        """Let the hashing threads go once the work queued for them is done."""
+        self._threads.shutdown(wait=False)
 
     @asynccontextmanager
     async def turn(self, client: str = LOCAL_CLIENT) -> AsyncIterator[None]:
@@ -67,7 +93,12 @@ class PasswordHasher:
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         async with self.turn():
-            return await anyio.to_thread.run_sync(function, *args)
+            # Shielded: a cancelled request keeps its slot until its hash is done, so no more
+            # hashes run at once than there are slots.
+            with anyio.CancelScope(shield=True):
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._threads, function, *args)
+        return result
 
     async def hash(self, password: str) -> str:
         return await self._run(self._context.hash, normalize(password))
