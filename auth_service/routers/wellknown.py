@@ -10,10 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from auth_service.config import Settings
-from auth_service.deps import KeysDep
 from auth_service.guards import TOKEN_URL
 from auth_service.scopes import Scope
-from auth_service.services.keys import JSONDocument
+from auth_service.services.keys import JSONDocument, KeySet
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
@@ -70,6 +69,7 @@ async def oauth_authorization_server(request: Request) -> Response:
 
 
 @router.get("/jwks.json", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED})
-async def jwks(request: Request, keys: KeysDep) -> Response:
+async def jwks(request: Request) -> Response:
     """The public keys access tokens are signed with (RFC 7517 JWK Set)."""
+    keys: KeySet = request.app.state.keys  # no dependency: each costs more than this answer
     return _answer(request, keys.jwks)
