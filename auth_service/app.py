@@ -21,7 +21,7 @@ from auth_service.config import (
     secret_key_weakness,
     warn_unknown_variables,
 )
-from auth_service.db import create_engine, create_sessionmaker, is_unavailable
+from auth_service.db import is_unavailable
 from auth_service.errors import (
     BearerError,
     DomainError,
@@ -34,15 +34,12 @@ from auth_service.middleware import (
     RequestContextMiddleware,
     UnhandledErrorMiddleware,
 )
-from auth_service.observability import Metrics
 from auth_service.openapi import install as install_openapi
 from auth_service.routers import admin, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.security.fair_queue import QueueRefused
-from auth_service.security.jwt import VerifiedTokenCache
-from auth_service.security.passwords import PasswordHasher
 from auth_service.services.keys import JSONDocument
-from auth_service.services.user_state import user_states_for
+from auth_service.state import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -207,27 +204,20 @@ def _allowed_methods(request: Request) -> str:
 
 def create_app(settings: Settings) -> FastAPI:
     secret_key = resolve_secret_key(settings)
-    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
-    metrics = Metrics()
-    hasher = PasswordHasher(
-        rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
-    )
-    user_states = user_states_for(engine, timeout=settings.database_timeout_seconds)
+    state = AppState.build(settings, discovery=JSONDocument.of(wellknown.metadata(settings)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            app.state.keys = await startup.prepare(
+            state.keys = await startup.prepare(
                 settings=settings,
-                sessionmaker=app.state.sessionmaker,
-                hasher=app.state.hasher,
+                sessionmaker=state.sessionmaker,
+                hasher=state.hasher,
                 secret_key=secret_key,
             )
             yield
-        finally:  # what this app built, whatever a test put in its place meanwhile
-            await user_states.close()
-            hasher.close()
-            await engine.dispose()
+        finally:
+            await state.close()
 
     app = FastAPI(
         title="auth-service",
@@ -241,14 +231,7 @@ def create_app(settings: Settings) -> FastAPI:
         # which a client chooses: no redirects, a 404 for the wrong spelling.
         redirect_slashes=False,
     )
-    app.state.settings = settings
-    app.state.discovery = JSONDocument.of(wellknown.metadata(settings))
-    app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.hasher = hasher
-    app.state.metrics = metrics
-    app.state.token_cache = VerifiedTokenCache()
-    app.state.user_states = user_states
+    app.state.auth = state  # read through auth_service.state.state_of
 
     _install_error_handlers(app)
     for module in (health, users, wellknown, oauth, admin, docs):
@@ -276,7 +259,8 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: sees every answer
+    # Outermost: sees every answer.
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     return app
 
 

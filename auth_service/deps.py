@@ -14,27 +14,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.config import Settings
 from auth_service.db import session_scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services.keys import KeySet
+from auth_service.state import state_of
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request).settings
 
 
 async def get_hasher(request: Request) -> PasswordHasher:
-    hasher: PasswordHasher = request.app.state.hasher
-    return hasher
-
-
-async def get_keys(request: Request) -> KeySet:
-    keys: KeySet = request.app.state.keys
-    return keys
+    return state_of(request).hasher
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed before the response is sent, or rolled back."""
-    async with session_scope(request.app.state.sessionmaker) as session:
+    async with session_scope(state_of(request).sessionmaker) as session:
         yield session
 
 
@@ -63,14 +56,13 @@ async def password_turn(request: Request) -> AsyncIterator[None]:
     For JSON routes that hash (FastAPI has read the body before dependencies run, so a slow
     upload holds no place).
     """
-    hasher: PasswordHasher = request.app.state.hasher
+    hasher = state_of(request).hasher
     async with hasher.turn(client_key(request)):
         yield
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
-KeysDep = Annotated[KeySet, Depends(get_keys)]
 # scope="function": commit before the response goes out, so a failed commit is a failed request.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 PasswordTurn = Depends(password_turn, scope="function")

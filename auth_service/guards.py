@@ -13,14 +13,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
-from auth_service.config import Settings
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE
 from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
-from auth_service.services.keys import KeySet
 from auth_service.services.tokens import is_revoked
 from auth_service.services.user_state import UserState, UserStates
+from auth_service.state import state_of
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
@@ -48,14 +47,12 @@ async def current_principal(
     """
     if not token:
         raise MissingToken("An access token is required.", scope=security_scopes.scope_str or None)
-    state = request.app.state
-    settings: Settings = state.settings
-    keys: KeySet = state.keys
-    cache: jwt.VerifiedTokenCache = state.token_cache
+    state = state_of(request)
+    settings = state.settings
     try:
-        claims = cache.decode(
+        claims = state.token_cache.decode(
             token,
-            keys=keys.by_kid,
+            keys=state.keys.by_kid,
             algorithm=settings.signing_alg,
             issuer=settings.issuer,
             audience=settings.token_audience,
@@ -73,8 +70,8 @@ async def current_principal(
             f"The access token lacks the scope {' '.join(missing)}.",
             scope=security_scopes.scope_str,
         )
-    states: UserStates = state.user_states
-    return Principal(claims=claims, scopes=granted, user=await _active_user(states, claims))
+    user = await _active_user(state.user_states, claims)
+    return Principal(claims=claims, scopes=granted, user=user)
 
 
 async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:

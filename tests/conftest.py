@@ -26,6 +26,7 @@ from psycopg import sql
 from auth_service import migrate, startup
 from auth_service.app import create_app
 from auth_service.config import Settings
+from auth_service.state import AppState, state_of
 
 BCRYPT_TEST_ROUNDS = 4
 STRONG_PASSWORD = "correct horse battery staple"
@@ -162,17 +163,22 @@ async def started_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 
 
 def app_of(client: httpx.AsyncClient) -> FastAPI:
-    """The app an in-process client calls: its state holds the engine, hasher and keys."""
+    """The app an in-process client calls."""
     app: FastAPI = client._transport.app  # type: ignore[attr-defined]
     return app
+
+
+def app_state(client: httpx.AsyncClient) -> AppState:
+    """The state of the app an in-process client calls: its engine, hasher, keys..."""
+    return state_of(app_of(client))
 
 
 async def drop_connections(client: httpx.AsyncClient) -> None:
     """Close every database connection the app holds, as a restart would: pooled ones and
     the guards' own (an open SQLite file keeps working after it is moved)."""
-    app = app_of(client)
-    await app.state.user_states.close()
-    await app.state.engine.dispose()
+    state = app_state(client)
+    await state.user_states.close()
+    await state.engine.dispose()
 
 
 def b64url(data: bytes) -> str:

@@ -11,7 +11,7 @@ from auth_service.services import users
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
-    app_of,
+    app_state,
     auth_headers,
     bearer,
     login,
@@ -148,9 +148,9 @@ async def _login_racing_a_password_change(
 
     Returns (login, change) responses.
     """
-    app = app_of(client)
-    hasher = _PausingHasher(app.state.hasher)
-    app.state.hasher = hasher
+    state = app_state(client)
+    hasher = _PausingHasher(state.hasher)
+    state.hasher = hasher
     responses: dict[str, httpx.Response] = {}
 
     async def log_in_with_the_old_password() -> None:
@@ -183,8 +183,8 @@ async def test_a_login_racing_a_password_change_is_refused(client: httpx.AsyncCl
 
 
 async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
-    app = app_of(client)
-    async with app.state.sessionmaker() as session:
+    state = app_state(client)
+    async with state.sessionmaker() as session:
         user = await users.get_by_email(session=session, email=email)
         assert user is not None
         return user.hashed_password

@@ -32,6 +32,7 @@ from tests.conftest import (
     ClientFactory,
     admin_headers,
     app_of,
+    app_state,
     drop_connections,
     make_settings,
     started_client,
@@ -331,7 +332,7 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout(
 ) -> None:
     async with make_client(database_timeout_seconds=DATABASE_TIMEOUT) as client:
         headers = await admin_headers(client)
-        engine = app_of(client).state.engine
+        engine = app_state(client).engine
 
         async with AsyncExitStack() as stack:
             await _hold_every_connection(stack, engine)

@@ -25,6 +25,7 @@ from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,
     app_of,
+    app_state,
     auth_headers,
     b64url,
     bearer,
@@ -86,7 +87,7 @@ def _sign_with_our_key(
     typ: str = "at+jwt",
 ) -> str:
     """Sign as the service does: its current private key, its kid, `typ: at+jwt`."""
-    signing = app_of(client).state.keys.signing
+    signing = app_state(client).keys.signing
     return jwt.encode(
         claims,
         signing.private.to_pem(),
@@ -158,7 +159,7 @@ async def test_token_signed_by_us_with_every_claim_is_accepted(
 
 async def test_unsigned_token_with_alg_none_is_refused(client: httpx.AsyncClient) -> None:
     user_id = await _user(client, "none@example.com")
-    kid = app_of(client).state.keys.signing.kid
+    kid = app_state(client).keys.signing.kid
     header = {"alg": "none", "typ": "at+jwt", "kid": kid}
     token = f"{_b64url_json(header)}.{_b64url_json(_claims(user_id))}."
 
@@ -172,7 +173,7 @@ async def test_hs256_token_keyed_with_our_public_key_is_refused(
 ) -> None:
     # Algorithm confusion: the attacker knows our public key and uses it as an HMAC secret.
     user_id = await _user(client, "confused@example.com")
-    keys = app_of(client).state.keys
+    keys = app_state(client).keys
     public_pem: bytes = keys.signing.public.to_pem()
     header = {"alg": "HS256", "typ": "at+jwt", "kid": keys.signing.kid}
     signing_input = f"{_b64url_json(header)}.{_b64url_json(_claims(user_id))}"
@@ -194,7 +195,7 @@ async def test_token_signed_by_a_foreign_key_under_our_kid_is_refused(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    kid = app_of(client).state.keys.signing.kid
+    kid = app_state(client).keys.signing.kid
     token = jwt.encode(
         _claims(user_id), foreign_pem, algorithm="RS256", headers={"kid": kid, "typ": "at+jwt"}
     )
@@ -216,7 +217,7 @@ async def test_token_naming_an_unknown_kid_is_refused(client: httpx.AsyncClient,
 
 async def test_token_without_kid_is_refused(client: httpx.AsyncClient) -> None:
     user_id = await _user(client, "nokid@example.com")
-    signing = app_of(client).state.keys.signing
+    signing = app_state(client).keys.signing
     token = jwt.encode(
         _claims(user_id), signing.private.to_pem(), algorithm="RS256", headers={"typ": "at+jwt"}
     )

@@ -24,6 +24,7 @@ from tests.conftest import (
     ClientFactory,
     admin_headers,
     app_of,
+    app_state,
     auth_headers,
     bearer,
     drop_connections,
@@ -462,7 +463,7 @@ async def test_every_log_line_is_one_json_object(
 
 
 async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
-    engine = app_of(client).state.engine
+    engine = app_state(client).engine
     async with engine.connect() as connection:
         result = await connection.execute(
             text("SELECT hashed_password FROM users WHERE email = :email"), {"email": email}

@@ -22,7 +22,7 @@ from tests.conftest import (
     BCRYPT_TEST_ROUNDS,
     STRONG_PASSWORD,
     ClientFactory,
-    app_of,
+    app_state,
     auth_headers,
     peer,
     register,
@@ -44,7 +44,7 @@ class Burst:
 
 async def _burst(client: httpx.AsyncClient, send: Callable[[], Awaitable[httpx.Response]]) -> Burst:
     """Send BURST requests at once; meanwhile ask for readiness and watch the pool."""
-    pool = app_of(client).state.engine.pool
+    pool = app_state(client).engine.pool
     statuses: list[int] = []
     most_checked_out = 0
 
@@ -100,7 +100,9 @@ async def test_a_password_change_burst_queues_without_holding_database_connectio
 def _use_hasher(client: httpx.AsyncClient, *, max_waiting: int) -> PasswordHasher:
     """One slow hashing slot with `max_waiting` places to wait in."""
     hasher = PasswordHasher(rounds=SLOW_ROUNDS, concurrency=1, max_waiting=max_waiting)
-    app_of(client).state.hasher = hasher
+    state = app_state(client)
+    state.hasher.close()  # the app closes the one it holds when it stops: this one
+    state.hasher = hasher
     return hasher
 
 

@@ -21,7 +21,7 @@ from tests.conftest import (
     ADMIN_PASSWORD,
     STRONG_PASSWORD,
     admin_headers,
-    app_of,
+    app_state,
     login,
     register,
 )
@@ -92,9 +92,9 @@ class CountingHasher(PasswordHasher):
 
 
 def _count_hashing(client: httpx.AsyncClient) -> CountingHasher:
-    app = app_of(client)
-    counting = CountingHasher(app.state.hasher)
-    app.state.hasher = counting
+    state = app_state(client)
+    counting = CountingHasher(state.hasher)
+    state.hasher = counting
     return counting
 
 

@@ -16,7 +16,7 @@ from auth_service.security import crypto, jwt
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,
-    app_of,
+    app_state,
     bearer,
     login,
     register,
@@ -129,7 +129,7 @@ async def test_a_cached_token_is_refused_at_once_after_a_change_to_its_user(
     token = await login(client, "cached@example.com")
     admin = await admin_headers(client)
     assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
-    cache: jwt.VerifiedTokenCache = app_of(client).state.token_cache
+    cache: jwt.VerifiedTokenCache = app_state(client).token_cache
     assert len(cache) >= 1  # the token is cached now
 
     if change == "deactivation":

@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from auth_service.guards import require_roles
 from auth_service.models import User
-from tests.conftest import app_of, b64url, bearer, login, register, request_token
+from tests.conftest import app_of, app_state, b64url, bearer, login, register, request_token
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ def _object(*parts: dict[str, str]) -> bytes:
 
 
 def _header(client: httpx.AsyncClient, **raw: str) -> dict[str, str]:
-    kid = app_of(client).state.keys.signing.kid
+    kid = app_state(client).keys.signing.kid
     return {"alg": '"RS256"', "typ": '"at+jwt"', "kid": _json(kid), **raw}
 
 
@@ -69,7 +69,7 @@ def _claims(user_id: str, **raw: str) -> dict[str, str]:
 def _sign(client: httpx.AsyncClient, header: bytes, payload: bytes) -> str:
     """A compact JWS over exactly these header and payload bytes, signed with our key."""
     rsa = RSAAlgorithm(RSAAlgorithm.SHA256)
-    key = rsa.prepare_key(app_of(client).state.keys.signing.private.to_pem())
+    key = rsa.prepare_key(app_state(client).keys.signing.private.to_pem())
     signing_input = f"{b64url(header)}.{b64url(payload)}"
     return f"{signing_input}.{b64url(rsa.sign(signing_input.encode(), key))}"
 

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from auth_service.db import ping
+from auth_service.state import state_of
 
 router = APIRouter(tags=["operations"])
 
@@ -22,7 +23,7 @@ async def ready(request: Request) -> JSONResponse:
     """Ready to serve: the database answers."""
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):
-            await ping(request.app.state.engine)
+            await ping(state_of(request).engine)
     except Exception:  # any failure to reach the database means "not ready"
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
@@ -31,5 +32,5 @@ async def ready(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition format."""
-    body, content_type = request.app.state.metrics.render()
+    body, content_type = state_of(request).metrics.render()
     return Response(body, media_type=content_type)

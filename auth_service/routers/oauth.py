@@ -8,8 +8,10 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.deps import HasherDep, KeysDep, SessionDep, SettingsDep, client_key
+from auth_service.config import Settings
+from auth_service.deps import SessionDep, client_key
 from auth_service.errors import (
     InvalidClient,
     InvalidGrant,
@@ -21,6 +23,7 @@ from auth_service.guards import TOKEN_URL
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.security.fair_queue import QueueRefused
 from auth_service.services import tokens, users
+from auth_service.state import AppState, state_of
 
 router = APIRouter(tags=["oauth2"])
 
@@ -117,7 +120,7 @@ def _client_from_basic(header: str | None) -> str | None:
     return unquote_plus(client_id) or None
 
 
-def _client_id(request: Request, form: Form, settings: SettingsDep) -> str:
+def _client_id(request: Request, form: Form, settings: Settings) -> str:
     from_header = _client_from_basic(request.headers.get("authorization"))
     from_form = _optional(form, "client_id")
     if from_header and from_form and from_header != from_form:
@@ -139,17 +142,12 @@ def _client_id(request: Request, form: Form, settings: SettingsDep) -> str:
         }
     },
 )
-async def token(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    hasher: HasherDep,
-    keys: KeysDep,
-) -> JSONResponse:
+async def token(request: Request, session: SessionDep) -> JSONResponse:
     """Exchange a user's email and password for an access token (RFC 6749 §4.3)."""
-    logins = request.app.state.metrics.logins
+    state = state_of(request)
+    logins = state.metrics.logins
     try:
-        issued = await _password_grant(request, session, settings, hasher, keys)
+        issued = await _password_grant(request, session, state)
     except OAuth2Error as exc:
         logins.labels(exc.error).inc()
         raise
@@ -164,12 +162,9 @@ async def token(
 
 
 async def _password_grant(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    hasher: HasherDep,
-    keys: KeysDep,
+    request: Request, session: AsyncSession, state: AppState
 ) -> tokens.IssuedToken:
+    settings, hasher = state.settings, state.hasher
     form = await _read_form(request)
     grant_type = _required(form, "grant_type")
     if grant_type != "password":
@@ -181,12 +176,16 @@ async def _password_grant(
     # The caller's place in the fair password queue, before the lookup touches the database.
     async with hasher.turn(client_key(request)):
         user = await users.authenticate(
-            session=session, hasher=hasher, email=username, password=password
+            session=session,
+            states=state.user_states,
+            hasher=hasher,
+            email=username,
+            password=password,
         )
     if user is None:
         # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
         raise InvalidGrant("The email or password is incorrect.")
     scopes = tokens.grant_scopes(requested_scopes, roles=user.roles)
     return tokens.issue_access_token(
-        user=user, client_id=client_id, scopes=scopes, keys=keys, settings=settings
+        user=user, client_id=client_id, scopes=scopes, keys=state.keys, settings=settings
     )

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Request, Response
 from auth_service.config import Settings
 from auth_service.guards import TOKEN_URL
 from auth_service.scopes import Scope
-from auth_service.services.keys import JSONDocument, KeySet
+from auth_service.services.keys import JSONDocument
+from auth_service.state import state_of
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
@@ -57,7 +58,7 @@ def _answer(request: Request, document: JSONDocument) -> Response:
 )
 async def openid_configuration(request: Request) -> Response:
     """OpenID Connect Discovery 1.0 provider metadata."""
-    return _answer(request, request.app.state.discovery)
+    return _answer(request, state_of(request).discovery)
 
 
 @router.get(
@@ -65,11 +66,11 @@ async def openid_configuration(request: Request) -> Response:
 )
 async def oauth_authorization_server(request: Request) -> Response:
     """RFC 8414 authorization server metadata."""
-    return _answer(request, request.app.state.discovery)
+    return _answer(request, state_of(request).discovery)
 
 
 @router.get("/jwks.json", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED})
 async def jwks(request: Request) -> Response:
     """The public keys access tokens are signed with (RFC 7517 JWK Set)."""
-    keys: KeySet = request.app.state.keys  # no dependency: each costs more than this answer
-    return _answer(request, keys.jwks)
+    # No dependency: solving one costs more than this whole answer.
+    return _answer(request, state_of(request).keys.jwks)

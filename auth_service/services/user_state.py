@@ -1,10 +1,15 @@
-"""The guards' read of a user's current state: one statement, straight through the driver.
+"""The reads on the auth path: one statement each, straight through the driver.
 
 Every guarded request reads the user it serves (active? which token version? which roles?),
 never a cached copy, so a deactivation, deletion or password change made through any worker
 or replica is refused on the very next request. That read is the hot path, so it skips the
 ORM session and its transaction: a statement compiled once from the tables, with
 SQLAlchemy's own type conversions, run by the driver.
+
+A sign-in's credential check goes the same way, for its timing rather than its speed: found
+or not, the read costs a few microseconds, so an address that has an account cannot be told
+from one that has none by how long its failure takes (an ORM load of the found row costs
+tens of microseconds more than no row).
 
 - SQLite: on the event loop. A primary-key read from a WAL file is a few microseconds, far
   less than a thread hop, and WAL readers do not wait for writers. Should the file be busy
@@ -22,7 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import anyio.to_thread
-from sqlalchemy import bindparam, select
+from sqlalchemy import Column, Select, bindparam, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -66,6 +71,21 @@ _STATEMENT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a sign-in checks before it loads the account."""
+
+    id: uuid.UUID
+    hashed_password: str
+    is_active: bool
+    token_version: int
+
+
+_CREDENTIALS = select(
+    _users.c.id, _users.c.hashed_password, _users.c.is_active, _users.c.token_version
+).where(_users.c.email_key == bindparam("key"))
+
+
 def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
     """The user of rows already converted to Python values (one row per role, or one)."""
     if not rows:
@@ -74,34 +94,39 @@ def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
     return UserState(*rows[0][:-1], roles=roles)
 
 
-class _Compiled:
-    """The statement in one dialect's SQL, with the type conversions SQLAlchemy would apply."""
+def _credentials(rows: Sequence[Sequence[Any]]) -> Credentials | None:
+    return Credentials(*rows[0]) if rows else None
 
-    def __init__(self, dialect: Dialect) -> None:
-        self.sql = str(_STATEMENT.compile(dialect=dialect))
-        bind = _users.c.id.type.dialect_impl(dialect).bind_processor(dialect)
-        self.bind: Callable[[uuid.UUID], Any] = bind or (lambda value: value)
+
+class _Compiled:
+    """A statement of one parameter in one dialect's SQL, with the type conversions
+    SQLAlchemy would apply to the parameter and to each column."""
+
+    def __init__(self, statement: Select[Any], parameter: Column[Any], dialect: Dialect) -> None:
+        self.sql = str(statement.compile(dialect=dialect))
+        bind = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        self.bind: Callable[[Any], Any] = bind or (lambda value: value)
         self._results = [
             c.type.dialect_impl(dialect).result_processor(dialect, None)
-            for c in _STATEMENT.selected_columns
+            for c in statement.selected_columns
         ]
 
-    def state(self, rows: Sequence[Sequence[Any]]) -> UserState | None:
-        converted = [
-            [p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows
-        ]
-        return _state(converted)
+    def rows(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        return [[p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows]
 
 
 class UserStates(Protocol):
     async def get(self, user_id: uuid.UUID) -> UserState | None: ...
+    async def credentials(self, email_key: str) -> Credentials | None: ...
     async def close(self) -> None: ...
 
 
 class SQLiteUserStates:
     def __init__(self, path: str, *, timeout: float) -> None:
         self._path, self._timeout = path, timeout
-        self._compiled = _Compiled(sqlite.dialect())
+        dialect = sqlite.dialect()
+        self._state = _Compiled(_STATEMENT, _users.c.id, dialect)
+        self._credentials = _Compiled(_CREDENTIALS, _users.c.email_key, dialect)
         self._connection: sqlite3.Connection | None = None
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
@@ -111,27 +136,33 @@ class SQLiteUserStates:
         connection.execute("PRAGMA query_only = ON")
         return connection
 
-    def _read(self, connection: sqlite3.Connection, user_id: uuid.UUID) -> UserState | None:
-        cursor = connection.execute(self._compiled.sql, (self._compiled.bind(user_id),))
-        return self._compiled.state(cursor.fetchall())
+    @staticmethod
+    def _read(connection: sqlite3.Connection, query: _Compiled, value: Any) -> list[list[Any]]:
+        return query.rows(connection.execute(query.sql, (query.bind(value),)).fetchall())
 
-    def _read_waiting(self, user_id: uuid.UUID) -> UserState | None:
+    def _read_waiting(self, query: _Compiled, value: Any) -> list[list[Any]]:
         connection = self._connect(self._timeout)
         try:
-            return self._read(connection, user_id)
+            return self._read(connection, query, value)
         finally:
             connection.close()
 
-    async def get(self, user_id: uuid.UUID) -> UserState | None:
+    async def _fetch(self, query: _Compiled, value: Any) -> list[list[Any]]:
         try:
             if self._connection is None:
                 self._connection = self._connect(ON_LOOP_BUSY_TIMEOUT_SECONDS)
-            return self._read(self._connection, user_id)
+            return self._read(self._connection, query, value)
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 await self.close()  # the file moved or broke: the next read opens it afresh
                 raise
-        return await anyio.to_thread.run_sync(self._read_waiting, user_id)
+        return await anyio.to_thread.run_sync(self._read_waiting, query, value)
+
+    async def get(self, user_id: uuid.UUID) -> UserState | None:
+        return _state(await self._fetch(self._state, user_id))
+
+    async def credentials(self, email_key: str) -> Credentials | None:
+        return _credentials(await self._fetch(self._credentials, email_key))
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -146,10 +177,15 @@ class EngineUserStates:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def get(self, user_id: uuid.UUID) -> UserState | None:
+    async def _fetch(self, statement: Select[Any], **parameters: Any) -> Sequence[Any]:
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(_STATEMENT, {"id": user_id})).all()
-        return _state(rows)
+            return (await connection.execute(statement, parameters)).all()
+
+    async def get(self, user_id: uuid.UUID) -> UserState | None:
+        return _state(await self._fetch(_STATEMENT, id=user_id))
+
+    async def credentials(self, email_key: str) -> Credentials | None:
+        return _credentials(await self._fetch(_CREDENTIALS, key=email_key))
 
     async def close(self) -> None:
         return None  # the engine is the app's, disposed with it

@@ -19,6 +19,7 @@ from auth_service.models import ADMIN_ROLE, User, UserRole, utcnow
 from auth_service.schemas import AdminUserCreate, AdminUserUpdate, UserCreate, normalize_email
 from auth_service.security import emails, password_policy
 from auth_service.security.passwords import PasswordHasher, normalize
+from auth_service.services.user_state import UserStates
 
 logger = logging.getLogger(__name__)
 
@@ -119,28 +120,28 @@ async def admin_create_user(
 
 
 async def authenticate(
-    *, session: AsyncSession, hasher: PasswordHasher, email: str, password: str
+    *,
+    session: AsyncSession,
+    states: UserStates,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
 ) -> User | None:
     """The active user with these credentials, else None.
 
-    Every failure does the same work: one query for a few columns and one failing bcrypt
-    verify-and-update, against a dummy hash when no active account has the address (a
-    right password would cost passlib a little more, in its rehash check). So neither the
-    answer (callers answer every failure alike) nor its timing tells whether an address is
-    registered, or whether its account is active. The account itself loads only on success.
+    Every failure does the same work: one driver-level read of a few columns (microseconds,
+    row or no row) and one failing bcrypt verify-and-update, against a dummy hash when no
+    active account has the address (a right password would cost passlib a little more, in
+    its rehash check). So neither the answer (callers answer every failure alike) nor its
+    timing tells whether an address is registered, or whether its account is active. The
+    account itself loads, in the session, only on success.
     """
     if len(normalize(password)) > password_policy.MAX_LENGTH:
         return None  # no password this long was ever accepted: refuse without hashing
     async with hasher.turn():
         # The account of this address however it is spelled; what is no address runs the
-        # same query for a key nobody has.
-        key = emails.key_of(email) or ""
-        found = await session.exec(
-            select(User.id, User.hashed_password, User.is_active, User.token_version).where(
-                User.email_key == key
-            )
-        )
-        checked = found.first()
+        # same read for a key nobody has.
+        checked = await states.credentials(emails.key_of(email) or "")
         if checked is None or not checked.is_active:
             await hasher.dummy_verify(password)
             return None

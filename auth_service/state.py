@@ -1,0 +1,76 @@
+"""The application's state: one typed object, built by `create_app`, completed at start-up.
+
+Dependencies, guards, routes and tests reach the app's collaborators through `state_of`
+instead of untyped `app.state` lookups, so a renamed or missing collaborator is a type error,
+not an AttributeError at request time.
+"""
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp
+
+from auth_service.config import Settings
+from auth_service.db import create_engine, create_sessionmaker
+from auth_service.observability import Metrics
+from auth_service.security.jwt import VerifiedTokenCache
+from auth_service.security.passwords import PasswordHasher
+from auth_service.services.keys import JSONDocument, KeySet
+from auth_service.services.user_state import UserStates, user_states_for
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    hasher: PasswordHasher
+    user_states: UserStates
+    token_cache: VerifiedTokenCache
+    metrics: Metrics
+    discovery: JSONDocument
+    _keys: KeySet | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, discovery: JSONDocument) -> "AppState":
+        engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            hasher=PasswordHasher(
+                rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
+            ),
+            user_states=user_states_for(engine, timeout=settings.database_timeout_seconds),
+            token_cache=VerifiedTokenCache(),
+            metrics=Metrics(),
+            discovery=discovery,
+        )
+
+    @property
+    def keys(self) -> KeySet:
+        """The signing key set, loaded when the app starts."""
+        if self._keys is None:
+            raise RuntimeError("the key set is loaded by the app's lifespan, which has not run")
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: KeySet) -> None:
+        self._keys = keys
+
+    async def close(self) -> None:
+        """Release what the app holds: the guards' connection, hashing threads, the pool."""
+        try:
+            await self.user_states.close()
+            self.hasher.close()
+        finally:
+            await self.engine.dispose()
+
+
+def state_of(source: HTTPConnection | ASGIApp) -> AppState:
+    """The state of the app serving a request (or of the app itself)."""
+    app = source.app if isinstance(source, HTTPConnection) else source
+    state: AppState = app.state.auth  # type: ignore[attr-defined]
+    return state
