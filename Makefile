@@ -11,6 +11,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
+# Branch coverage with the floor in pyproject.toml; `make test COVERAGE= PYTEST_ARGS=tests/x.py`
+# runs a part of the suite without it.
+COVERAGE ?= --cov
 
 .PHONY: run test lint format migrate openapi lock bench bench-quick bench-micro clean
 
@@ -25,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/auth-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

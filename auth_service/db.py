@@ -119,7 +119,7 @@ def is_unavailable(error: BaseException) -> bool:
         return False
     if error.connection_invalidated:  # the dialect recognised a lost connection
         return True
-    return _driver_error_is_unavailable(error.orig)
+    return error.orig is not None and _driver_error_is_unavailable(error.orig)
 
 
 def _driver_error_is_unavailable(cause: BaseException) -> bool:
@@ -162,12 +162,15 @@ async def lock_for_startup(session: AsyncSession) -> None:
     PostgreSQL: a transaction-level advisory lock. SQLite: a write that matches no row takes
     the database's write lock until the transaction ends.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    connection = await session.connection()  # the session's transaction
+    if connection.dialect.name == "postgresql":
         # Waiting for another replica's start-up is not a request: no statement timeout.
-        await session.exec(text("SET LOCAL statement_timeout = 0"))
-        await session.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=STARTUP_LOCK_ID))
+        await connection.execute(text("SET LOCAL statement_timeout = 0"))
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=STARTUP_LOCK_ID)
+        )
     else:
-        await session.exec(text("UPDATE signing_keys SET kid = kid WHERE 1 = 0"))
+        await connection.execute(text("UPDATE signing_keys SET kid = kid WHERE 1 = 0"))
 
 
 async def ping(engine: AsyncEngine) -> None:

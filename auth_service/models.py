@@ -76,7 +76,7 @@ class User(SQLModel, table=True):
     def set_roles(self, roles: list[str]) -> None:
         wanted = set(roles)
         self.role_links = [link for link in self.role_links if link.role in wanted] + [
-            UserRole(role=role) for role in sorted(wanted - set(self.roles))
+            UserRole(user_id=self.id, role=role) for role in sorted(wanted - set(self.roles))
         ]
 
 

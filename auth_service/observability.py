@@ -19,7 +19,9 @@ from prometheus_client import (
 )
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-disable_created_metrics()  # `*_created` series double the output and nobody reads them
+# `*_created` series double the output and nobody reads them. (prometheus_client leaves
+# these two functions unannotated.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class JSONFormatter(logging.Formatter):
@@ -127,6 +129,6 @@ class Metrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # `serve --workers N`: every worker writes its samples to files; add them up.
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

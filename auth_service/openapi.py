@@ -104,7 +104,7 @@ def _with_errors(
             continue
         oauth = route.path_format in oauth_paths
         errors = _errors(route, oauth=oauth, max_body_bytes=max_body_bytes)
-        for method in route.methods:
+        for method in route.methods or ():
             responses = document["paths"][route.path_format][method.lower()]["responses"]
             for status, response in errors.items():
                 responses.setdefault(status, response)

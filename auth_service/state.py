@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp
 
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker
@@ -69,8 +69,8 @@ class AppState:
             await self.engine.dispose()
 
 
-def state_of(source: HTTPConnection | ASGIApp) -> AppState:
+def state_of(source: HTTPConnection | Starlette) -> AppState:
     """The state of the app serving a request (or of the app itself)."""
     app = source.app if isinstance(source, HTTPConnection) else source
-    state: AppState = app.state.auth  # type: ignore[attr-defined]
+    state: AppState = app.state.auth
     return state

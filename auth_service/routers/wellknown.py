@@ -19,7 +19,9 @@ router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
 _CACHE_CONTROL = "public, max-age=300"
 _JSON = {"content": {"application/json": {}}, "description": "The document."}
-_NOT_MODIFIED = {304: {"description": "The client's copy (its `If-None-Match`) is current."}}
+_NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "The client's copy (its `If-None-Match`) is current."}
+}
 
 
 def metadata(settings: Settings) -> dict[str, Any]:

@@ -55,6 +55,7 @@ def issue_access_token(
     *, user: User, client_id: str, scopes: set[str], keys: KeySet, settings: Settings
 ) -> IssuedToken:
     now = int(time.time())
+    scope = format_scope(scopes)
     claims = {
         "iss": settings.issuer,
         "sub": str(user.id),
@@ -63,7 +64,7 @@ def issue_access_token(
         "iat": now,
         "jti": secrets.token_urlsafe(16),
         "client_id": client_id,
-        "scope": format_scope(scopes),
+        "scope": scope,
         "roles": user.roles,
         # Read with the password hash it was checked against: see User.token_version.
         TOKEN_VERSION_CLAIM: user.token_version,
@@ -71,7 +72,7 @@ def issue_access_token(
     return IssuedToken(
         access_token=jwt.encode(claims, keys.signing),
         expires_in=settings.access_token_ttl,
-        scope=claims["scope"],
+        scope=scope,
     )
 
 

@@ -90,8 +90,18 @@ def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
     """The user of rows already converted to Python values (one row per role, or one)."""
     if not rows:
         return None
-    roles = tuple(sorted(row[-1] for row in rows if row[-1] is not None))
-    return UserState(*rows[0][:-1], roles=roles)
+    id_, email, name, is_active, is_verified, token_version, created_at, updated_at, _ = rows[0]
+    return UserState(
+        id=id_,
+        email=email,
+        name=name,
+        is_active=is_active,
+        is_verified=is_verified,
+        token_version=token_version,
+        created_at=created_at,
+        updated_at=updated_at,
+        roles=tuple(sorted(row[-1] for row in rows if row[-1] is not None)),
+    )
 
 
 def _credentials(rows: Sequence[Sequence[Any]]) -> Credentials | None:
@@ -179,7 +189,8 @@ class EngineUserStates:
 
     async def _fetch(self, statement: Select[Any], **parameters: Any) -> Sequence[Any]:
         async with self._engine.connect() as connection:
-            return (await connection.execute(statement, parameters)).all()
+            rows: Sequence[Any] = (await connection.execute(statement, parameters)).all()
+        return rows
 
     async def get(self, user_id: uuid.UUID) -> UserState | None:
         return _state(await self._fetch(_STATEMENT, id=user_id))

@@ -167,7 +167,7 @@ async def authenticate(
 def invalidate_tokens(user: User) -> None:
     """Make every access token issued to `user` so far fail verification."""
     # Incremented in SQL, so two concurrent invalidations both count.
-    user.token_version = User.token_version + 1  # type: ignore[assignment]
+    user.token_version = User.token_version + 1
     user.updated_at = utcnow()
 
 
@@ -231,7 +231,9 @@ async def _ensure_other_active_admin(*, session: AsyncSession, user: User) -> No
     database's write lock first (its SELECTs would otherwise run outside the transaction).
     """
     if session.get_bind().dialect.name == "sqlite":
-        await session.exec(text("UPDATE users SET is_active = is_active WHERE 1 = 0"))
+        await (await session.connection()).execute(
+            text("UPDATE users SET is_active = is_active WHERE 1 = 0")
+        )
     admins = await session.exec(
         select(User.id)
         .join(UserRole, col(UserRole.user_id) == col(User.id))
