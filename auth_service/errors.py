@@ -1,55 +1,128 @@
-"""Every error the service answers with, in one place.
+"""Every error the service answers with, in one place, each rendering its own answer.
 
-`OAuth2Error` subclasses render as RFC 6749 §5.2 bodies; `BearerError` subclasses as
-RFC 6750 §3 challenges; `DomainError` subclasses as `{"detail": ...}` with their status.
-Services raise these; the handlers in `app.py` turn them into responses.
+An error carries its status, its body and its headers. The body has one of two shapes, and
+`answer` is the one place that picks it: an RFC 6749 §5.2 body (`error`,
+`error_description`, never cached) on the OAuth endpoints, `{"detail": ...}` everywhere
+else. `OAuth2Error`s are always the former, `BearerError`s add their RFC 6750 §3 challenge.
+Services raise these; `handlers.py` (in the app), the middleware and the server send
+`answer(path)`. Nothing here knows the web framework.
 """
 
-from typing import ClassVar
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# The endpoints whose every error is an RFC 6749 §5.2 token error response.
+OAUTH_PATHS = frozenset({"/oauth2/token"})
+_NO_STORE = {"Cache-Control": "no-store"}  # RFC 6749 §5.1: token answers are never cached
 
 
-class OAuth2Error(Exception):
-    """RFC 6749 §5.2 error response."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An error as it goes on the wire: status, headers, and a JSON body."""
 
-    error: ClassVar[str] = "invalid_request"
-    status_code: ClassVar[int] = 400
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """ASGI's spelling of the headers, with the body's type and length."""
+        return [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(self.body)),
+            *((name.lower().encode(), value.encode()) for name, value in self.headers.items()),
+        ]
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ServiceError(Exception):
+    """An answer other than success."""
+
+    status_code: int = 400
+    # This error's code in an RFC 6749 §5.2 body, when it happens on an OAuth endpoint.
+    oauth_error: ClassVar[str] = "invalid_request"
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.description}
+
+    def answer(self, path: str) -> Answer:
+        """The answer to a request for `path`."""
+        if path in OAUTH_PATHS:
+            body = {"error": self.oauth_error, "error_description": self.description}
+            return Answer(self.status_code, _json(body), {**self.headers(), **_NO_STORE})
+        return Answer(self.status_code, _json(self.body()), self.headers())
+
+
+# --- RFC 6749 §5.2: the token endpoint's own errors ----------------------------------------
+
+
+class OAuth2Error(ServiceError):
+    """RFC 6749 §5.2 error response, wherever it is raised."""
+
+    def answer(self, path: str) -> Answer:
+        headers = dict(_NO_STORE)
+        if self.status_code == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="auth-service"'  # RFC 6749 §5.2
+        body = {"error": self.oauth_error, "error_description": self.description}
+        return Answer(self.status_code, _json(body), headers)
+
 
 class InvalidRequest(OAuth2Error):
-    error = "invalid_request"
+    oauth_error = "invalid_request"
 
 
 class InvalidClient(OAuth2Error):
-    error = "invalid_client"
+    oauth_error = "invalid_client"
     status_code = 401
 
 
 class InvalidGrant(OAuth2Error):
-    error = "invalid_grant"
+    oauth_error = "invalid_grant"
 
 
 class UnsupportedGrantType(OAuth2Error):
-    error = "unsupported_grant_type"
+    oauth_error = "unsupported_grant_type"
 
 
 class InvalidScope(OAuth2Error):
-    error = "invalid_scope"
+    oauth_error = "invalid_scope"
 
 
-class BearerError(Exception):
+# --- RFC 6750 §3: bearer token errors --------------------------------------------------------
+
+
+class BearerError(ServiceError):
     """RFC 6750 §3 error: answered with a `WWW-Authenticate: Bearer` challenge."""
 
     error: ClassVar[str | None] = "invalid_token"
-    status_code: ClassVar[int] = 401
+    status_code = 401
 
     def __init__(self, description: str, *, scope: str | None = None) -> None:
         super().__init__(description)
-        self.description = description
         self.scope = scope
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 §3: Bearer realm, error, error_description, scope.
+        parts = []
+        if self.error:
+            # §3: error_description excludes '"' and '\\' (it is a quoted-string).
+            description = self.description.replace('"', "'").replace("\\", "/")
+            parts.append(f'error="{self.error}"')
+            parts.append(f'error_description="{description}"')
+        if self.scope:
+            parts.append(f'scope="{self.scope}"')
+        return {"WWW-Authenticate": "Bearer " + ", ".join(parts) if parts else "Bearer"}
 
 
 class MissingToken(BearerError):
@@ -66,14 +139,11 @@ class InsufficientScope(BearerError):
     status_code = 403
 
 
-class DomainError(Exception):
+# --- refused operations ------------------------------------------------------------------
+
+
+class DomainError(ServiceError):
     """A refused operation: `{"detail": description}` with `status_code`."""
-
-    status_code: ClassVar[int] = 400
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
 
 
 class NotFound(DomainError):
@@ -117,9 +187,76 @@ class PasswordRejected(DomainError):
         super().__init__(description)
         self.rule = rule
 
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "rule": self.rule}
+
 
 class WrongPassword(DomainError):
     status_code = 400
 
     def __init__(self) -> None:
         super().__init__("The current password is not correct.")
+
+
+class InvalidInput(DomainError):
+    """A request that does not match its schema; `errors` says where (never the input)."""
+
+    status_code = 422
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        super().__init__(f"{where}: {first['msg']}" if where else str(first["msg"]))
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "errors": self.errors}
+
+
+# --- the protocol and the server's own answers ---------------------------------------------
+
+
+class HTTPError(ServiceError):
+    """An answer of the HTTP layer itself: no route, wrong method, a malformed request."""
+
+    def __init__(
+        self, status: int, description: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(description)
+        self.status_code = status
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
+
+class RetryLater(ServiceError):
+    """Not now: the client may retry after `retry_after` seconds (RFC 9110 §10.2.3)."""
+
+    oauth_error = "temporarily_unavailable"  # RFC 6749 §5.2 (defined in §4.1.2.1)
+
+    def __init__(self, description: str, *, status: int, retry_after: int) -> None:
+        super().__init__(description)
+        self.status_code = status
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class InternalError(ServiceError):
+    """A bug: the request id lets an operator find the logged traceback."""
+
+    status_code = 500
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("Internal server error.")
+        self.request_id = request_id
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "request_id": self.request_id}
+
+    def answer(self, path: str) -> Answer:
+        # The same body everywhere: the request id matters more than the OAuth shape.
+        headers = dict(_NO_STORE) if path in OAUTH_PATHS else {}
+        return Answer(self.status_code, _json(self.body()), headers)

@@ -2,7 +2,6 @@
 size limit. In `create_app` the order is, outermost first: RequestContext, CORS, BodySizeLimit,
 UnhandledError, so every answer a middleware builds also gets CORS headers."""
 
-import json
 import logging
 import re
 import time
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auth_service.errors import Answer, HTTPError, InternalError
 from auth_service.observability import Metrics, request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -20,23 +20,15 @@ BODY_TOO_LARGE = "The request body is too large."
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: no "a\n"
 # Every answer: browsers must not guess a content type (a JSON error rendered as HTML).
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
-_NO_STORE = (b"cache-control", b"no-store")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("auth_service.access")
 
 
-async def _send_json(
-    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps(body).encode()
-    start_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(payload)),
-        *headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-    await send({"type": "http.response.body", "body": payload})
+async def _send(send: Send, answer: Answer) -> None:
+    start = {"type": "http.response.start", "status": answer.status}
+    await send({**start, "headers": answer.raw_headers()})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def _route_template(scope: Scope, original: Scope) -> str:
@@ -67,17 +59,12 @@ class _BodyTooLarge(HTTPException):
 class BodySizeLimitMiddleware:
     """Refuse request bodies over `max_body_bytes` before anything parses or hashes them."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, oauth_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.oauth_paths = oauth_paths
 
     async def _refuse(self, scope: Scope, send: Send, status: int, description: str) -> None:
-        if scope["path"] in self.oauth_paths:  # RFC 6749 §5.1/§5.2: a token answer, never cached
-            body = {"error": "invalid_request", "error_description": description}
-            await _send_json(send, status, body, [_NO_STORE])
-        else:
-            await _send_json(send, status, {"detail": description}, [])
+        await _send(send, HTTPError(status, description).answer(scope["path"]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,9 +105,8 @@ class UnhandledErrorMiddleware:
     """A bug: log it with the request id, answer a JSON 500 (inside CORS, so a browser can
     read it), never Starlette's plain-text page."""
 
-    def __init__(self, app: ASGIApp, *, oauth_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.oauth_paths = oauth_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,9 +125,8 @@ class UnhandledErrorMiddleware:
             logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if response_started:
                 raise  # too late for an answer: the server drops the connection
-            body = {"detail": "Internal server error.", "request_id": request_id_var.get() or ""}
-            headers = [_NO_STORE] if scope["path"] in self.oauth_paths else []
-            await _send_json(send, 500, body, headers)
+            error = InternalError(request_id=request_id_var.get() or "")
+            await _send(send, error.answer(scope["path"]))
 
 
 class RequestContextMiddleware:

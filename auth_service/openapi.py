@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from auth_service.deps import get_session, password_turn
+from auth_service.errors import OAUTH_PATHS
 from auth_service.guards import current_principal
 from auth_service.schemas import ErrorResponse, OAuth2ErrorResponse, UnprocessableResponse
 from auth_service.security import password_policy
@@ -89,7 +90,6 @@ def _with_errors(
     document: dict[str, Any],
     routes: Sequence[BaseRoute],
     *,
-    oauth_paths: frozenset[str],
     max_body_bytes: int,
 ) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -102,7 +102,7 @@ def _with_errors(
     for route in iter_route_contexts(routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
-        oauth = route.path_format in oauth_paths
+        oauth = route.path_format in OAUTH_PATHS
         errors = _errors(route, oauth=oauth, max_body_bytes=max_body_bytes)
         for method in route.methods or ():
             responses = document["paths"][route.path_format][method.lower()]["responses"]
@@ -131,17 +131,13 @@ def _with_password_policy(document: dict[str, Any], min_length: int) -> dict[str
     return document
 
 
-def install(
-    app: FastAPI, *, oauth_paths: frozenset[str], max_body_bytes: int, password_min_length: int
-) -> None:
+def install(app: FastAPI, *, max_body_bytes: int, password_min_length: int) -> None:
     """Serve the document with the error answers; built once, on first use."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = FastAPI.openapi(app)  # FastAPI's own, which it caches in openapi_schema
-            document = _with_errors(
-                document, app.routes, oauth_paths=oauth_paths, max_body_bytes=max_body_bytes
-            )
+            document = _with_errors(document, app.routes, max_body_bytes=max_body_bytes)
             app.openapi_schema = _with_password_policy(document, password_min_length)
         return app.openapi_schema
 

@@ -12,7 +12,6 @@ almost all do, costs a few comparisons and no timer of its own.
 
 import asyncio
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +20,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from auth_service.app import OAUTH_PATHS
 from auth_service.config import Settings
+from auth_service.errors import Answer, HTTPError, RetryLater
 
 RETRY_AFTER_SECONDS = 1
 
@@ -56,47 +55,26 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _body(description: str, oauth_error: str | None = None) -> bytes:
-    # RFC 6749 §5.2 shape on the OAuth endpoints, {"detail": ...} elsewhere, as the app answers.
-    body = (
-        {"detail": description}
-        if oauth_error is None
-        else {
-            "error": oauth_error,
-            "error_description": description,
-        }
-    )
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-_HEAD_TOO_LARGE = _body("The request header fields are too large.")  # RFC 6585 §5
-_HEAD_TOO_SLOW = _body("The request header was not received in time.")
+# Before the head is in there is no path to answer for: these have the plain shape.
+_HEAD_TOO_LARGE = HTTPError(431, "The request header fields are too large.").answer("")
+_HEAD_TOO_SLOW = HTTPError(408, "The request header was not received in time.").answer("")
 _BODY_TOO_SLOW = "The request body was not received in time."
-_BODY_TOO_SLOW_BY_OAUTH = {
-    False: _body(_BODY_TOO_SLOW),
-    True: _body(_BODY_TOO_SLOW, "invalid_request"),
-}
 _BUSY = "The server is busy; retry in a moment."
-_BUSY_BY_OAUTH = {False: _body(_BUSY), True: _body(_BUSY, "temporarily_unavailable")}
+# On every answer of the app; its middleware never sees these.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_CLOSE = (b"connection", b"close")
 
 
 async def _service_unavailable(
     scope: Scope, _receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """What a request over the concurrency limit gets instead of the app (uvicorn's is text)."""
-    oauth = scope.get("path") in OAUTH_PATHS
-    body = _BUSY_BY_OAUTH[oauth]
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
-        (b"x-content-type-options", b"nosniff"),  # the app's middleware never sees this one
-        (b"connection", b"close"),  # frees the connection: that is what is short
-    ]
-    if oauth:
-        headers.append((b"cache-control", b"no-store"))
+    busy = RetryLater(_BUSY, status=503, retry_after=RETRY_AFTER_SECONDS)
+    answer = busy.answer(str(scope.get("path", "")))
+    # Connection: close frees the connection, which is what is short.
+    headers = [*answer.raw_headers(), _NOSNIFF, _CLOSE]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -222,21 +200,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # Refusals
 
-    def _answer_and_close(self, status: int, body: bytes, *extra: bytes) -> None:
+    def _answer_and_close(self, answer: Answer) -> None:
         """Write a complete JSON response outside any ASGI cycle, then close."""
-        content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
+        content = [STATUS_LINE[answer.status]]
+        headers = [*self.server_state.default_headers, *answer.raw_headers(), _NOSNIFF, _CLOSE]
+        for name, value in headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.extend(
-            [
-                b"content-type: application/json\r\n",
-                b"content-length: %d\r\n" % len(body),
-                b"x-content-type-options: nosniff\r\n",  # as on every answer of the app
-                *extra,
-                b"connection: close\r\n\r\n",
-                body,
-            ]
-        )
+        content.extend([b"\r\n", answer.body])
         self.transport.write(b"".join(content))
         self.transport.close()
 
@@ -251,7 +221,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # later byte lands here unparsed.
             self.cycle.keep_alive = False
         else:
-            self._answer_and_close(431, _HEAD_TOO_LARGE)
+            self._answer_and_close(_HEAD_TOO_LARGE)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -262,7 +232,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif self._head_room == self._limits.max_header_bytes:
             self.transport.close()  # it sent nothing: nobody to answer
         else:
-            self._answer_and_close(408, _HEAD_TOO_SLOW)
+            self._answer_and_close(_HEAD_TOO_SLOW)
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
@@ -282,6 +252,4 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The app is waiting for the body: it gets a disconnect and its answer is dropped.
         cycle.disconnected = True
         cycle.message_event.set()
-        oauth = cycle.scope["path"] in OAUTH_PATHS
-        extra = (b"cache-control: no-store\r\n",) if oauth else ()
-        self._answer_and_close(408, _BODY_TOO_SLOW_BY_OAUTH[oauth], *extra)
+        self._answer_and_close(HTTPError(408, _BODY_TOO_SLOW).answer(cycle.scope["path"]))

@@ -149,7 +149,7 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
     try:
         issued = await _password_grant(request, session, state)
     except OAuth2Error as exc:
-        logins.labels(exc.error).inc()
+        logins.labels(exc.oauth_error).inc()
         raise
     except QueueRefused:
         logins.labels("busy").inc()
