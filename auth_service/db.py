@@ -51,6 +51,21 @@ def configure_sqlite(engine: Any) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
 
 
+def postgres_connect_args(url: URL, *, timeout: float) -> dict[str, Any]:
+    """libpq parameters that bound every wait on a PostgreSQL connection by `timeout`."""
+    # A statement waiting past the timeout (on a row lock another transaction holds, on an
+    # overloaded server) is cancelled: SQLSTATE 57014, answered 503. Options in the URL come
+    # after ours, so the URL's own statement_timeout wins.
+    options = f"-c statement_timeout={math.ceil(timeout * 1000)}"
+    if isinstance(from_url := url.query.get("options"), str):
+        options = f"{options} {from_url}"
+    connect_args: dict[str, Any] = {"options": options}
+    if "connect_timeout" not in url.query:
+        # libpq counts whole seconds, and psycopg reads 0 as "its default of 130 s".
+        connect_args["connect_timeout"] = math.ceil(timeout)
+    return connect_args
+
+
 def create_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncEngine:
     """The async engine. Statement parameters (hashes, emails) never appear in errors or logs.
 
@@ -65,19 +80,9 @@ def create_engine(database_url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
             url, connect_args={"timeout": timeout}, pool_timeout=timeout, hide_parameters=True
         )
     else:
-        # A statement waiting past the timeout (on a row lock another transaction holds, on
-        # an overloaded server) is cancelled: SQLSTATE 57014, answered 503. Options in the
-        # URL come after ours, so the URL's own statement_timeout wins.
-        options = f"-c statement_timeout={math.ceil(timeout * 1000)}"
-        if isinstance(from_url := url.query.get("options"), str):
-            options = f"{options} {from_url}"
-        connect_args: dict[str, Any] = {"options": options}
-        if "connect_timeout" not in url.query:
-            # libpq counts whole seconds, and psycopg reads 0 as "its default of 130 s".
-            connect_args["connect_timeout"] = math.ceil(timeout)
         engine = create_async_engine(
             url,
-            connect_args=connect_args,
+            connect_args=postgres_connect_args(url, timeout=timeout),
             pool_pre_ping=True,
             pool_size=10,
             max_overflow=20,
@@ -113,7 +118,7 @@ def is_unavailable(error: BaseException) -> bool:
     """True when `error` means "the database is unreachable or overloaded", not a bug."""
     if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
         return True
-    if isinstance(error, sqlite3.Error):  # raised by the driver itself (the guards' read)
+    if isinstance(error, sqlite3.Error | psycopg.Error):  # the driver's own (user_state)
         return _driver_error_is_unavailable(error)
     if not isinstance(error, exc.DBAPIError):
         return False

@@ -4,6 +4,7 @@ renders its own answer (errors.py). Nothing else in the app builds an error body
 import logging
 import sqlite3
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
@@ -71,7 +72,9 @@ def install(app: FastAPI) -> None:
     # commits before the response goes out, so its errors reach these handlers).
     app.add_exception_handler(sa_exc.DBAPIError, database_error)
     app.add_exception_handler(sa_exc.TimeoutError, database_error)
-    app.add_exception_handler(sqlite3.Error, database_error)  # the guards' read, unwrapped
+    # The reads of user_state.py, straight through the driver: its errors come unwrapped.
+    app.add_exception_handler(sqlite3.Error, database_error)
+    app.add_exception_handler(psycopg.Error, database_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -10,6 +10,7 @@ SQLite by moving its file away or holding its write lock from another connection
 import asyncio
 import shutil
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -22,8 +23,13 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import make_url
 
-from auth_service.db import STARTUP_LOCK_ID
+from auth_service.db import STARTUP_LOCK_ID, create_engine, is_unavailable
 from auth_service.deps import SessionDep
+from auth_service.services.user_state import (
+    POSTGRES_CONNECTIONS,
+    PostgresUserStates,
+    user_states_for,
+)
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -208,6 +214,42 @@ async def test_a_stopped_postgresql_answers_503_and_the_service_recovers(
         await _assert_serving(client, headers)
 
 
+@only_postgresql
+async def test_a_guard_connection_the_server_dropped_is_replaced_without_a_failed_request(
+    proxy: TCPProxy, database: str
+) -> None:
+    settings = make_settings(_through(proxy, database), database_timeout_seconds=DATABASE_TIMEOUT)
+    async with started_client(settings) as client:
+        headers = await admin_headers(client)
+        assert (await client.get("/users/me", headers=headers)).status_code == 200
+
+        await proxy.stop()  # the idle connection the read used is dropped...
+        await proxy.start()  # ...and the server is back before the next request
+
+        me = await _bounded(client.get("/users/me", headers=headers))
+        assert me.status_code == 200, me.text
+
+
+@only_postgresql
+async def test_guard_reads_wait_for_a_free_connection_no_longer_than_the_timeout(
+    database: str,
+) -> None:
+    engine = create_engine(database)
+    states = user_states_for(engine, timeout=0.2)
+    assert isinstance(states, PostgresUserStates)
+    try:
+        async with AsyncExitStack() as stack:
+            for _ in range(POSTGRES_CONNECTIONS):
+                await stack.enter_async_context(states._slot())  # every read in flight
+            with anyio.fail_after(BOUND_SECONDS), pytest.raises(psycopg.Error) as refused:
+                await states.get(uuid.uuid4())
+        assert is_unavailable(refused.value)  # answered 503
+        assert await states.get(uuid.uuid4()) is None  # and a free one serves at once
+    finally:
+        await states.close()
+        await engine.dispose()
+
+
 @only_sqlite
 async def test_a_missing_sqlite_file_answers_503_and_the_service_recovers(
     database: str, tmp_path: Path
@@ -339,11 +381,8 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout(
             me = await _bounded(client.get("/users/me", headers=headers))
             token = await _bounded(client.post("/oauth2/token", data=TOKEN_FORM))
 
-        if database.startswith("sqlite"):
-            # The guards read SQLite through a connection of their own, not from the pool.
-            assert me.status_code == 200, me.text
-        else:
-            _assert_unavailable(me)
+        # The guards read through connections of their own, not from the engine's pool.
+        assert me.status_code == 200, me.text
         _assert_unavailable(token, oauth=True)
         await _assert_serving(client, headers)
 
