@@ -193,6 +193,8 @@ class SQLiteUserStates:
 
 
 class PostgresUserStates:
+    """Up to `size` autocommit psycopg connections, opened as reads need them and kept."""
+
     def __init__(
         self,
         conninfo: str,
