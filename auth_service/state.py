@@ -61,7 +61,7 @@ class AppState:
         self._keys = keys
 
     async def close(self) -> None:
-        """Release what the app holds: the guards' connection, hashing threads, the pool."""
+        """Release what the app holds: the guards' connections, hashing threads, the pool."""
         try:
             await self.user_states.close()
             self.hasher.close()
