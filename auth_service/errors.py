@@ -59,9 +59,12 @@ class ServiceError(Exception):
     def answer(self, path: str) -> Answer:
         """The answer to a request for `path`."""
         if path in OAUTH_PATHS:
-            body = {"error": self.oauth_error, "error_description": self.description}
-            return Answer(self.status_code, _json(body), {**self.headers(), **_NO_STORE})
+            return self._token_error()
         return Answer(self.status_code, _json(self.body()), self.headers())
+
+    def _token_error(self) -> Answer:
+        body = {"error": self.oauth_error, "error_description": self.description}
+        return Answer(self.status_code, _json(body), {**self.headers(), **_NO_STORE})
 
 
 # --- RFC 6749 §5.2: the token endpoint's own errors ----------------------------------------
@@ -70,12 +73,13 @@ class ServiceError(Exception):
 class OAuth2Error(ServiceError):
     """RFC 6749 §5.2 error response, wherever it is raised."""
 
-    def answer(self, path: str) -> Answer:
-        headers = dict(_NO_STORE)
+    def headers(self) -> dict[str, str]:
         if self.status_code == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="auth-service"'  # RFC 6749 §5.2
-        body = {"error": self.oauth_error, "error_description": self.description}
-        return Answer(self.status_code, _json(body), headers)
+            return {"WWW-Authenticate": 'Basic realm="auth-service"'}  # RFC 6749 §5.2
+        return {}
+
+    def answer(self, path: str) -> Answer:
+        return self._token_error()
 
 
 class InvalidRequest(OAuth2Error):

@@ -23,7 +23,7 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 QUEUE_RETRY_AFTER_SECONDS = 1
 
 
-def respond(request: Request, error: ServiceError) -> Response:
+def _respond(request: Request, error: ServiceError) -> Response:
     answer = error.answer(request.scope["path"])
     return Response(
         answer.body,
@@ -46,13 +46,13 @@ def _allowed_methods(request: Request) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
-        return respond(request, exc)
+        return _respond(request, exc)
 
     @app.exception_handler(QueueRefused)
     async def password_queue_refused(request: Request, _: QueueRefused) -> Response:
         # This client holds the most places in a full password queue (RFC 6585 §4).
         message = "Too many password checks from this address are waiting; retry in a moment."
-        return respond(
+        return _respond(
             request, RetryLater(message, status=429, retry_after=QUEUE_RETRY_AFTER_SECONDS)
         )
 
@@ -64,7 +64,7 @@ def install(app: FastAPI) -> None:
         cause = getattr(exc, "orig", None) or exc
         logger.warning("database unavailable: %s: %s", type(cause).__name__, cause)
         message = "The database is unavailable; retry in a moment."
-        return respond(
+        return _respond(
             request, RetryLater(message, status=503, retry_after=DATABASE_RETRY_AFTER_SECONDS)
         )
 
@@ -83,11 +83,11 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return respond(request, InvalidInput(errors))
+        return _respond(request, InvalidInput(errors))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette's Allow names one route's methods, not the path's
             headers["Allow"] = _allowed_methods(request)
-        return respond(request, HTTPError(exc.status_code, str(exc.detail), headers=headers))
+        return _respond(request, HTTPError(exc.status_code, str(exc.detail), headers=headers))
