@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from auth_service.security import emails
 from auth_service.security.crypto import estimate_entropy_bits
@@ -166,6 +167,10 @@ class Settings(BaseSettings):
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if scheme == "sqlite" and make_url(value).database in (None, "", ":memory:"):
+            # Each connection would get an empty database of its own: migrated in one,
+            # read in another.
+            raise ValueError("must name a SQLite file (an in-memory database is not shared)")
         return value
 
     @model_validator(mode="after")

@@ -57,6 +57,8 @@ def test_environment_and_env_file_are_read(monkeypatch: pytest.MonkeyPatch, tmp_
         ("AUTH_PASSWORD_MIN_LENGTH", "6"),
         ("AUTH_ISSUER", "not a url"),
         ("AUTH_DATABASE_URL", "mysql://localhost/db"),
+        ("AUTH_DATABASE_URL", "sqlite://"),  # in-memory: every connection its own database
+        ("AUTH_DATABASE_URL", "sqlite:///:memory:"),
         ("AUTH_SIGNING_ALG", "HS256"),
     ],
 )

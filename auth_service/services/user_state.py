@@ -266,28 +266,6 @@ class PostgresUserStates:
             await connection.close()
 
 
-class EngineUserStates:
-    """Through the service's engine, for a database no other connection can reach (an
-    in-memory SQLite one): a Core statement on an autocommit connection."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-
-    async def _fetch(self, statement: Select[Any], **parameters: Any) -> Sequence[Any]:
-        async with self._engine.connect() as connection:
-            rows: Sequence[Any] = (await connection.execute(statement, parameters)).all()
-        return rows
-
-    async def get(self, user_id: uuid.UUID) -> UserState | None:
-        return _state(await self._fetch(_STATEMENT, id=user_id))
-
-    async def credentials(self, email_key: str) -> Credentials | None:
-        return _credentials(await self._fetch(_CREDENTIALS, key=email_key))
-
-    async def close(self) -> None:
-        return None  # the engine is the app's, disposed with it
-
-
 def user_states_for(engine: AsyncEngine, *, timeout: float) -> UserStates:
     url = engine.url
     if url.get_backend_name() == "postgresql":
@@ -299,6 +277,6 @@ def user_states_for(engine: AsyncEngine, *, timeout: float) -> UserStates:
             timeout=timeout,
             size=POSTGRES_CONNECTIONS,
         )
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return SQLiteUserStates(url.database, timeout=timeout)
-    return EngineUserStates(engine)
+    if not url.database or url.database == ":memory:":  # Settings refuses these already
+        raise ValueError("the guards read a SQLite file: an in-memory database is not shared")
+    return SQLiteUserStates(url.database, timeout=timeout)
