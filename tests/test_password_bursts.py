@@ -93,7 +93,8 @@ async def test_a_password_change_burst_queues_without_holding_database_connectio
 
     assert burst.statuses == [400] * BURST
     assert burst.ready == 200
-    # The slot is taken before the guard reads the user: one request at a time holds one.
+    # Waiting requests hold no pooled connection: only the one in the slot uses its session.
+    # (The guard's read takes a connection of its own for the read alone, never while waiting.)
     assert burst.most_checked_out <= 2
 
 
