@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -271,4 +272,44 @@ async def test_hashing_threads_run_below_the_event_loops_priority() -> None:
         assert set(hashing.values()) == {min(own + HASHING_NICENESS, 19)}
         assert after[loop_thread] == own  # the event loop keeps its priority
     finally:
+        hasher.close()
+
+
+async def test_a_cancelled_hash_keeps_its_slot_until_the_hash_is_done() -> None:
+    # Otherwise a client that disconnects mid-hash frees its slot while its bcrypt still
+    # runs, and the queue admits more hashes than there are slots.
+    hasher = PasswordHasher(rounds=BCRYPT_TEST_ROUNDS, concurrency=1)
+    started, release = threading.Event(), threading.Event()
+    events: list[str] = []
+    real_hash = hasher._context.hash
+
+    def held_hash(secret: str) -> str:
+        started.set()
+        release.wait(10)  # released by the test, long before this
+        events.append("first hash done")
+        return real_hash(secret)
+
+    hasher._context.hash = held_hash  # type: ignore[method-assign]
+    first = anyio.CancelScope()
+
+    async def hash_first() -> None:
+        with first:
+            await hasher.hash(STRONG_PASSWORD)
+
+    async def take_a_turn() -> None:
+        async with hasher.turn("someone else"):
+            events.append("second turn")
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hash_first)
+            await anyio.to_thread.run_sync(started.wait)
+            first.cancel()  # the client went away while its hash runs
+            tasks.start_soon(take_a_turn)
+            await anyio.sleep(0.1)
+            assert events == []  # the slot is still the cancelled hash's
+            release.set()
+        assert events == ["first hash done", "second turn"]
+    finally:
+        release.set()
         hasher.close()
