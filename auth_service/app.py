@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
             max_age=600,
         )
     # Outermost: sees every answer.
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=state.access_log)
     return app
 
 

@@ -4,17 +4,17 @@ UnhandledError, so every answer a middleware builds also gets CORS headers."""
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth_service.errors import Answer, HTTPError, InternalError
-from auth_service.observability import Metrics, request_id_var
+from auth_service.observability import AccessLog, Metrics, request_id_var
 
-REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = b"x-request-id"
 MAX_BODY_BYTES = 64 * 1024
 BODY_TOO_LARGE = "The request body is too large."
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: no "a\n"
@@ -22,7 +22,6 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("auth_service.access")
 
 
 async def _send(send: Send, answer: Answer) -> None:
@@ -31,20 +30,21 @@ async def _send(send: Send, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-def _route_template(scope: Scope, original: Scope) -> str:
+def _route_template(scope: Scope, path: str, root_path: str) -> str:
     """The matched route's path template: a bounded label, never a raw path with ids.
 
-    `scope` is the request's scope after routing, `original` a copy from before (a Mount
-    rewrites the path it matched).
+    `scope` is the request's scope after routing; `path` and `root_path` are its own from
+    before (a Mount rewrites them).
     """
     route = scope.get("route")  # set by FastAPI's APIRoute
     if route is not None:
         return str(route.path)
+    original = {**scope, "path": path, "root_path": root_path}
     app = scope.get("app")
     for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        path = getattr(candidate, "path", None)  # Starlette routes: /openapi.json, docs assets
-        if path is not None and candidate.matches(original)[0] is Match.FULL:
-            return f"{path}/{{path}}" if isinstance(candidate, Mount) else str(path)
+        template = getattr(candidate, "path", None)  # Starlette routes: /openapi.json, assets
+        if template is not None and candidate.matches(original)[0] is Match.FULL:
+            return f"{template}/{{path}}" if isinstance(candidate, Mount) else str(template)
     return "<unmatched>"
 
 
@@ -137,22 +137,23 @@ class RequestContextMiddleware:
     cannot make its requests look like someone else's in the logs.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        incoming = dict(scope["headers"]).get(_REQUEST_ID, b"").decode("latin-1")
         client_request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else None
-        request_id = uuid.uuid4().hex
+        request_id = secrets.token_hex(16)
         token = request_id_var.set(request_id)
-        id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        id_header = (_REQUEST_ID, request_id.encode())
+        path, root_path = scope["path"], scope.get("root_path", "")  # a Mount rewrites them
         started = time.perf_counter()
         status = 500
-        original = dict(scope)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -165,28 +166,17 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
-            template = _route_template(scope, original)
+            template = _route_template(scope, path, root_path)
             # A bounded label set: methods the service answers, anything else as OTHER.
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.observe_request(method, template, status, elapsed)
-            if access_logger.isEnabledFor(logging.INFO):
-                extra: dict[str, object] = {
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "route": template,
-                }
-                if client_request_id is not None:
-                    extra["client_request_id"] = client_request_id
-                # makeRecord and handle, not info(): no stack walk for a caller's line.
-                record = access_logger.makeRecord(
-                    access_logger.name,
-                    logging.INFO,
-                    __file__,
-                    0,
-                    "%s %s %s",
-                    (method, scope["path"], status),
-                    None,
-                    extra=extra,
-                )
-                access_logger.handle(record)
+            self.access_log.record(
+                method,
+                path,
+                status,
+                elapsed,
+                route=template,
+                request_id=request_id,
+                client_request_id=client_request_id,
+            )
             request_id_var.reset(token)

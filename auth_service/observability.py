@@ -1,12 +1,15 @@
-"""JSON logs that carry the request id, and the Prometheus metrics."""
+"""JSON logs that carry the request id, the access log, and the Prometheus metrics."""
 
+import asyncio
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from contextvars import ContextVar
-from typing import Any
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import IO, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +27,24 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+ACCESS_LOGGER = "auth_service.access"
+
+
+class _Timestamps:
+    """UTC timestamps with milliseconds; strftime, which costs more than the rest of an
+    access line, runs once per second."""
+
+    def __init__(self) -> None:
+        self._second, self._second_text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second, self._second_text = second, text
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line; `extra={...}` fields are included as keys."""
 
@@ -32,19 +53,11 @@ class JSONFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second, self._second_text = -1, ""
-
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        # Formatting a time costs more than the rest of an access line: once per second.
-        second = int(record.created)
-        if second != self._second:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second, self._second_text = second, text
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        self._timestamp = _Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self._timestamp(record),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -84,6 +97,70 @@ def logging_config(level: str) -> dict[str, Any]:
             "aiosqlite": {"level": "WARNING"},
         },
     }
+
+
+class AccessLog:
+    """One JSON line per request, recorded as the request ends and written after it.
+
+    `record` only keeps the request's figures; the lines of every request that ended in one
+    turn of the event loop are then formatted and written to stderr in one write, after
+    their answers went out. Through the logging module (a LogRecord, the handler's lock, a
+    Formatter building a dict for `json.dumps`, a write and flush per line) the access line
+    cost more than the rest of a request to `/health/live`. The line has the shape of every
+    other log line (`JSONFormatter`'s keys), and the level of the `auth_service.access`
+    logger (`AUTH_LOG_LEVEL`) still decides whether it is written.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream  # None: sys.stderr as it is when the lines are written
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._timestamp = _Timestamps()
+        self._pending: list[tuple[float, str, str, int, float, str, str, str | None]] = []
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        *,
+        route: str,
+        request_id: str,
+        client_request_id: str | None,
+    ) -> None:
+        entry = (time.time(), method, path, status, seconds, route, request_id, client_request_id)
+        self._pending.append(entry)
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop to write it later
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what has been recorded (also called when the app stops)."""
+        pending, self._pending = self._pending, []
+        if not pending or not self._logger.isEnabledFor(logging.INFO):
+            return
+        lines = []
+        for created, method, path, status, seconds, route, request_id, client_id in pending:
+            # json.dumps of the same dict gives these bytes; the strings a client chose
+            # (the path) are escaped as JSON, so a line cannot be split or forged.
+            line = (
+                f'{{"ts": "{self._timestamp(created)}", "level": "INFO", '
+                f'"logger": "{ACCESS_LOGGER}", '
+                f'"msg": {_json_string(f"{method} {path} {status}")}, '
+                f'"request_id": "{request_id}", "status": {status}, '
+                f'"duration_ms": {round(seconds * 1000, 2)!r}, "route": {_json_string(route)}'
+            )
+            if client_id is not None:  # of the safe form: letters, digits, . _ -
+                line += f', "client_request_id": "{client_id}"'
+            lines.append(line + "}\n")
+        stream = self.stream or sys.stderr
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr must not fail requests
+            pass
 
 
 class Metrics:

@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker
-from auth_service.observability import Metrics
+from auth_service.observability import AccessLog, Metrics
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services.keys import JSONDocument, KeySet
@@ -30,6 +30,7 @@ class AppState:
     user_states: UserStates
     token_cache: VerifiedTokenCache
     metrics: Metrics
+    access_log: AccessLog
     discovery: JSONDocument
     _keys: KeySet | None = None
 
@@ -46,6 +47,7 @@ class AppState:
             user_states=user_states_for(engine, timeout=settings.database_timeout_seconds),
             token_cache=VerifiedTokenCache(),
             metrics=Metrics(),
+            access_log=AccessLog(),
             discovery=discovery,
         )
 
@@ -61,7 +63,9 @@ class AppState:
         self._keys = keys
 
     async def close(self) -> None:
-        """Release what the app holds: the guards' connections, hashing threads, the pool."""
+        """Release what the app holds: the guards' connections, hashing threads, the pool;
+        write the access lines still pending."""
+        self.access_log.flush()
         try:
             await self.user_states.close()
             self.hasher.close()

@@ -1,9 +1,12 @@
 """What an operator relies on: health probes, Prometheus metrics, request ids, CORS, JSON logs."""
 
+import asyncio
+import io
 import json
 import logging
 import re
 import shutil
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from psycopg import sql
 from sqlalchemy import text
 
 from auth_service import migrate
-from auth_service.observability import JSONFormatter, logging_config
+from auth_service.observability import AccessLog, JSONFormatter, logging_config
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -378,21 +381,34 @@ async def test_without_cors_origins_there_are_no_cors_headers(client: httpx.Asyn
 
 class _JSONLines(logging.Handler):
     """Formats each record as the service does in production, at the moment it is logged
-    (the request id lives in a context variable only while the request runs)."""
+    (the request id lives in a context variable only while the request runs), and reads
+    the access lines the app's `AccessLog` writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, access_log: AccessLog) -> None:
         super().__init__(level=logging.DEBUG)
         self.setFormatter(JSONFormatter())
-        self.lines: list[str] = []
+        self._lines: list[str] = []
+        self._access_log = access_log
+        self._access = io.StringIO()
+        access_log.stream = self._access
 
     def emit(self, record: logging.LogRecord) -> None:
         if not record.name.startswith(("httpx", "httpcore")):  # the test's client, not ours
-            self.lines.append(self.format(record))
+            self._lines.append(self.format(record))
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line so far: the access lines still pending are written first."""
+        self._access_log.flush()
+        self._lines.extend(self._access.getvalue().splitlines())
+        self._access.seek(0)
+        self._access.truncate()
+        return self._lines
 
 
 @pytest.fixture
-def json_logs(caplog: pytest.LogCaptureFixture) -> Iterator[_JSONLines]:
-    """Every record the service would write with `AUTH_LOG_LEVEL=DEBUG`, as JSON lines.
+def json_logs(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> Iterator[_JSONLines]:
+    """Every line the service would write with `AUTH_LOG_LEVEL=DEBUG`, as JSON lines.
 
     The levels are the ones `logging_config("DEBUG")` sets (root and the loggers it names);
     caplog puts them back after the test.
@@ -401,7 +417,7 @@ def json_logs(caplog: pytest.LogCaptureFixture) -> Iterator[_JSONLines]:
     caplog.set_level(config["root"]["level"])
     for name, settings in config["loggers"].items():
         caplog.set_level(settings["level"], logger=name)
-    handler = _JSONLines()
+    handler = _JSONLines(app_state(client).access_log)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -447,6 +463,117 @@ async def test_each_request_writes_one_json_access_line(
         assert entry["level"] == "INFO"
     # The path is logged without its query string (it may carry personal data).
     assert "private-search-term" not in entries[-1]["msg"]
+
+
+async def test_access_lines_are_written_after_the_requests_of_one_loop_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="auth_service.access")
+    stream = io.StringIO()
+    access_log = AccessLog(stream)
+
+    for n in range(3):
+        access_log.record(
+            "GET",
+            f"/page/{n}",
+            200,
+            0.001,
+            route="/page/{n}",
+            request_id=f"id{n}",
+            client_request_id=None,
+        )
+    written_before = stream.getvalue()
+    await asyncio.sleep(0)  # the loop turn ends
+
+    assert written_before == ""
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["msg"] for line in lines] == [
+        "GET /page/0 200",
+        "GET /page/1 200",
+        "GET /page/2 200",
+    ]
+
+
+def test_an_access_line_has_the_shape_of_every_other_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="auth_service.access")
+    stream = io.StringIO()
+    AccessLog(stream).record(  # no running loop: written at once
+        "POST",
+        "/oauth2/token",
+        400,
+        0.01234,
+        route="/oauth2/token",
+        request_id="ab12",
+        client_request_id="client-7",
+    )
+
+    entry = json.loads(stream.getvalue())
+    assert list(entry) == [
+        "ts",
+        "level",
+        "logger",
+        "msg",
+        "request_id",
+        "status",
+        "duration_ms",
+        "route",
+        "client_request_id",
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["ts"])
+    assert entry == {
+        **entry,
+        "level": "INFO",
+        "logger": "auth_service.access",
+        "msg": "POST /oauth2/token 400",
+        "request_id": "ab12",
+        "status": 400,
+        "duration_ms": 12.34,
+        "route": "/oauth2/token",
+        "client_request_id": "client-7",
+    }
+
+
+async def test_a_hostile_path_cannot_split_or_forge_an_access_line(
+    client: httpx.AsyncClient, json_logs: _JSONLines
+) -> None:
+    # Percent-decoded by the server: a newline, quotes and a brace arrive in the path.
+    forged = '", "level": "ERROR"}\n{"logger": "forged'
+    response = await client.get("/x" + urllib.parse.quote(forged))
+
+    assert response.status_code == 404
+    [entry] = _access_entries(json_logs.lines)
+    assert entry["msg"] == f"GET /x{forged} 404"
+    assert entry["level"] == "INFO"
+    assert len(json_logs.lines) == 1
+
+
+async def test_access_lines_follow_the_access_logger_level(
+    client: httpx.AsyncClient, json_logs: _JSONLines, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="auth_service.access")
+
+    response = await client.get("/health/live")
+
+    assert response.status_code == 200
+    assert _access_entries(json_logs.lines) == []
+
+
+def test_a_broken_stderr_does_not_fail_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="auth_service.access")
+    stream = io.StringIO()
+    stream.close()
+
+    AccessLog(stream).record(  # writing raises ValueError: the line is dropped
+        "GET",
+        "/health/live",
+        200,
+        0.0,
+        route="/health/live",
+        request_id="ab",
+        client_request_id=None,
+    )
 
 
 async def test_every_log_line_is_one_json_object(
