@@ -31,6 +31,7 @@ from auth_service import migrate
 from auth_service.app import create_app
 from auth_service.config import Settings
 from auth_service.observability import logging_config
+from auth_service.state import state_of
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a sample password)
 
@@ -108,6 +109,8 @@ async def main() -> None:
     )
     migrate.upgrade(settings.database_url)  # what `serve` does before its workers start
     app = create_app(settings)
+    access_log = (work / "access.log").open("a")  # the access lines skip the logging module
+    state_of(app).access_log.stream = access_log
     hello = hello_app()
     async with app.router.lifespan_context(app):
         json_headers = {"content-type": "application/json"}
