@@ -128,6 +128,8 @@ class AccessLog:
         request_id: str,
         client_request_id: str | None,
     ) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):  # cached by the logging module
+            return
         entry = (time.time(), method, path, status, seconds, route, request_id, client_request_id)
         self._pending.append(entry)
         if len(self._pending) == 1:
@@ -139,7 +141,7 @@ class AccessLog:
     def flush(self) -> None:
         """Write what has been recorded (also called when the app stops)."""
         pending, self._pending = self._pending, []
-        if not pending or not self._logger.isEnabledFor(logging.INFO):
+        if not pending:
             return
         lines = []
         for created, method, path, status, seconds, route, request_id, client_id in pending:
