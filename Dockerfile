@@ -6,7 +6,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY requirements.lock ./
-RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
+RUN /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY auth_service ./auth_service
 COPY migrations ./migrations

@@ -17,11 +17,16 @@ COVERAGE ?= --cov
 
 .PHONY: run test lint format migrate openapi lock bench bench-quick bench-micro clean
 
+# The lock is complete (every transitive pin, with hashes), so pip installs it with --no-deps
+# and resolves nothing: a newer release of a dependency wanted with an extra (pytest-cov's
+# coverage[toml]) cannot make an older pip reject the lock. `pip check` then proves the set
+# is consistent.
 $(STAMP): requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "auth-service needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $(STAMP)
 
 run: $(STAMP)
