@@ -282,6 +282,31 @@ def test_a_body_the_app_does_not_read_cannot_hold_the_connection(
     _assert_cut_at(elapsed, BODY_TIMEOUT_SECONDS)
 
 
+def test_bytes_past_the_content_length_are_a_request_of_their_own_never_body(
+    server: LimitedServer,
+) -> None:
+    """The body limit trusts a declared length within it (RFC 9112 §6.3): prove the server
+    hands the app exactly that many bytes and reads what follows as the next request."""
+    declared = b"grant_type=password"
+    with _connect(server) as sock:
+        head = (
+            b"POST /oauth2/token HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(declared)
+        )
+        sock.sendall(head + declared + b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        raw = _read_until_closed(sock)  # both answers, then the keep-alive timeout
+
+    token_status, headers, rest = _parse(raw)
+    token_body, following = rest.split(b"HTTP/1.1 ", 1)
+    next_status, _, _ = _parse(b"HTTP/1.1 " + following)
+    assert int(headers["content-length"]) == len(token_body)
+    # "password" and nothing after it: a known grant that lacks its username.
+    assert token_status == 400
+    assert json.loads(token_body)["error"] == "invalid_request"
+    assert next_status == 200
+
+
 def _header_request(size: int, *, name: bytes = b"X-Padding") -> bytes:
     return b"GET /health/live HTTP/1.1\r\nHost: test\r\n" + name + b": " + b"a" * size + b"\r\n\r\n"
 
