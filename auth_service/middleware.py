@@ -72,15 +72,15 @@ class BodySizeLimitMiddleware:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await self._refuse(scope, send, 400, "The Content-Length header is malformed.")
-            elif int(declared) > self.max_body_bytes:
-                await self._refuse(scope, send, 413, BODY_TOO_LARGE)
-            else:  # the server delivers exactly the declared length (RFC 9112 §6.3)
-                await self.app(scope, receive, send)
+        if declared is not None and not declared.isdigit():
+            await self._refuse(scope, send, 400, "The Content-Length header is malformed.")
             return
-        if b"transfer-encoding" not in headers:  # no length, no coding: no body (§6.3)
+        if declared is not None and int(declared) > self.max_body_bytes:
+            await self._refuse(scope, send, 413, BODY_TOO_LARGE)
+            return
+        if b"transfer-encoding" not in headers:
+            # RFC 9112 §6.3: the body is the declared length, which the server delivers
+            # exactly, or there is none. A transfer coding overrides any length: count it.
             await self.app(scope, receive, send)
             return
         received = 0

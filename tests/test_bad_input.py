@@ -335,6 +335,23 @@ async def test_an_oversized_body_without_content_length_is_refused_with_413(
     assert await world.users() == before
 
 
+async def test_a_chunked_body_is_counted_even_beside_a_small_content_length(
+    world: World,
+) -> None:
+    """A transfer coding overrides Content-Length (RFC 9112 §6.3): the small declared length
+    must not let a large chunked body past the limit."""
+    before = await world.users()
+
+    response = await world.client.post(
+        "/users",
+        content=_chunks(ONE_MIB),
+        headers={"Content-Type": JSON, "Content-Length": "10", "Transfer-Encoding": "chunked"},
+    )
+
+    assert_json_4xx(response, "chunked 1 MiB body declared as 10 bytes", 413)
+    assert await world.users() == before
+
+
 BAD_CONTENT_LENGTHS = ["abc", "-1", "", "1.5", "0x10", "12 ", "+5", "1e3", "١٢"]
 
 

@@ -298,9 +298,9 @@ def test_bytes_past_the_content_length_are_a_request_of_their_own_never_body(
         raw = _read_until_closed(sock)  # both answers, then the keep-alive timeout
 
     token_status, headers, rest = _parse(raw)
-    token_body, following = rest.split(b"HTTP/1.1 ", 1)
-    next_status, _, _ = _parse(b"HTTP/1.1 " + following)
-    assert int(headers["content-length"]) == len(token_body)
+    length = int(headers["content-length"])
+    token_body, following = rest[:length], rest[length:]
+    next_status, _, _ = _parse(following)
     # "password" and nothing after it: a known grant that lacks its username.
     assert token_status == 400
     assert json.loads(token_body)["error"] == "invalid_request"
