@@ -97,8 +97,7 @@ def _with_errors(
         definition = model.model_json_schema(ref_template=_REF)
         schemas.update(definition.pop("$defs", {}))
         schemas[model.__name__] = definition
-    # An included router's routes are reached through their contexts, which carry the
-    # router's prefix and dependencies merged into each route's own.
+    # Through their contexts: an included router's routes carry its prefix and dependencies.
     for route in iter_route_contexts(routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
