@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Added innermost first. CORS wraps every answer a middleware below it builds (413, 400,
     # the JSON 500), so a browser can read those too.
+    app.add_middleware(wellknown.WellKnownFastPath, state=state)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     if settings.cors_origins:

@@ -1,6 +1,7 @@
 """ASGI middleware: request ids, metrics and access log per request; the JSON 500; the body
 size limit. In `create_app` the order is, outermost first: RequestContext, CORS, BodySizeLimit,
-UnhandledError, so every answer a middleware builds also gets CORS headers."""
+UnhandledError, then the discovery documents' fast path (`routers/wellknown.py`), so every
+answer a middleware builds also gets CORS headers."""
 
 import logging
 import re

@@ -5,7 +5,8 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory
+from auth_service.routers.wellknown import WellKnownFastPath
+from tests.conftest import ClientFactory, app_of
 
 pytestmark = pytest.mark.anyio
 
@@ -86,3 +87,43 @@ async def test_each_key_set_and_each_configuration_has_its_own_etag(
     assert rsa_jwks.json() != ec_jwks.json()
     assert rsa_jwks.headers["etag"] != ec_jwks.headers["etag"]
     assert rsa_meta.headers["etag"] != ec_meta.headers["etag"]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS)
+async def test_the_fast_path_answers_exactly_what_the_route_answers(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    etag = (await client.get(path)).headers["etag"]
+    sent = [{}] + [{"If-None-Match": tag} for tag in (etag, f"W/{etag}", '"not-this', "*")]
+
+    async def answers() -> list[tuple[int, dict[str, str], bytes]]:
+        found = []
+        for headers in sent:
+            response = await client.get(path, headers=headers)
+            response.headers.pop("x-request-id")
+            found.append((response.status_code, dict(response.headers), response.content))
+        return found
+
+    fast = await answers()
+    metrics = (await client.get("/metrics")).text
+    app = app_of(client)
+    routes = list(app.router.routes)
+    app.router.routes[:] = [route for route in routes if getattr(route, "path", "") != path]
+    assert await answers() == fast  # answered before routing
+    app.router.routes[:] = routes
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not WellKnownFastPath]
+    app.middleware_stack = None  # rebuilt, without it, on the next request
+
+    assert await answers() == fast
+    assert f'method="GET",route="{path}",status="200"' in metrics
+    assert f'method="GET",route="{path}",status="304"' in metrics
+
+
+async def test_what_the_fast_path_does_not_answer_goes_to_the_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/.well-known/jwks.json/")).status_code == 404
+    refused = await client.post("/.well-known/jwks.json")
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET"
+    assert (await client.get("/.well-known/jwks.json?x=1")).status_code == 200
