@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
@@ -23,8 +23,6 @@ from auth_service.state import state_of
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, scopes=DESCRIPTIONS, auto_error=False)
-
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -35,43 +33,56 @@ class Principal:
     user: UserState
 
 
-async def current_principal(
-    security_scopes: SecurityScopes,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-    request: Request,
-) -> Principal:
-    """The request's principal, holding every scope the route requires.
+class BearerGuard(OAuth2PasswordBearer):
+    """The bearer scheme and the guard in one dependency.
 
-    One dependency (with the bearer scheme, for the OpenAPI document) rather than one per
-    collaborator: FastAPI's dependency solving is a large part of a guarded request's cost.
+    As an `OAuth2PasswordBearer` it is the OAuth2 password flow of the OpenAPI document,
+    with the scopes each route requires; called, it returns the request's principal. One
+    dependency rather than the scheme plus a guard on top: FastAPI's dependency solving is
+    the largest part of a guarded request's cost (bench/README.md).
     """
-    if not token:
-        raise MissingToken("An access token is required.", scope=security_scopes.scope_str or None)
-    state = state_of(request)
-    settings = state.settings
-    try:
-        claims = state.token_cache.decode(
-            token,
-            keys=state.keys.by_kid,
-            algorithm=settings.signing_alg,
-            issuer=settings.issuer,
-            audience=settings.token_audience,
-        )
-    except jwt.TokenError as exc:
-        raise InvalidToken(str(exc)) from None
-    try:
-        # RFC 6749 §3.3: scope-tokens split on the ASCII space only (`jwt` checked it is a str).
-        granted = frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
-    except ValueError:
-        raise InvalidToken("The access token's scope claim is malformed.") from None
-    missing = [s for s in security_scopes.scopes if s not in granted]
-    if missing:
-        raise InsufficientScope(
-            f"The access token lacks the scope {' '.join(missing)}.",
-            scope=security_scopes.scope_str,
-        )
-    user = await _active_user(state.user_states, claims)
-    return Principal(claims=claims, scopes=granted, user=user)
+
+    async def __call__(  # type: ignore[override]  # the principal, not the raw token
+        self, request: Request, security_scopes: SecurityScopes
+    ) -> Principal:
+        """The request's principal, holding every scope the route requires."""
+        token = await super().__call__(request)
+        if not token:
+            required = security_scopes.scope_str or None
+            raise MissingToken("An access token is required.", scope=required)
+        state = state_of(request)
+        settings = state.settings
+        try:
+            claims = state.token_cache.decode(
+                token,
+                keys=state.keys.by_kid,
+                algorithm=settings.signing_alg,
+                issuer=settings.issuer,
+                audience=settings.token_audience,
+            )
+        except jwt.TokenError as exc:
+            raise InvalidToken(str(exc)) from None
+        try:
+            # RFC 6749 §3.3: scope-tokens split on the ASCII space only (a str: `jwt` checked).
+            granted = frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
+        except ValueError:
+            raise InvalidToken("The access token's scope claim is malformed.") from None
+        missing = [s for s in security_scopes.scopes if s not in granted]
+        if missing:
+            raise InsufficientScope(
+                f"The access token lacks the scope {' '.join(missing)}.",
+                scope=security_scopes.scope_str,
+            )
+        user = await _active_user(state.user_states, claims)
+        return Principal(claims=claims, scopes=granted, user=user)
+
+
+current_principal = BearerGuard(
+    tokenUrl=TOKEN_URL,
+    scopes=DESCRIPTIONS,
+    auto_error=False,
+    scheme_name="OAuth2PasswordBearer",  # the OpenAPI document's name for it, as before
+)
 
 
 async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
