@@ -252,7 +252,10 @@ def _nice_values_of_threads() -> dict[int, int]:
     """Each thread of this process and its nice value (proc(5): stat field 19)."""
     found = {}
     for task in Path("/proc/self/task").iterdir():
-        stat = (task / "stat").read_text()
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # a thread that ended after the directory was listed
+            continue
         found[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
     return found
 
