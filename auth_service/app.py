@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
         # which a client chooses: no redirects, a 404 for the wrong spelling.
         redirect_slashes=False,
     )
-    app.state.auth = state  # read through auth_service.state.state_of
+    app.state.auth = state  # read through auth_service.deps.state_of
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.

@@ -105,7 +105,7 @@ def _read_password() -> str:
 async def _create_admin(settings: Settings, email: str, read_password: Callable[[], str]) -> str:
     from auth_service.db import create_engine, create_sessionmaker, session_scope
     from auth_service.security.passwords import PasswordHasher
-    from auth_service.services import users
+    from auth_service.services import admin, users
 
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
@@ -118,7 +118,7 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
         # The prompt waits outside any transaction; an existing user needs no password.
         password = None if existing else read_password()
         async with session_scope(sessionmaker) as session:
-            user, created = await users.ensure_admin(
+            user, created = await admin.ensure_admin(
                 session=session,
                 hasher=hasher,
                 min_length=settings.password_min_length,

@@ -10,11 +10,20 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
 
 from auth_service.config import Settings
 from auth_service.db import session_scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.state import state_of
+from auth_service.state import AppState
+
+
+def state_of(source: HTTPConnection | Starlette) -> AppState:
+    """The state of the app serving a request (or of the app itself)."""
+    app = source.app if isinstance(source, HTTPConnection) else source
+    state: AppState = app.state.auth
+    return state
 
 
 async def get_settings(request: Request) -> Settings:

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 from fastapi import Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 
+from auth_service.deps import state_of
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from auth_service.models import ADMIN_ROLE
 from auth_service.scopes import DESCRIPTIONS, Scope, split_scope
 from auth_service.security import jwt
 from auth_service.services.tokens import is_revoked
 from auth_service.services.user_state import UserState, UserStates
-from auth_service.state import state_of
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 

@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import keys, users
+from auth_service.services import admin, keys
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def prepare(
             session=session, alg=settings.signing_alg, secret_key=secret_key
         )
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-            admin = await users.bootstrap_admin(
+            created = await admin.bootstrap_admin(
                 session=session,
                 hasher=hasher,
                 min_length=settings.password_min_length,
@@ -38,8 +38,8 @@ async def prepare(
                 password=settings.bootstrap_admin_password.get_secret_value(),
                 allow_unicode_email=settings.allow_unicode_email,
             )
-            if admin is not None:
-                logger.info("created bootstrap admin", extra={"user_id": str(admin.id)})
+            if created is not None:
+                logger.info("created bootstrap admin", extra={"user_id": str(created.id)})
         keyset = await keys.load_keyset(
             session=session, alg=settings.signing_alg, secret_key=secret_key
         )

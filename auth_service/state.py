@@ -1,6 +1,6 @@
 """The application's state: one typed object, built by `create_app`, completed at start-up.
 
-Dependencies, guards, routes and tests reach the app's collaborators through `state_of`
+Dependencies, guards, routes and tests reach the app's collaborators through `deps.state_of`
 instead of untyped `app.state` lookups, so a renamed or missing collaborator is a type error,
 not an AttributeError at request time.
 """
@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
 
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker
@@ -71,10 +69,3 @@ class AppState:
             self.hasher.close()
         finally:
             await self.engine.dispose()
-
-
-def state_of(source: HTTPConnection | Starlette) -> AppState:
-    """The state of the app serving a request (or of the app itself)."""
-    app = source.app if isinstance(source, HTTPConnection) else source
-    state: AppState = app.state.auth
-    return state

@@ -30,8 +30,8 @@ from fastapi import FastAPI
 from auth_service import migrate
 from auth_service.app import create_app
 from auth_service.config import Settings
+from auth_service.deps import state_of
 from auth_service.observability import logging_config
-from auth_service.state import state_of
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a sample password)
 

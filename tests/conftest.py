@@ -26,7 +26,8 @@ from psycopg import sql
 from auth_service import migrate, startup
 from auth_service.app import create_app
 from auth_service.config import Settings
-from auth_service.state import AppState, state_of
+from auth_service.deps import state_of
+from auth_service.state import AppState
 
 BCRYPT_TEST_ROUNDS = 4
 STRONG_PASSWORD = "correct horse battery staple"

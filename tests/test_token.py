@@ -288,7 +288,7 @@ async def test_other_grant_types_are_unsupported(
     response = await client.post(TOKEN_URL, data=_form("ann@example.com", grant_type=grant_type))
 
     body = _assert_oauth_error(response, 400, "unsupported_grant_type")
-    assert body["error_description"] == "Only the password grant is supported."
+    assert body["error_description"] == "The grant types supported are: password."
 
 
 async def test_unknown_scope_is_invalid_scope(client: httpx.AsyncClient) -> None:

@@ -15,7 +15,7 @@ from auth_service.schemas import (
     UserPublic,
     UsersPublic,
 )
-from auth_service.services import users
+from auth_service.services import admin, users
 
 router = APIRouter(
     prefix="/admin/users",
@@ -38,7 +38,7 @@ async def list_users(
     ] = None,
 ) -> UsersPublic:
     """List users, oldest first, with the total count."""
-    found, total = await users.list_users(session=session, limit=limit, offset=offset, q=q)
+    found, total = await admin.list_users(session=session, limit=limit, offset=offset, q=q)
     return UsersPublic(data=[UserPublic.model_validate(u) for u in found], count=total)
 
 
@@ -49,12 +49,17 @@ async def create_user(
     data: AdminUserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
 ) -> UserPublic:
     """Create a user with chosen roles and flags (the password policy applies)."""
-    user = await users.admin_create_user(
+    user = await users.create_user(
         session=session,
         hasher=hasher,
         min_length=settings.password_min_length,
-        data=data,
         allow_unicode_email=settings.allow_unicode_email,
+        email=data.email,
+        password=data.password,
+        name=data.name,
+        roles=data.roles,
+        is_active=data.is_active,
+        is_verified=data.is_verified,
     )
     return UserPublic.model_validate(user)
 
@@ -69,12 +74,21 @@ async def read_user(user_id: uuid.UUID, session: SessionDep) -> UserPublic:
 async def update_user(user_id: uuid.UUID, data: AdminUserUpdate, session: SessionDep) -> UserPublic:
     """Change name, roles, active or verified; deactivation revokes the user's tokens at once."""
     user = await users.get_user(session=session, user_id=user_id)
-    return UserPublic.model_validate(await users.update_user(session=session, user=user, data=data))
+    # `null` leaves a field as it is, except the name, which it clears.
+    updated = await admin.update_user(
+        session=session,
+        user=user,
+        name=data.name if "name" in data.model_fields_set else admin.KEEP,
+        roles=data.roles,
+        is_active=data.is_active,
+        is_verified=data.is_verified,
+    )
+    return UserPublic.model_validate(updated)
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)
 async def delete_user(user_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a user for good."""
     user = await users.get_user(session=session, user_id=user_id)
-    await users.delete_user(session=session, user=user)
+    await admin.delete_user(session=session, user=user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from auth_service.db import ping
-from auth_service.state import state_of
+from auth_service.deps import state_of
 
 router = APIRouter(tags=["operations"])
 

@@ -17,7 +17,7 @@ from auth_service.schemas import (
     UserUpdateMe,
 )
 from auth_service.scopes import Scope
-from auth_service.services import users
+from auth_service.services import authentication, users
 from auth_service.services.user_state import UserState
 
 router = APIRouter(tags=["users"])
@@ -49,8 +49,10 @@ async def register(
         session=session,
         hasher=hasher,
         min_length=settings.password_min_length,
-        data=data,
         allow_unicode_email=settings.allow_unicode_email,
+        email=data.email,
+        password=data.password,
+        name=data.name,
     )
     return UserPublic.model_validate(user)
 
@@ -98,7 +100,7 @@ async def change_password(
     hasher: HasherDep,
 ) -> Response:
     """Change the caller's password; every access token issued before now stops working."""
-    await users.change_password(
+    await authentication.change_password(
         session=session,
         hasher=hasher,
         min_length=settings.password_min_length,

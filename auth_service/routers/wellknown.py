@@ -16,10 +16,11 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from auth_service.config import Settings
+from auth_service.deps import state_of
 from auth_service.guards import TOKEN_URL
 from auth_service.scopes import Scope
 from auth_service.services.keys import JSONDocument
-from auth_service.state import AppState, state_of
+from auth_service.state import AppState
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 

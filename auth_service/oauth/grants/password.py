@@ -1,0 +1,47 @@
+"""Resource owner password credentials (RFC 6749 §4.3): a user's email and password."""
+
+from typing import Any, ClassVar
+
+from auth_service.errors import InvalidGrant
+from auth_service.oauth import forms
+from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.schemas import TokenResponse
+from auth_service.services import authentication, tokens
+
+
+class PasswordGrant(Grant):
+    grant_type = "password"
+    parameters: ClassVar[dict[str, dict[str, Any]]] = {
+        "username": {"type": "string", "description": "The user's email address."},
+        "password": {"type": "string", "format": "password"},
+        "scope": {"type": "string", "description": "Space-separated scopes (RFC 6749 §3.3)."},
+    }
+    required = ("username", "password")
+
+    async def respond(self, request: TokenRequest) -> TokenResponse:
+        state, form = request.state, request.form
+        username = forms.required(form, "username")
+        password = forms.required(form, "password")
+        requested = tokens.parse_scope(forms.optional(form, "scope"))  # before password work
+        # The caller's place in the fair password queue, before the lookup reads the database.
+        async with state.hasher.turn(request.peer):
+            user = await authentication.authenticate(
+                session=request.session,
+                states=state.user_states,
+                hasher=state.hasher,
+                email=username,
+                password=password,
+            )
+        if user is None:
+            # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
+            raise InvalidGrant("The email or password is incorrect.")
+        issued = tokens.issue_access_token(
+            user=user,
+            client_id=request.client.client_id,
+            scopes=tokens.grant_scopes(requested, roles=user.roles),
+            keys=state.keys,
+            settings=state.settings,
+        )
+        return TokenResponse(
+            access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+        )

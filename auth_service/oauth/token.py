@@ -1,0 +1,101 @@
+"""The token endpoint (RFC 6749 §3.2): parse the form once, authenticate the client,
+dispatch to the grant its `grant_type` names.
+
+Grants are registered by type, as in Authlib's `AuthorizationServer.register_grant`; the
+endpoint owns what every grant shares (the form, the client, the login metric) and nothing
+a grant decides.
+"""
+
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.errors import OAuth2Error, UnsupportedGrantType
+from auth_service.oauth import client_auth, forms
+from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.schemas import TokenResponse
+from auth_service.security.fair_queue import QueueRefused
+from auth_service.services import clients
+from auth_service.state import AppState
+
+_CLIENT_PARAMETERS: dict[str, dict[str, Any]] = {
+    "client_id": {"type": "string", "description": "The client's id (RFC 6749 §2.3.1)."},
+}
+
+
+class TokenEndpoint:
+    def __init__(self, *grants: Grant) -> None:
+        self._grants: dict[str, Grant] = {}
+        for grant in grants:
+            self.register_grant(grant)
+
+    def register_grant(self, grant: Grant) -> None:
+        if grant.grant_type in self._grants:
+            raise ValueError(f"the grant type {grant.grant_type} is registered already")
+        self._grants[grant.grant_type] = grant
+
+    @property
+    def grant_types(self) -> list[str]:
+        return list(self._grants)
+
+    async def respond(
+        self,
+        *,
+        content_type: str,
+        body: bytes,
+        authorization: str | None,
+        peer: str,
+        state: AppState,
+        session: AsyncSession,
+    ) -> TokenResponse:
+        """The answer to a token request; `auth_logins_total` counts it by its outcome."""
+        logins = state.metrics.logins
+        try:
+            answer = await self._respond(content_type, body, authorization, peer, state, session)
+        except OAuth2Error as exc:
+            logins.labels(exc.oauth_error).inc()
+            raise
+        except QueueRefused:
+            logins.labels("busy").inc()
+            raise
+        logins.labels("success").inc()
+        return answer
+
+    async def _respond(
+        self,
+        content_type: str,
+        body: bytes,
+        authorization: str | None,
+        peer: str,
+        state: AppState,
+        session: AsyncSession,
+    ) -> TokenResponse:
+        form = forms.parse(content_type, body)
+        grant_type = forms.required(form, "grant_type")
+        grant = self._grants.get(grant_type)
+        if grant is None:
+            supported = ", ".join(self._grants)
+            raise UnsupportedGrantType(f"The grant types supported are: {supported}.")
+        presented = client_auth.presented(authorization, form)
+        client = clients.authenticate(
+            client_id=presented.client_id, secret=presented.secret, settings=state.settings
+        )
+        request = TokenRequest(form=form, client=client, peer=peer, state=state, session=session)
+        return await grant.respond(request)
+
+    def form_schema(self) -> dict[str, Any]:
+        """The request body's JSON Schema for the OpenAPI document: one per grant."""
+        schemas = [
+            {
+                "title": f"grant_type={grant.grant_type}",
+                "type": "object",
+                "required": ["grant_type", *grant.required],
+                "properties": {
+                    "grant_type": {"type": "string", "enum": [grant.grant_type]},
+                    **grant.parameters,
+                    **_CLIENT_PARAMETERS,
+                },
+            }
+            for grant in self._grants.values()
+        ]
+        return schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
