@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from auth_service.guards import Principal, require_scopes
+from auth_service.guards import require_scopes
+from auth_service.services.access import Principal
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
 from auth_service.errors import Forbidden, InvalidToken
-from auth_service.guards import CurrentPrincipal, Principal, require_scopes
+from auth_service.guards import CurrentPrincipal, require_scopes
 from auth_service.models import User
 from auth_service.schemas import (
     ErrorResponse,
@@ -18,6 +18,7 @@ from auth_service.schemas import (
 )
 from auth_service.scopes import Scope
 from auth_service.services import authentication, users
+from auth_service.services.access import Principal
 from auth_service.services.user_state import UserState
 
 router = APIRouter(tags=["users"])
