@@ -78,7 +78,9 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     secret_key = resolve_secret_key(settings)
-    state = AppState.build(settings, discovery=JSONDocument.of(wellknown.metadata(settings)))
+    state = AppState.build(
+        settings, discovery=JSONDocument.of(wellknown.metadata(settings)), secret_key=secret_key
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

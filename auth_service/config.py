@@ -82,6 +82,28 @@ class Settings(BaseSettings):
     secret_key_file: Path = Path(".auth-secret-key")
     signing_alg: Literal["RS256", "ES256"] = "RS256"
     access_token_ttl: int = Field(default=900, ge=60, le=86_400, description="seconds")
+    refresh_token_ttl: int = Field(
+        default=14 * 86_400,
+        ge=300,
+        le=365 * 86_400,
+        description="seconds a refresh token stays usable unused (the session's idle limit); "
+        "every refresh starts it afresh.",
+    )
+    session_max_age: int = Field(
+        default=30 * 86_400,
+        ge=300,
+        le=365 * 86_400,
+        description="seconds a session (one sign-in and its refreshes) lasts at most, however "
+        "often it refreshes; then the user signs in again.",
+    )
+    refresh_reuse_interval: int = Field(
+        default=0,
+        ge=0,
+        le=300,
+        description="seconds within which a spent refresh token may be presented again and "
+        "get the same answer as the first time (concurrent tabs, retried requests); "
+        "0: any second presentation ends the session.",
+    )
     client_ids: Annotated[list[str], NoDecode] = Field(
         default=["auth-service"],
         min_length=1,

@@ -96,3 +96,47 @@ class SigningKey(SQLModel, table=True):
     alg: str = Field(max_length=16)
     private_key_encrypted: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LoginSession(SQLModel, table=True):
+    """One sign-in and its refreshes: a refresh token family (RFC 9700 §4.14.2).
+
+    Deleting the row ends the session: its refresh tokens go with it, and the access tokens
+    issued in it (which carry its id as `sid`) are refused from then on.
+    """
+
+    __tablename__ = "sessions"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    client_id: str = Field(max_length=255)
+    scope: str = Field(max_length=2000)  # what the sign-in granted: refreshes never widen it
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The absolute end (AUTH_SESSION_MAX_AGE after the sign-in) and the idle one (when the
+    # newest refresh token expires unused); the purge deletes the row after either.
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    idle_expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token, by the SHA-256 digest of its value (the value is never stored).
+
+    Single use: refreshing spends it (`spent_at`) and issues its successor in the same
+    session. A spent token is kept until it would have expired, so that presenting it again
+    is recognized as reuse and ends the session. Within `AUTH_REFRESH_REUSE_INTERVAL`, the
+    successor's answer is kept here encrypted under AUTH_SECRET_KEY (`successor`), to give a
+    concurrent presentation the same answer instead.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    digest: bytes = Field(sa_type=LargeBinary(32), primary_key=True)
+    session_id: uuid.UUID = Field(foreign_key="sessions.id", index=True, ondelete="CASCADE")
+    scope: str = Field(max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    spent_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    successor: bytes | None = Field(default=None, sa_type=LargeBinary)

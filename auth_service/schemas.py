@@ -138,6 +138,8 @@ class TokenResponse(BaseModel):
     token_type: str = "Bearer"  # noqa: S105 (RFC 6750 token type)
     expires_in: int
     scope: str
+    # RFC 6749 §5.1: with the grants that start or continue a session.
+    refresh_token: str | None = None
 
 
 class OAuth2ErrorResponse(BaseModel):

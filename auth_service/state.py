@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker
 from auth_service.observability import AccessLog, Metrics
+from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services.keys import JSONDocument, KeySet
@@ -30,10 +31,12 @@ class AppState:
     metrics: Metrics
     access_log: AccessLog
     discovery: JSONDocument
+    # Seals the answers kept for the refresh reuse interval (`services.sessions`).
+    successors: Sealer
     _keys: KeySet | None = None
 
     @classmethod
-    def build(cls, settings: Settings, *, discovery: JSONDocument) -> "AppState":
+    def build(cls, settings: Settings, *, discovery: JSONDocument, secret_key: str) -> "AppState":
         engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
         return cls(
             settings=settings,
@@ -47,6 +50,7 @@ class AppState:
             metrics=Metrics(),
             access_log=AccessLog(),
             discovery=discovery,
+            successors=Sealer(secret_key, purpose=REFRESH_SUCCESSORS),
         )
 
     @property

@@ -25,7 +25,7 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
     assert metadata["token_endpoint"] == "http://testserver/oauth2/token"
     assert metadata["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert metadata["userinfo_endpoint"] == "http://testserver/userinfo"
-    assert metadata["grant_types_supported"] == ["password"]
+    assert metadata["grant_types_supported"] == ["password", "refresh_token"]
     assert set(metadata["scopes_supported"]) == {
         "openid",
         "profile",

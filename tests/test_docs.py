@@ -182,8 +182,14 @@ async def test_the_token_endpoint_is_documented_as_a_form(client: httpx.AsyncCli
     operation = (await _openapi(client))["paths"]["/oauth2/token"]["post"]
 
     form = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
-    assert {"grant_type", "username", "password"} <= set(form["required"])
+    assert form["required"] == ["grant_type"]
+    assert form["properties"]["grant_type"]["enum"] == ["password", "refresh_token"]
+    assert {"username", "password", "refresh_token", "scope", "client_id"} <= set(
+        form["properties"]
+    )
     assert form["properties"]["password"]["format"] == "password"
+    assert form["properties"]["refresh_token"]["format"] == "password"
+    assert "password: username, password" in form["description"]
 
 
 @pytest.mark.parametrize("client_auth", ["basic", "request-body"])

@@ -110,7 +110,7 @@ async def test_password_grant_answers_a_bearer_token_that_must_not_be_cached(
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope", "refresh_token"}
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
     assert body["scope"] == USER_SCOPES
@@ -281,14 +281,14 @@ async def test_body_without_content_type_is_invalid_request(client: httpx.AsyncC
     _assert_oauth_error(response, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("grant_type", ["client_credentials", "foo"])
+@pytest.mark.parametrize("grant_type", ["client_credentials", "foo", "Password"])
 async def test_other_grant_types_are_unsupported(
     client: httpx.AsyncClient, grant_type: str
 ) -> None:
     response = await client.post(TOKEN_URL, data=_form("ann@example.com", grant_type=grant_type))
 
     body = _assert_oauth_error(response, 400, "unsupported_grant_type")
-    assert body["error_description"] == "The grant types supported are: password."
+    assert body["error_description"] == "The grant types supported are: password, refresh_token."
 
 
 async def test_unknown_scope_is_invalid_scope(client: httpx.AsyncClient) -> None:

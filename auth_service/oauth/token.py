@@ -16,6 +16,7 @@ from auth_service.oauth.grants import Grant, TokenRequest
 from auth_service.schemas import TokenResponse
 from auth_service.security.fair_queue import QueueRefused
 from auth_service.services import clients
+from auth_service.services.sessions import Device
 from auth_service.state import AppState
 
 _CLIENT_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -45,13 +46,16 @@ class TokenEndpoint:
         body: bytes,
         authorization: str | None,
         peer: str,
+        device: Device,
         state: AppState,
         session: AsyncSession,
     ) -> TokenResponse:
         """The answer to a token request; `auth_logins_total` counts it by its outcome."""
         logins = state.metrics.logins
         try:
-            answer = await self._respond(content_type, body, authorization, peer, state, session)
+            answer = await self._respond(
+                content_type, body, authorization, peer, device, state, session
+            )
         except OAuth2Error as exc:
             logins.labels(exc.oauth_error).inc()
             raise
@@ -67,6 +71,7 @@ class TokenEndpoint:
         body: bytes,
         authorization: str | None,
         peer: str,
+        device: Device,
         state: AppState,
         session: AsyncSession,
     ) -> TokenResponse:
@@ -80,22 +85,37 @@ class TokenEndpoint:
         client = clients.authenticate(
             client_id=presented.client_id, secret=presented.secret, settings=state.settings
         )
-        request = TokenRequest(form=form, client=client, peer=peer, state=state, session=session)
+        request = TokenRequest(
+            form=form, client=client, peer=peer, device=device, state=state, session=session
+        )
         return await grant.respond(request)
 
     def form_schema(self) -> dict[str, Any]:
-        """The request body's JSON Schema for the OpenAPI document: one per grant."""
-        schemas = [
-            {
-                "title": f"grant_type={grant.grant_type}",
-                "type": "object",
-                "required": ["grant_type", *grant.required],
-                "properties": {
-                    "grant_type": {"type": "string", "enum": [grant.grant_type]},
-                    **grant.parameters,
-                    **_CLIENT_PARAMETERS,
-                },
-            }
-            for grant in self._grants.values()
-        ]
-        return schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+        """The request body's JSON Schema for the OpenAPI document.
+
+        One flat object (Swagger UI builds a form from it; it builds none from a `oneOf`):
+        every grant's parameters, each saying which grants take it, and the parameters each
+        grant requires in the description.
+        """
+        properties: dict[str, dict[str, Any]] = {
+            "grant_type": {"type": "string", "enum": list(self._grants)},
+        }
+        takers: dict[str, list[str]] = {}
+        for grant in self._grants.values():
+            for name, schema in grant.parameters.items():
+                properties.setdefault(name, dict(schema))
+                takers.setdefault(name, []).append(grant.grant_type)
+        for name, grant_types in takers.items():
+            prefix = f"grant_type={' or '.join(grant_types)}"
+            described = properties[name].get("description")
+            properties[name]["description"] = f"{prefix}: {described}" if described else prefix
+        properties.update(_CLIENT_PARAMETERS)
+        needs = "; ".join(
+            f"{grant.grant_type}: {', '.join(grant.required)}" for grant in self._grants.values()
+        )
+        return {
+            "type": "object",
+            "required": ["grant_type"],
+            "properties": properties,
+            "description": f"The parameters each grant type requires: {needs}.",
+        }

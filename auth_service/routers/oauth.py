@@ -7,12 +7,11 @@ from fastapi.responses import JSONResponse
 
 from auth_service.deps import SessionDep, client_key, state_of
 from auth_service.guards import TOKEN_URL
-from auth_service.oauth.grants.password import PasswordGrant
-from auth_service.oauth.token import TokenEndpoint
+from auth_service.oauth.server import token_endpoint
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
+from auth_service.services.sessions import Device
 
 router = APIRouter(tags=["oauth2"])
-token_endpoint = TokenEndpoint(PasswordGrant())
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuth2ErrorResponse, "description": "RFC 6749 §5.2 error"},
@@ -35,13 +34,21 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     },
 )
 async def token(request: Request, session: SessionDep) -> JSONResponse:
-    """Exchange a user's email and password for an access token (RFC 6749 §4.3)."""
+    """Sign in with an email and password (RFC 6749 §4.3), or refresh (§6).
+
+    Both answer an access token and a refresh token. A refresh token is single use: the
+    answer carries its successor, and presenting a spent one again ends the session.
+    """
     answer = await token_endpoint.respond(
         content_type=request.headers.get("content-type", ""),
         body=await request.body(),  # the size limit applies while it streams in
         authorization=request.headers.get("authorization"),
         peer=client_key(request),
+        device=Device(
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        ),
         state=state_of(request),
         session=session,
     )
-    return JSONResponse(answer.model_dump(), headers=NO_STORE)
+    return JSONResponse(answer.model_dump(exclude_none=True), headers=NO_STORE)

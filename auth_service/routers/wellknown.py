@@ -18,6 +18,7 @@ from starlette.types import Scope as ASGIScope
 from auth_service.config import Settings
 from auth_service.deps import state_of
 from auth_service.guards import TOKEN_URL
+from auth_service.oauth.server import token_endpoint
 from auth_service.scopes import Scope
 from auth_service.services.keys import JSONDocument
 from auth_service.state import AppState
@@ -38,7 +39,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "token_endpoint": issuer + TOKEN_URL,
         "jwks_uri": issuer + "/.well-known/jwks.json",
         "userinfo_endpoint": issuer + "/userinfo",
-        "grant_types_supported": ["password"],
+        "grant_types_supported": token_endpoint.grant_types,
         # No authorization endpoint: nothing is issued through the front channel.
         "response_types_supported": [],
         "scopes_supported": [s.value for s in Scope],

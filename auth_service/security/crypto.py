@@ -20,7 +20,9 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 RSA_KEY_SIZE = 2048
 _NONCE_BYTES = 12
-_HKDF_INFO = b"auth-service signing-key encryption v1"
+# HKDF info of each purpose of AUTH_SECRET_KEY.
+_SIGNING_KEYS = b"auth-service signing-key encryption v1"
+REFRESH_SUCCESSORS = b"auth-service refresh-successor encryption v1"
 # The alphabets generated secrets are drawn from, smallest first; the last one stands for
 # anything else too, which only makes the estimate lower.
 _ALPHABETS = tuple(
@@ -66,23 +68,34 @@ def new_kid(key: PrivateKey) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()[:16]).rstrip(b"=").decode()
 
 
-def _aead(secret_key: str) -> AESGCM:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-        secret_key.encode()
-    )
-    return AESGCM(derived)
+class Sealer:
+    """AES-256-GCM under a key derived from AUTH_SECRET_KEY for one purpose (the HKDF info),
+    so that what is sealed for one purpose cannot be opened as another's."""
+
+    def __init__(self, secret_key: str, *, purpose: bytes) -> None:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+        self._aead = AESGCM(hkdf.derive(secret_key.encode()))
+
+    def seal(self, plaintext: bytes, *, associated: bytes) -> bytes:
+        """Nonce and ciphertext; `associated` is authenticated, not stored."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, associated)
+
+    def open(self, blob: bytes, *, associated: bytes) -> bytes:
+        """The plaintext; raises cryptography's InvalidTag under another key or association."""
+        nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
+        return self._aead.decrypt(nonce, ciphertext, associated)
 
 
 def encrypt_private_key(key: PrivateKey, *, secret_key: str, kid: str) -> bytes:
     """AES-256-GCM over the PKCS#8 PEM; the kid is bound as associated data."""
-    nonce = os.urandom(_NONCE_BYTES)
-    return nonce + _aead(secret_key).encrypt(nonce, private_key_pem(key), kid.encode())
+    sealer = Sealer(secret_key, purpose=_SIGNING_KEYS)
+    return sealer.seal(private_key_pem(key), associated=kid.encode())
 
 
 def decrypt_private_key(blob: bytes, *, secret_key: str, kid: str) -> bytes:
     """The PKCS#8 PEM; raises cryptography's InvalidTag under a wrong secret key."""
-    nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
-    return _aead(secret_key).decrypt(nonce, ciphertext, kid.encode())
+    return Sealer(secret_key, purpose=_SIGNING_KEYS).open(blob, associated=kid.encode())
 
 
 def estimate_entropy_bits(value: str) -> float:

@@ -25,6 +25,7 @@ _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 TOKEN_VERSION_CLAIM = "token_version"  # noqa: S105 (a claim name)
+SESSION_CLAIM = "sid"  # the session the token was issued in (OpenID Connect's name for it)
 # Ours are under 1 KiB; the cap bounds the work a junk token can cause before any check.
 MAX_TOKEN_LENGTH = 8192
 # RFC 7515 §2 and §7.1: three base64url segments, no padding, nothing else. Canonical too
@@ -168,6 +169,7 @@ _CLAIM_FORMS: dict[str, Callable[[Any], bool]] = {
     "scope": lambda v: type(v) is str,  # its scope-token grammar is the guard's to check
     "roles": lambda v: type(v) is list and all(type(r) is str for r in v),
     TOKEN_VERSION_CLAIM: lambda v: type(v) is int,  # not a bool, not 0.0: it must equal ours
+    SESSION_CLAIM: _is_text,
 }
 
 

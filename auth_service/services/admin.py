@@ -15,7 +15,7 @@ from auth_service.errors import LastAdmin
 from auth_service.models import ADMIN_ROLE, User, utcnow
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services import users
-from auth_service.services.authentication import invalidate_tokens
+from auth_service.services.authentication import end_every_session
 from auth_service.services.repositories import users as repository
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ async def update_user(
     is_verified: bool | None = None,
 ) -> User:
     """Change what is given (None: unchanged; for the name, KEEP, as None clears it).
-    Deactivation revokes every token of the user at once."""
+    Deactivation ends every session of the user at once."""
     roles = list(roles) if roles is not None else user.roles
     is_active = is_active if is_active is not None else user.is_active
     if ADMIN_ROLE in user.roles and user.is_active and not (ADMIN_ROLE in roles and is_active):
@@ -66,7 +66,7 @@ async def update_user(
     if is_active != user.is_active:
         user.is_active = is_active
         if not is_active:
-            invalidate_tokens(user)
+            await end_every_session(session, user)
     user.updated_at = utcnow()
     session.add(user)
     await session.flush()

@@ -1,4 +1,4 @@
-"""Credentials: signing in with a password, changing it, and ending every token at once.
+"""Credentials: signing in with a password, changing it, and ending every session at once.
 
 Functions take `session` and collaborators as keywords, raise `errors.DomainError`s and
 never commit: the request's session dependency commits once or rolls back.
@@ -10,7 +10,7 @@ from auth_service.errors import WrongPassword
 from auth_service.models import User, utcnow
 from auth_service.security import emails, password_policy
 from auth_service.security.passwords import PasswordHasher, normalize
-from auth_service.services import passwords
+from auth_service.services import passwords, sessions
 from auth_service.services.repositories import users as repository
 from auth_service.services.user_state import UserStates
 
@@ -54,11 +54,13 @@ async def authenticate(
     return user
 
 
-def invalidate_tokens(user: User) -> None:
-    """Make every access token issued to `user` so far fail verification."""
+async def end_every_session(session: AsyncSession, user: User) -> None:
+    """End every session of `user`: refresh tokens die, and every access token issued so
+    far fails verification from the next request on."""
     # Incremented in SQL, so two concurrent invalidations both count.
     user.token_version = User.token_version + 1
     user.updated_at = utcnow()
+    await sessions.end_all(session, user.id)
 
 
 async def change_password(
@@ -77,5 +79,5 @@ async def change_password(
         user.hashed_password = await passwords.checked_hash(
             new_password, email=user.email, min_length=min_length, hasher=hasher
         )
-    invalidate_tokens(user)
+    await end_every_session(session, user)
     session.add(user)

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.oauth.forms import Form
 from auth_service.schemas import TokenResponse
 from auth_service.services.clients import Client
+from auth_service.services.sessions import Device
 from auth_service.state import AppState
 
 
@@ -26,6 +27,7 @@ class TokenRequest:
     form: Form
     client: Client
     peer: str  # who is asking, for the fair password queue (`deps.client_key`)
+    device: Device  # where it comes from, for the user's list of sessions
     state: AppState
     session: AsyncSession  # the request's transaction: committed after the answer is built
 

@@ -3,10 +3,12 @@
 from typing import Any, ClassVar
 
 from auth_service.errors import InvalidGrant
+from auth_service.models import utcnow
 from auth_service.oauth import forms
 from auth_service.oauth.grants import Grant, TokenRequest
 from auth_service.schemas import TokenResponse
-from auth_service.services import authentication, tokens
+from auth_service.scopes import format_scope
+from auth_service.services import authentication, sessions, tokens
 
 
 class PasswordGrant(Grant):
@@ -35,13 +37,27 @@ class PasswordGrant(Grant):
         if user is None:
             # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
             raise InvalidGrant("The email or password is incorrect.")
+        scopes = tokens.grant_scopes(requested, roles=user.roles)
+        login, refresh_token = await sessions.start(
+            request.session,
+            user=user,
+            client_id=request.client.client_id,
+            scope=format_scope(scopes),
+            device=request.device,
+            settings=state.settings,
+            now=utcnow(),
+        )
         issued = tokens.issue_access_token(
             user=user,
             client_id=request.client.client_id,
-            scopes=tokens.grant_scopes(requested, roles=user.roles),
+            scopes=scopes,
             keys=state.keys,
             settings=state.settings,
+            session_id=login.id,
         )
         return TokenResponse(
-            access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
+            access_token=issued.access_token,
+            expires_in=issued.expires_in,
+            scope=issued.scope,
+            refresh_token=refresh_token,
         )

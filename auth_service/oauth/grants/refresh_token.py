@@ -1,0 +1,82 @@
+"""Refreshing an access token (RFC 6749 §6) with rotation and reuse detection (RFC 9700
+§4.14.2): the refresh token presented is spent, its successor issued in the same session.
+
+A spent token presented again ends its session, the newest token included: one of the two
+presenters is not the user. With `AUTH_REFRESH_REUSE_INTERVAL` set, a token spent within
+that many seconds gets the answer its first presentation got instead (kept sealed under
+AUTH_SECRET_KEY with the spent token), so two tabs or a retried request refreshing at once
+share one successor and the session never forks; after the interval, reuse ends the session.
+"""
+
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from auth_service.errors import InvalidGrant
+from auth_service.models import User, utcnow
+from auth_service.oauth import forms
+from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.schemas import TokenResponse
+from auth_service.scopes import format_scope
+from auth_service.services import sessions, tokens
+
+INVALID = "The refresh token is invalid, expired or revoked."
+
+
+class RefreshTokenGrant(Grant):
+    grant_type = "refresh_token"
+    parameters: ClassVar[dict[str, dict[str, Any]]] = {
+        "refresh_token": {"type": "string", "format": "password"},
+        "scope": {
+            "type": "string",
+            "description": "Space-separated scopes, within the refresh token's (RFC 6749 §6).",
+        },
+    }
+    required = ("refresh_token",)
+
+    async def respond(self, request: TokenRequest) -> TokenResponse:
+        state, db = request.state, request.session
+        token = forms.required(request.form, "refresh_token")
+        requested = tokens.parse_scope(forms.optional(request.form, "scope"))
+        now = utcnow()
+        presented = await sessions.spend(
+            db, token=token, client_id=request.client.client_id, now=now
+        )
+        if presented is None:
+            raise InvalidGrant(INVALID)
+        if not presented.spent_now:
+            spent_at, sealed = presented.token.spent_at, presented.token.successor
+            interval = timedelta(seconds=state.settings.refresh_reuse_interval)
+            if sealed is not None and spent_at is not None and now - spent_at <= interval:
+                kept = state.successors.open(sealed, associated=presented.token.digest)
+                return TokenResponse.model_validate_json(kept)
+            await sessions.end(db, presented.login.id)
+            await db.commit()  # the answer is an error, but the session must end
+            raise InvalidGrant("The refresh token was used already; its session has ended.")
+        user = await db.get(User, presented.login.user_id)
+        if user is None or not user.is_active:
+            raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
+        scopes = tokens.refresh_scopes(requested, granted=presented.token.scope, roles=user.roles)
+        successor = await sessions.rotate(
+            db, presented, scope=format_scope(scopes), settings=state.settings, now=now
+        )
+        issued = tokens.issue_access_token(
+            user=user,
+            client_id=request.client.client_id,
+            scopes=scopes,
+            keys=state.keys,
+            settings=state.settings,
+            session_id=presented.login.id,
+        )
+        answer = TokenResponse(
+            access_token=issued.access_token,
+            expires_in=issued.expires_in,
+            scope=issued.scope,
+            refresh_token=successor,
+        )
+        if state.settings.refresh_reuse_interval:
+            sealed = state.successors.seal(
+                answer.model_dump_json(exclude_none=True).encode(),
+                associated=presented.token.digest,
+            )
+            await sessions.keep_successor(db, presented.token, sealed)
+        return answer

@@ -1,0 +1,7 @@
+"""The authorization server: its endpoints, with the grants it supports."""
+
+from auth_service.oauth.grants.password import PasswordGrant
+from auth_service.oauth.grants.refresh_token import RefreshTokenGrant
+from auth_service.oauth.token import TokenEndpoint
+
+token_endpoint = TokenEndpoint(PasswordGrant(), RefreshTokenGrant())
