@@ -357,3 +357,16 @@ async def test_without_a_reuse_interval_no_answer_is_kept(client: httpx.AsyncCli
     assert (await refresh(client, token)).status_code == 200
 
     assert await sql(client, "SELECT 1 FROM refresh_tokens WHERE successor IS NOT NULL") == []
+
+
+async def test_a_session_records_where_its_sign_in_came_from(client: httpx.AsyncClient) -> None:
+    await register(client, "quin@example.com")
+    form = {"grant_type": "password", "username": "quin@example.com", "password": STRONG_PASSWORD}
+
+    signed_in = await client.post(TOKEN_URL, data=form, headers={"User-Agent": "x" * 600})
+
+    assert signed_in.status_code == 200, signed_in.text
+    [(ip, user_agent, client_id)] = await sql(
+        client, "SELECT ip, user_agent, client_id FROM sessions"
+    )
+    assert (ip, user_agent, client_id) == ("127.0.0.1", "x" * 512, "auth-service")

@@ -65,7 +65,7 @@ async def start(
         expires_at=now + timedelta(seconds=settings.session_max_age),
         idle_expires_at=now,  # set by _issue
         ip=device.ip,
-        user_agent=(device.user_agent or None) and device.user_agent[:USER_AGENT_MAX],
+        user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
     session.add(login)
     await session.flush()  # the row the token refers to
