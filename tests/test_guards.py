@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 import time
+import uuid
 from typing import Annotated, Any
 
 import httpx
@@ -530,3 +531,32 @@ async def test_require_scopes_refuses_the_token_of_a_deactivated_user(
     refused = await client.get("/probe/scoped", headers=bearer(token))
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+# --- the session a token names (sid) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sid",
+    [
+        "not-a-uuid",
+        "",
+        "6BA7B810-9DAD-11D1-80B4-00C04FD430C8",  # upper case: not the canonical spelling
+        "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}",
+    ],
+)
+async def test_a_malformed_sid_is_invalid_token(client: httpx.AsyncClient, sid: str) -> None:
+    token = _sign_with_our_key(client, _claims(await _user(client, "sid@example.com"), sid=sid))
+
+    _assert_invalid_token(await client.get("/users/me", headers=bearer(token)))
+
+
+async def test_a_token_naming_a_session_that_does_not_exist_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    user_id = await _user(client, "nosession@example.com")
+    signed = _sign_with_our_key(client, _claims(user_id, sid=str(uuid.uuid4())))
+    unbound = _sign_with_our_key(client, _claims(user_id))
+
+    assert "revoked" in _assert_invalid_token(await client.get("/users/me", headers=bearer(signed)))
+    assert (await client.get("/users/me", headers=bearer(unbound))).status_code == 200

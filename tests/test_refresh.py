@@ -370,3 +370,24 @@ async def test_a_session_records_where_its_sign_in_came_from(client: httpx.Async
         client, "SELECT ip, user_agent, client_id FROM sessions"
     )
     assert (ip, user_agent, client_id) == ("127.0.0.1", "x" * 512, "auth-service")
+
+
+async def test_the_access_tokens_of_an_ended_session_are_refused_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ray@example.com")
+    first = await sign_in(client, "ray@example.com")
+    other = await sign_in(client, "ray@example.com")
+    second = (await refresh(client, first["refresh_token"])).json()
+    assert (
+        await client.get("/users/me", headers=bearer(second["access_token"]))
+    ).status_code == 200
+
+    assert_invalid_grant(await refresh(client, first["refresh_token"]))  # reuse ends it
+
+    for ended in (first["access_token"], second["access_token"]):
+        refused = await client.get("/users/me", headers=bearer(ended))
+        assert refused.status_code == 401
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    still = await client.get("/users/me", headers=bearer(other["access_token"]))
+    assert still.status_code == 200

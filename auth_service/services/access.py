@@ -2,8 +2,9 @@
 
 Active means: `jwt.decode` accepts it (our key, our algorithm, `typ`, the claims, their
 times; its signature checked once and cached until `exp`), its scope claim is well formed,
-its `sub` names a user who exists and is active, and it was issued at the user's current
-token version (no password change or deactivation since). The user is read on every call,
+its `sub` names a user who exists and is active, it was issued at the user's current token
+version (no password change or deactivation since), and the session it names (`sid`), if
+any, has not ended. The user is read on every call,
 never cached, so a change through any worker or replica counts at once.
 """
 
@@ -15,7 +16,7 @@ from auth_service.config import Settings
 from auth_service.errors import InvalidToken
 from auth_service.scopes import split_scope
 from auth_service.security import jwt
-from auth_service.security.jwt import VerifiedTokenCache
+from auth_service.security.jwt import SESSION_CLAIM, VerifiedTokenCache
 from auth_service.services.keys import KeySet
 from auth_service.services.tokens import is_revoked
 from auth_service.services.user_state import UserState, UserStates
@@ -58,18 +59,34 @@ async def principal_of(
     return Principal(claims=claims, scopes=scopes, user=user)
 
 
+def _canonical_uuid(value: str) -> uuid.UUID | None:
+    """The UUID `value` spells in its one canonical form (uuid.UUID also reads upper case,
+    braces, bare hex and urn:uuid:), else None."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return None
+    return parsed if str(parsed) == value else None
+
+
 async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
     """The active user the token was issued to, if the token is still valid for them."""
-    user_id: uuid.UUID | None
-    try:
-        user_id = uuid.UUID(claims["sub"])
-    except ValueError:
-        user_id = None
-    # One spelling per user: uuid.UUID also reads upper case, braces, bare hex and urn:uuid:.
-    if user_id is None or str(user_id) != claims["sub"]:
+    user_id = _canonical_uuid(claims["sub"])
+    if user_id is None:
         raise InvalidToken("The access token does not name a user.")
-    user = await states.get(user_id)
-    # One answer for a deleted, deactivated or logged-out user: the token is no longer valid.
-    if user is None or not user.is_active or is_revoked(claims, user):
+    session_id = None
+    if SESSION_CLAIM in claims:
+        session_id = _canonical_uuid(claims[SESSION_CLAIM])
+        if session_id is None:
+            raise InvalidToken("The access token's sid claim is malformed.")
+    user = await states.get(user_id, session_id)
+    # One answer for a deleted, deactivated or logged-out user, and for an ended session:
+    # the token is no longer valid.
+    if (
+        user is None
+        or not user.is_active
+        or is_revoked(claims, user)
+        or (session_id is not None and not user.session_alive)
+    ):
         raise InvalidToken("The access token has been revoked.")
     return user

@@ -25,7 +25,7 @@ tens of microseconds more than no row).
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,13 +34,13 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 import psycopg
-from sqlalchemy import Column, Select, bindparam, select
+from sqlalchemy import Column, Select, bindparam, exists, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.db import postgres_connect_args
-from auth_service.models import User, UserRole
+from auth_service.models import LoginSession, User, UserRole
 
 # A busy file waits this long on the event loop before the read moves to a thread.
 ON_LOOP_BUSY_TIMEOUT_SECONDS = 0.02
@@ -61,9 +61,12 @@ class UserState:
     created_at: datetime
     updated_at: datetime
     roles: tuple[str, ...]
+    # Does the session the token names still exist? (False when it names none.)
+    session_alive: bool
 
 
 _users, _roles = User.__table__, UserRole.__table__  # type: ignore[attr-defined]
+_sessions = LoginSession.__table__  # type: ignore[attr-defined]
 _STATEMENT = (
     select(
         _users.c.id,
@@ -74,11 +77,15 @@ _STATEMENT = (
         _users.c.token_version,
         _users.c.created_at,
         _users.c.updated_at,
+        exists().where(_sessions.c.id == bindparam("sid")).label("session_alive"),
         _roles.c.role,
     )
     .select_from(_users.outerjoin(_roles, _roles.c.user_id == _users.c.id))
     .where(_users.c.id == bindparam("id"))
 )
+
+
+_STATE_PARAMETERS = {"id": _users.c.id, "sid": _sessions.c.id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +101,14 @@ class Credentials:
 _CREDENTIALS = select(
     _users.c.id, _users.c.hashed_password, _users.c.is_active, _users.c.token_version
 ).where(_users.c.email_key == bindparam("key"))
+_CREDENTIAL_PARAMETERS = {"key": _users.c.email_key}
 
 
 def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
     """The user of rows already converted to Python values (one row per role, or one)."""
     if not rows:
         return None
-    id_, email, name, is_active, is_verified, token_version, created_at, updated_at, _ = rows[0]
+    id_, email, name, is_active, is_verified, token_version, created_at, updated_at = rows[0][:8]
     return UserState(
         id=id_,
         email=email,
@@ -111,6 +119,7 @@ def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
         created_at=created_at,
         updated_at=updated_at,
         roles=tuple(sorted(row[-1] for row in rows if row[-1] is not None)),
+        session_alive=bool(rows[0][8]),
     )
 
 
@@ -119,26 +128,43 @@ def _credentials(rows: Sequence[Sequence[Any]]) -> Credentials | None:
 
 
 class _Compiled:
-    """A statement of one parameter in one dialect's SQL, with the type conversions
-    SQLAlchemy would apply to the parameter and to each column."""
+    """A statement in one dialect's SQL, with the type conversions SQLAlchemy would apply
+    to its parameters (named by `parameters`, with the column each is compared to) and to
+    each column."""
 
-    def __init__(self, statement: Select[Any], parameter: Column[Any], dialect: Dialect) -> None:
+    def __init__(
+        self, statement: Select[Any], parameters: Mapping[str, Column[Any]], dialect: Dialect
+    ) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        (self.name,) = compiled.params  # for named parameter styles
-        bind = parameter.type.dialect_impl(dialect).bind_processor(dialect)
-        self.bind: Callable[[Any], Any] = bind or (lambda value: value)
+        self._order = compiled.positiontup  # positional styles (SQLite's ?); None: named
+        self._binds = {
+            name: column.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, column in parameters.items()
+        }
+        if set(compiled.params) != set(parameters):
+            raise ValueError(f"the statement's parameters are {sorted(compiled.params)}")
         self._results = [
             c.type.dialect_impl(dialect).result_processor(dialect, None)
             for c in statement.selected_columns
         ]
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The driver's parameters for these values."""
+        bound = {
+            name: value if (p := self._binds[name]) is None or value is None else p(value)
+            for name, value in values.items()
+        }
+        return bound if self._order is None else tuple(bound[name] for name in self._order)
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
         return [[p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows]
 
 
 class UserStates(Protocol):
-    async def get(self, user_id: uuid.UUID) -> UserState | None: ...
+    async def get(
+        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> UserState | None: ...
     async def credentials(self, email_key: str) -> Credentials | None: ...
     async def close(self) -> None: ...
 
@@ -147,8 +173,8 @@ class SQLiteUserStates:
     def __init__(self, path: str, *, timeout: float) -> None:
         self._path, self._timeout = path, timeout
         dialect = sqlite.dialect()
-        self._state = _Compiled(_STATEMENT, _users.c.id, dialect)
-        self._credentials = _Compiled(_CREDENTIALS, _users.c.email_key, dialect)
+        self._state = _Compiled(_STATEMENT, _STATE_PARAMETERS, dialect)
+        self._credentials = _Compiled(_CREDENTIALS, _CREDENTIAL_PARAMETERS, dialect)
         self._connection: sqlite3.Connection | None = None
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
@@ -159,32 +185,36 @@ class SQLiteUserStates:
         return connection
 
     @staticmethod
-    def _read(connection: sqlite3.Connection, query: _Compiled, value: Any) -> list[list[Any]]:
-        return query.rows(connection.execute(query.sql, (query.bind(value),)).fetchall())
+    def _read(
+        connection: sqlite3.Connection, query: _Compiled, values: Mapping[str, Any]
+    ) -> list[list[Any]]:
+        return query.rows(connection.execute(query.sql, query.bind(values)).fetchall())
 
-    def _read_waiting(self, query: _Compiled, value: Any) -> list[list[Any]]:
+    def _read_waiting(self, query: _Compiled, values: Mapping[str, Any]) -> list[list[Any]]:
         connection = self._connect(self._timeout)
         try:
-            return self._read(connection, query, value)
+            return self._read(connection, query, values)
         finally:
             connection.close()
 
-    async def _fetch(self, query: _Compiled, value: Any) -> list[list[Any]]:
+    async def _fetch(self, query: _Compiled, values: Mapping[str, Any]) -> list[list[Any]]:
         try:
             if self._connection is None:
                 self._connection = self._connect(ON_LOOP_BUSY_TIMEOUT_SECONDS)
-            return self._read(self._connection, query, value)
+            return self._read(self._connection, query, values)
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 await self.close()  # the file moved or broke: the next read opens it afresh
                 raise
-        return await anyio.to_thread.run_sync(self._read_waiting, query, value)
+        return await anyio.to_thread.run_sync(self._read_waiting, query, values)
 
-    async def get(self, user_id: uuid.UUID) -> UserState | None:
-        return _state(await self._fetch(self._state, user_id))
+    async def get(
+        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> UserState | None:
+        return _state(await self._fetch(self._state, {"id": user_id, "sid": session_id}))
 
     async def credentials(self, email_key: str) -> Credentials | None:
-        return _credentials(await self._fetch(self._credentials, email_key))
+        return _credentials(await self._fetch(self._credentials, {"key": email_key}))
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -205,8 +235,8 @@ class PostgresUserStates:
         size: int,
     ) -> None:
         self._conninfo, self._connect_args, self._timeout = conninfo, connect_args, timeout
-        self._state = _Compiled(_STATEMENT, _users.c.id, dialect)
-        self._credentials = _Compiled(_CREDENTIALS, _users.c.email_key, dialect)
+        self._state = _Compiled(_STATEMENT, _STATE_PARAMETERS, dialect)
+        self._credentials = _Compiled(_CREDENTIALS, _CREDENTIAL_PARAMETERS, dialect)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = anyio.Semaphore(size)  # at most this many connections at once
 
@@ -226,11 +256,11 @@ class PostgresUserStates:
             self._slots.release()
 
     async def _read_on(
-        self, connection: psycopg.AsyncConnection[Any], query: _Compiled, value: Any
+        self, connection: psycopg.AsyncConnection[Any], query: _Compiled, values: Mapping[str, Any]
     ) -> list[list[Any]]:
         """The query's rows; the connection is kept if the read succeeds, else closed."""
         try:
-            cursor = await connection.execute(query.sql, {query.name: query.bind(value)})
+            cursor = await connection.execute(query.sql, query.bind(values))
             rows = query.rows(await cursor.fetchall())
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -239,12 +269,12 @@ class PostgresUserStates:
         self._idle.append(connection)
         return rows
 
-    async def _fetch(self, query: _Compiled, value: Any) -> list[list[Any]]:
+    async def _fetch(self, query: _Compiled, values: Mapping[str, Any]) -> list[list[Any]]:
         async with self._slot():
             if self._idle:
                 connection = self._idle.pop()
                 try:
-                    return await self._read_on(connection, query, value)
+                    return await self._read_on(connection, query, values)
                 except psycopg.OperationalError:
                     if not connection.broken:
                         raise
@@ -252,13 +282,15 @@ class PostgresUserStates:
             connection = await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, **self._connect_args
             )
-            return await self._read_on(connection, query, value)
+            return await self._read_on(connection, query, values)
 
-    async def get(self, user_id: uuid.UUID) -> UserState | None:
-        return _state(await self._fetch(self._state, user_id))
+    async def get(
+        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+    ) -> UserState | None:
+        return _state(await self._fetch(self._state, {"id": user_id, "sid": session_id}))
 
     async def credentials(self, email_key: str) -> Credentials | None:
-        return _credentials(await self._fetch(self._credentials, email_key))
+        return _credentials(await self._fetch(self._credentials, {"key": email_key}))
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
