@@ -630,3 +630,38 @@ async def test_a_user_logs_in_with_the_exact_address_they_registered(
     response = await client.post(TOKEN_URL, data=_form(address))
 
     assert response.status_code == 200, response.text
+
+
+# --- client credentials (RFC 6749 §2.3) -----------------------------------------------------
+
+
+async def test_a_client_secret_in_the_form_needs_its_client_id(client: httpx.AsyncClient) -> None:
+    await register(client, "sec@example.com")
+
+    response = await client.post(TOKEN_URL, data=_form("sec@example.com", client_secret="s"))
+
+    _assert_oauth_error(response, 400, "invalid_request")
+
+
+async def test_a_client_authenticates_by_one_method_only(client: httpx.AsyncClient) -> None:
+    await register(client, "two@example.com")
+    basic = "Basic " + base64.b64encode(b"auth-service:").decode()
+
+    response = await client.post(
+        TOKEN_URL,
+        data=_form("two@example.com", client_secret="s"),
+        headers={"Authorization": basic},
+    )
+
+    _assert_oauth_error(response, 400, "invalid_request")
+
+
+async def test_a_secret_for_a_public_client_is_invalid_client(client: httpx.AsyncClient) -> None:
+    await register(client, "pub@example.com")
+
+    response = await client.post(
+        TOKEN_URL, data=_form("pub@example.com", client_id="auth-service", client_secret="s")
+    )
+
+    _assert_oauth_error(response, 401, "invalid_client")
+    assert response.headers["www-authenticate"].startswith("Basic")

@@ -6,6 +6,8 @@ endpoint owns what every grant shares (the form, the client, the login metric) a
 a grant decides.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -51,44 +53,21 @@ class TokenEndpoint:
         session: AsyncSession,
     ) -> TokenResponse:
         """The answer to a token request; `auth_logins_total` counts it by its outcome."""
-        logins = state.metrics.logins
-        try:
-            answer = await self._respond(
-                content_type, body, authorization, peer, device, state, session
+        with _counted(state.metrics.logins):
+            form = forms.parse(content_type, body)
+            grant_type = forms.required(form, "grant_type")
+            grant = self._grants.get(grant_type)
+            if grant is None:
+                supported = ", ".join(self._grants)
+                raise UnsupportedGrantType(f"The grant types supported are: {supported}.")
+            presented = client_auth.presented(authorization, form)
+            client = clients.authenticate(
+                client_id=presented.client_id, secret=presented.secret, settings=state.settings
             )
-        except OAuth2Error as exc:
-            logins.labels(exc.oauth_error).inc()
-            raise
-        except QueueRefused:
-            logins.labels("busy").inc()
-            raise
-        logins.labels("success").inc()
-        return answer
-
-    async def _respond(
-        self,
-        content_type: str,
-        body: bytes,
-        authorization: str | None,
-        peer: str,
-        device: Device,
-        state: AppState,
-        session: AsyncSession,
-    ) -> TokenResponse:
-        form = forms.parse(content_type, body)
-        grant_type = forms.required(form, "grant_type")
-        grant = self._grants.get(grant_type)
-        if grant is None:
-            supported = ", ".join(self._grants)
-            raise UnsupportedGrantType(f"The grant types supported are: {supported}.")
-        presented = client_auth.presented(authorization, form)
-        client = clients.authenticate(
-            client_id=presented.client_id, secret=presented.secret, settings=state.settings
-        )
-        request = TokenRequest(
-            form=form, client=client, peer=peer, device=device, state=state, session=session
-        )
-        return await grant.respond(request)
+            request = TokenRequest(
+                form=form, client=client, peer=peer, device=device, state=state, session=session
+            )
+            return await grant.respond(request)
 
     def form_schema(self) -> dict[str, Any]:
         """The request body's JSON Schema for the OpenAPI document.
@@ -119,3 +98,17 @@ class TokenEndpoint:
             "properties": properties,
             "description": f"The parameters each grant type requires: {needs}.",
         }
+
+
+@contextmanager
+def _counted(logins: Any) -> Iterator[None]:
+    """Count what the block answers: success, its RFC 6749 error code, or busy (429)."""
+    try:
+        yield
+    except OAuth2Error as exc:
+        logins.labels(exc.oauth_error).inc()
+        raise
+    except QueueRefused:
+        logins.labels("busy").inc()
+        raise
+    logins.labels("success").inc()

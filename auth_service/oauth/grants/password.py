@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 from auth_service.errors import InvalidGrant
 from auth_service.models import utcnow
 from auth_service.oauth import forms
-from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.oauth.grants import Grant, TokenRequest, token_response
 from auth_service.schemas import TokenResponse
 from auth_service.scopes import format_scope
 from auth_service.services import authentication, sessions, tokens
@@ -47,17 +47,6 @@ class PasswordGrant(Grant):
             settings=state.settings,
             now=utcnow(),
         )
-        issued = tokens.issue_access_token(
-            user=user,
-            client_id=request.client.client_id,
-            scopes=scopes,
-            keys=state.keys,
-            settings=state.settings,
-            session_id=login.id,
-        )
-        return TokenResponse(
-            access_token=issued.access_token,
-            expires_in=issued.expires_in,
-            scope=issued.scope,
-            refresh_token=refresh_token,
+        return token_response(
+            request, user=user, scopes=scopes, session_id=login.id, refresh_token=refresh_token
         )

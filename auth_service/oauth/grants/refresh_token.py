@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from auth_service.errors import InvalidGrant
 from auth_service.models import User, utcnow
 from auth_service.oauth import forms
-from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.oauth.grants import Grant, TokenRequest, token_response
 from auth_service.schemas import TokenResponse
 from auth_service.scopes import format_scope
 from auth_service.services import sessions, tokens
@@ -59,18 +59,11 @@ class RefreshTokenGrant(Grant):
         successor = await sessions.rotate(
             db, presented, scope=format_scope(scopes), settings=state.settings, now=now
         )
-        issued = tokens.issue_access_token(
+        answer = token_response(
+            request,
             user=user,
-            client_id=request.client.client_id,
             scopes=scopes,
-            keys=state.keys,
-            settings=state.settings,
             session_id=presented.login.id,
-        )
-        answer = TokenResponse(
-            access_token=issued.access_token,
-            expires_in=issued.expires_in,
-            scope=issued.scope,
             refresh_token=successor,
         )
         if state.settings.refresh_reuse_interval:
