@@ -150,6 +150,59 @@ def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _create_client(settings: Settings, args: argparse.Namespace) -> str:
+    from auth_service.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.services import clients
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            client, secret = await clients.create_client(
+                session=session,
+                name=args.name,
+                confidential=not args.public,
+                scopes=args.scopes,
+                grant_types=args.grant_types,
+                audiences=args.audiences,
+            )
+    finally:
+        await engine.dispose()
+    lines = [f"client_id: {client.client_id}"]
+    if secret is not None:
+        lines.append(f"client_secret: {secret}")
+        lines.append("The secret is shown this once: only its digest is kept.")
+    return "\n".join(lines)
+
+
+def _create_client_command(settings: Settings, args: argparse.Namespace) -> int:
+    from auth_service import migrate
+    from auth_service.errors import DomainError
+    from auth_service.schemas import ClientCreate
+
+    args.grant_types = args.grant_types or ["client_credentials"]
+    # The API's own rules for names, scopes, grant types and audiences.
+    try:
+        ClientCreate.model_validate(
+            {
+                "name": args.name,
+                "confidential": not args.public,
+                "scopes": args.scopes,
+                "grant_types": args.grant_types,
+                "audiences": args.audiences,
+            }
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise CommandError(f"invalid {where}: {error['msg']}") from None
+    migrate.upgrade(settings.database_url)
+    try:
+        print(asyncio.run(_create_client(settings, args)))
+    except DomainError as exc:
+        raise CommandError(exc.description) from None
+    return 0
+
+
 def _openapi(settings: Settings, _args: argparse.Namespace) -> int:
     from auth_service.app import create_app
 
@@ -191,6 +244,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("--email", required=True)
     admin.set_defaults(handler=_create_admin_command)
+    client = commands.add_parser(
+        "create-client",
+        help="register an OAuth client and print its id and secret (shown once)",
+    )
+    client.add_argument("--name", required=True)
+    client.add_argument(
+        "--scope", dest="scopes", action="append", default=[], help="a scope it may have; repeat"
+    )
+    client.add_argument(
+        "--grant-type",
+        dest="grant_types",
+        action="append",
+        choices=["client_credentials", "password", "refresh_token"],
+        help="a grant it may use; repeat (default: client_credentials)",
+    )
+    client.add_argument(
+        "--audience", dest="audiences", action="append", default=[], help="an API; repeat"
+    )
+    client.add_argument(
+        "--public", action="store_true", help="a login form or app that keeps no secret"
+    )
+    client.set_defaults(handler=_create_client_command)
     commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(handler=_openapi)
     return parser
 

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     audience: str | None = Field(
         default=None, description="`aud` of access tokens; defaults to the issuer."
     )
+    allowed_audiences: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Audiences any client may ask tokens for (`audience` or RFC 8707 "
+        "`resource`), beside the default and a client's own list.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Encrypts private signing keys. Read from `secret_key_file` when unset; "
@@ -162,7 +167,7 @@ class Settings(BaseSettings):
             normalized.append(str(address))
         return normalized
 
-    @field_validator("client_ids", "cors_origins", mode="before")
+    @field_validator("client_ids", "cors_origins", "allowed_audiences", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

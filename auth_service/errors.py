@@ -103,6 +103,18 @@ class InvalidScope(OAuth2Error):
     oauth_error = "invalid_scope"
 
 
+class UnauthorizedClient(OAuth2Error):
+    """The client may not use this grant type (RFC 6749 §5.2)."""
+
+    oauth_error = "unauthorized_client"
+
+
+class InvalidTarget(OAuth2Error):
+    """The audience or resource asked for is not one this client may have (RFC 8707 §2)."""
+
+    oauth_error = "invalid_target"
+
+
 # --- RFC 6750 §3: bearer token errors --------------------------------------------------------
 
 
@@ -193,6 +205,12 @@ class PasswordRejected(DomainError):
 
     def body(self) -> dict[str, Any]:
         return {**super().body(), "rule": self.rule}
+
+
+class UnprocessableClient(DomainError):
+    """A client configuration that cannot work (a public client that acts for itself)."""
+
+    status_code = 422
 
 
 class WrongPassword(DomainError):

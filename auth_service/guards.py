@@ -15,7 +15,7 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from auth_service.deps import state_of
 from auth_service.errors import InsufficientScope, MissingToken
 from auth_service.models import ADMIN_ROLE
-from auth_service.scopes import DESCRIPTIONS, Scope
+from auth_service.scopes import USER_SCOPE_DESCRIPTIONS, Scope
 from auth_service.services import access
 from auth_service.services.access import Principal
 
@@ -58,7 +58,7 @@ class BearerGuard(OAuth2PasswordBearer):
 
 current_principal = BearerGuard(
     tokenUrl=TOKEN_URL,
-    scopes=DESCRIPTIONS,
+    scopes=USER_SCOPE_DESCRIPTIONS,
     auto_error=False,
     scheme_name="OAuth2PasswordBearer",  # the OpenAPI document's name for it, as before
 )

@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, LargeBinary, MetaData
+from sqlalchemy import JSON, DateTime, LargeBinary, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Relationship, SQLModel
@@ -111,6 +111,8 @@ class LoginSession(SQLModel, table=True):
     user_id: uuid.UUID = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     client_id: str = Field(max_length=255)
     scope: str = Field(max_length=2000)  # what the sign-in granted: refreshes never widen it
+    # The `aud` of its access tokens (RFC 8707); None: the service's default audience.
+    audience: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The absolute end (AUTH_SESSION_MAX_AGE after the sign-in) and the idle one (when the
@@ -140,3 +142,27 @@ class RefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
     spent_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
     successor: bytes | None = Field(default=None, sa_type=LargeBinary)
+
+
+class OAuthClient(SQLModel, table=True):
+    """An OAuth client (RFC 6749 §2): a login form that holds no secret (public), or a
+    service that authenticates with one (confidential). Only the SHA-256 digest of the
+    secret is stored; the secret itself is shown once, when it is made."""
+
+    __tablename__ = "clients"
+
+    client_id: str = Field(primary_key=True, max_length=255)
+    name: str = Field(max_length=200)
+    is_confidential: bool
+    secret_digest: bytes | None = Field(default=None, sa_type=LargeBinary(32))
+    # What tokens issued to it may hold: scopes (built-in ones still need the user's role),
+    # grant types, and audiences beyond the service's default. Lists are replaced, never
+    # changed in place (a JSON column does not notice an in-place change).
+    scopes: list[str] = Field(default_factory=list, sa_type=JSON)
+    grant_types: list[str] = Field(default_factory=list, sa_type=JSON)
+    audiences: list[str] = Field(default_factory=list, sa_type=JSON)
+    redirect_uris: list[str] = Field(default_factory=list, sa_type=JSON)  # reserved
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    secret_rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

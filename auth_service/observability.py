@@ -188,10 +188,23 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.token_requests = Counter(
+            "auth_token_requests_total",
+            "Token endpoint answers by grant type (`none`: unsupported or missing) and outcome.",
+            ["grant_type", "outcome"],
+            registry=self.registry,
+        )
 
         # The labelled children, looked up once per label set (a bounded set: route
         # templates, methods, status codes) instead of on every request.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_token_request(self, grant_type: str | None, outcome: str) -> None:
+        """One answer of the token endpoint: `outcome` is success, an RFC 6749 §5.2 error
+        code or busy; `grant_type` one the endpoint supports, or None."""
+        self.token_requests.labels(grant_type or "none", outcome).inc()
+        if grant_type == "password":
+            self.logins.labels(outcome).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         children = self._children.get((method, route, status))

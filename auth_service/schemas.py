@@ -3,7 +3,7 @@
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -169,3 +169,75 @@ class UnprocessableResponse(BaseModel):
     errors: list[FieldError] | None = Field(
         default=None, description="Each invalid field, when the request failed validation."
     )
+
+
+# --- OAuth clients (admin) -------------------------------------------------------------------
+
+# RFC 6749 §3.3 scope-token: printable ASCII but space, '"' and '\'.
+ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")]
+GrantType = Literal["password", "refresh_token", "client_credentials"]
+# An audience: an API's name or URI, printable, no white space (RFC 7519 §4.1.3 StringOrURI).
+Audience = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
+RedirectURI = Annotated[str, StringConstraints(pattern=r"^https?://[\x21-\x7E]{1,2040}$")]
+
+
+class ClientCreate(_Input):
+    name: Name
+    confidential: bool = Field(
+        default=True,
+        description="A service that keeps a secret (true), or a login form or app that "
+        "cannot (false).",
+    )
+    scopes: list[ScopeToken] = Field(default_factory=list, max_length=64)
+    grant_types: list[GrantType] = Field(
+        default_factory=lambda: list[GrantType](["client_credentials"]), min_length=1, max_length=3
+    )
+    audiences: list[Audience] = Field(
+        default_factory=list,
+        max_length=32,
+        description="APIs its tokens may be for, beside the service's default audience.",
+    )
+    redirect_uris: list[RedirectURI] = Field(
+        default_factory=list, max_length=16, description="Reserved for later grants."
+    )
+
+
+class ClientUpdate(_Input):
+    name: Name | None = None
+    scopes: list[ScopeToken] | None = Field(default=None, max_length=64)
+    grant_types: list[GrantType] | None = Field(default=None, min_length=1, max_length=3)
+    audiences: list[Audience] | None = Field(default=None, max_length=32)
+    redirect_uris: list[RedirectURI] | None = Field(default=None, max_length=16)
+    is_active: bool | None = None
+
+
+class ClientPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    client_id: str
+    name: str
+    is_confidential: bool
+    scopes: list[str]
+    grant_types: list[str]
+    audiences: list[str]
+    redirect_uris: list[str]
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+    secret_rotated_at: datetime | None
+
+
+class ClientCreated(ClientPublic):
+    client_secret: str | None = Field(
+        description="Shown this once (null for a public client): only its digest is kept."
+    )
+
+
+class ClientSecret(BaseModel):
+    client_id: str
+    client_secret: str = Field(description="Shown this once: only its digest is kept.")
+
+
+class ClientsPublic(BaseModel):
+    data: list[ClientPublic]
+    count: int = Field(description="Total number of clients.")

@@ -12,6 +12,8 @@ class Scope(StrEnum):
     EMAIL = "email"
     ACCOUNT = "account"
     ADMIN_USERS = "admin:users"
+    ADMIN_CLIENTS = "admin:clients"
+    INTROSPECT = "introspect"
 
 
 DESCRIPTIONS: dict[str, str] = {
@@ -20,11 +22,25 @@ DESCRIPTIONS: dict[str, str] = {
     Scope.EMAIL: "Your email address and whether it is verified.",
     Scope.ACCOUNT: "Read and manage your own account.",
     Scope.ADMIN_USERS: "Manage all users (role admin).",
+    Scope.ADMIN_CLIENTS: "Manage OAuth clients (role admin).",
+    Scope.INTROSPECT: "Introspect tokens (RFC 7662); for service clients only.",
 }
 
 # Scopes a role unlocks on top of the ones every user may have.
-_ROLE_SCOPES: dict[str, frozenset[Scope]] = {ADMIN_ROLE: frozenset({Scope.ADMIN_USERS})}
+_ROLE_SCOPES: dict[str, frozenset[Scope]] = {
+    ADMIN_ROLE: frozenset({Scope.ADMIN_USERS, Scope.ADMIN_CLIENTS})
+}
 _USER_SCOPES = frozenset({Scope.OPENID, Scope.PROFILE, Scope.EMAIL, Scope.ACCOUNT})
+# Scopes that act for a user: never in a token a service client gets for itself (RFC 6749
+# §4.4), where there is no user to hold them.
+USER_SCOPES = _USER_SCOPES.union(*_ROLE_SCOPES.values())
+# What Swagger UI's password flow offers: what a user may be granted.
+USER_SCOPE_DESCRIPTIONS = {
+    scope: text for scope, text in DESCRIPTIONS.items() if scope in USER_SCOPES
+}
+# Scopes only a service client may hold for itself; every other scope not in USER_SCOPES is
+# one an admin named for services (`orders:read`), granted as a client's list allows.
+CLIENT_ONLY_SCOPES = frozenset({Scope.INTROSPECT})
 
 
 def allowed_for(roles: list[str]) -> frozenset[Scope]:

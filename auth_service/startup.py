@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.config import Settings
 from auth_service.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import admin, keys
+from auth_service.services import admin, clients, keys
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,8 @@ async def prepare(
     hasher: PasswordHasher,
     secret_key: str,
 ) -> keys.KeySet:
-    """Create what is missing (signing key, bootstrap admin) and load the keys.
+    """Create what is missing (signing key, configured clients, bootstrap admin) and load
+    the keys.
 
     Runs under a cross-process lock, so workers and replicas starting together agree.
     """
@@ -29,6 +30,7 @@ async def prepare(
         await keys.ensure_signing_key(
             session=session, alg=settings.signing_alg, secret_key=secret_key
         )
+        await clients.ensure_configured(session=session, settings=settings)
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
             created = await admin.bootstrap_admin(
                 session=session,

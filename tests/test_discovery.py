@@ -25,15 +25,25 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
     assert metadata["token_endpoint"] == "http://testserver/oauth2/token"
     assert metadata["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert metadata["userinfo_endpoint"] == "http://testserver/userinfo"
-    assert metadata["grant_types_supported"] == ["password", "refresh_token"]
+    assert metadata["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+    ]
     assert set(metadata["scopes_supported"]) == {
         "openid",
         "profile",
         "email",
         "account",
         "admin:users",
+        "admin:clients",
+        "introspect",
     }
-    assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+    ]
     assert metadata["id_token_signing_alg_values_supported"] == ["RS256"]
 
 

@@ -30,7 +30,8 @@ from tests.conftest import (
 pytestmark = pytest.mark.anyio
 
 ASSETS = "/docs-assets/"
-SCOPES = {"openid", "profile", "email", "account", "admin:users"}
+# What a user may hold (introspect is for service clients only).
+SCOPES = {"openid", "profile", "email", "account", "admin:users", "admin:clients"}
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -160,9 +161,14 @@ async def test_admin_routes_require_the_admin_scope_in_openapi(client: httpx.Asy
         ("/admin/users/{user_id}", "get"),
         ("/admin/users/{user_id}", "patch"),
         ("/admin/users/{user_id}", "delete"),
+        ("/admin/clients", "get"),
+        ("/admin/clients", "post"),
+        ("/admin/clients/{client_id}", "patch"),
+        ("/admin/clients/{client_id}/secret", "post"),
     }
     for path, method, operation in admin_operations:
-        assert {scheme: ["admin:users"]} in operation.get("security", []), (path, method)
+        resource = path.split("/")[2]  # users, clients: each has its own admin scope
+        assert {scheme: [f"admin:{resource}"]} in operation.get("security", []), (path, method)
 
 
 async def test_public_routes_require_nothing_in_openapi(client: httpx.AsyncClient) -> None:
@@ -183,7 +189,11 @@ async def test_the_token_endpoint_is_documented_as_a_form(client: httpx.AsyncCli
 
     form = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     assert form["required"] == ["grant_type"]
-    assert form["properties"]["grant_type"]["enum"] == ["password", "refresh_token"]
+    assert form["properties"]["grant_type"]["enum"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+    ]
     assert {"username", "password", "refresh_token", "scope", "client_id"} <= set(
         form["properties"]
     )

@@ -281,14 +281,16 @@ async def test_body_without_content_type_is_invalid_request(client: httpx.AsyncC
     _assert_oauth_error(response, 400, "invalid_request")
 
 
-@pytest.mark.parametrize("grant_type", ["client_credentials", "foo", "Password"])
+@pytest.mark.parametrize("grant_type", ["authorization_code", "foo", "Password"])
 async def test_other_grant_types_are_unsupported(
     client: httpx.AsyncClient, grant_type: str
 ) -> None:
     response = await client.post(TOKEN_URL, data=_form("ann@example.com", grant_type=grant_type))
 
     body = _assert_oauth_error(response, 400, "unsupported_grant_type")
-    assert body["error_description"] == "The grant types supported are: password, refresh_token."
+    assert body["error_description"] == (
+        "The grant types supported are: password, refresh_token, client_credentials."
+    )
 
 
 async def test_unknown_scope_is_invalid_scope(client: httpx.AsyncClient) -> None:
@@ -612,7 +614,7 @@ async def test_admin_is_granted_the_admin_scope(client: httpx.AsyncClient) -> No
         TOKEN_URL, data=_form(ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users")
     )
 
-    assert everything.json()["scope"] == "account admin:users email openid profile"
+    assert everything.json()["scope"] == "account admin:clients admin:users email openid profile"
     assert only_admin.json()["scope"] == "admin:users"
     claims = jwt.decode(only_admin.json()["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "admin:users"

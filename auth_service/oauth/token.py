@@ -8,13 +8,15 @@ a grant decides.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.errors import OAuth2Error, UnsupportedGrantType
+from auth_service.errors import OAuth2Error, UnauthorizedClient, UnsupportedGrantType
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.grants import Grant, TokenRequest
+from auth_service.observability import Metrics
 from auth_service.schemas import TokenResponse
 from auth_service.security.fair_queue import QueueRefused
 from auth_service.services import clients
@@ -23,6 +25,12 @@ from auth_service.state import AppState
 
 _CLIENT_PARAMETERS: dict[str, dict[str, Any]] = {
     "client_id": {"type": "string", "description": "The client's id (RFC 6749 §2.3.1)."},
+    "client_secret": {
+        "type": "string",
+        "format": "password",
+        "description": "A confidential client's secret, when it does not use HTTP Basic "
+        "(client_secret_post, RFC 6749 §2.3.1).",
+    },
 }
 
 
@@ -52,18 +60,24 @@ class TokenEndpoint:
         state: AppState,
         session: AsyncSession,
     ) -> TokenResponse:
-        """The answer to a token request; `auth_logins_total` counts it by its outcome."""
-        with _counted(state.metrics.logins):
+        """The answer to a token request, counted by its grant type and outcome."""
+        with _counted(state.metrics) as counted:
             form = forms.parse(content_type, body)
             grant_type = forms.required(form, "grant_type")
             grant = self._grants.get(grant_type)
             if grant is None:
                 supported = ", ".join(self._grants)
                 raise UnsupportedGrantType(f"The grant types supported are: {supported}.")
+            counted.grant_type = grant_type
             presented = client_auth.presented(authorization, form)
-            client = clients.authenticate(
-                client_id=presented.client_id, secret=presented.secret, settings=state.settings
+            client = await clients.authenticate(
+                session=session,
+                client_id=presented.client_id,
+                secret=presented.secret,
+                settings=state.settings,
             )
+            if grant_type not in client.grant_types:
+                raise UnauthorizedClient(f"This client may not use the {grant_type} grant.")
             request = TokenRequest(
                 form=form, client=client, peer=peer, device=device, state=state, session=session
             )
@@ -100,15 +114,21 @@ class TokenEndpoint:
         }
 
 
+@dataclass(slots=True)
+class _Counted:
+    grant_type: str | None = None  # known once the form names a supported one
+
+
 @contextmanager
-def _counted(logins: Any) -> Iterator[None]:
+def _counted(metrics: Metrics) -> Iterator[_Counted]:
     """Count what the block answers: success, its RFC 6749 error code, or busy (429)."""
+    counted = _Counted()
     try:
-        yield
+        yield counted
     except OAuth2Error as exc:
-        logins.labels(exc.oauth_error).inc()
+        metrics.count_token_request(counted.grant_type, exc.oauth_error)
         raise
     except QueueRefused:
-        logins.labels("busy").inc()
+        metrics.count_token_request(counted.grant_type, "busy")
         raise
-    logins.labels("success").inc()
+    metrics.count_token_request(counted.grant_type, "success")

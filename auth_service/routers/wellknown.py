@@ -43,7 +43,12 @@ def metadata(settings: Settings) -> dict[str, Any]:
         # No authorization endpoint: nothing is issued through the front channel.
         "response_types_supported": [],
         "scopes_supported": [s.value for s in Scope],
-        "token_endpoint_auth_methods_supported": ["none"],
+        # RFC 6749 §2.3.1: public clients send none; confidential ones either way.
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [settings.signing_alg],
         "access_token_signing_alg_values_supported": [settings.signing_alg],

@@ -1,27 +1,232 @@
-"""OAuth clients and their authentication (RFC 6749 §2.3).
+"""OAuth clients (RFC 6749 §2) and their authentication (§2.3.1).
 
-The clients are the public ones of `AUTH_CLIENT_IDS`: login forms and Swagger UI, which hold
-no secret. A request that names no client is taken to come from the first of them.
+A public client (a login form, Swagger UI) holds no secret; a confidential one (a backend
+service) authenticates with `client_secret_basic` or `client_secret_post`. A secret is 256
+random bits behind a prefix a secret scanner can spot, shown once, stored only as its
+SHA-256 digest and compared in constant time. The public clients AUTH_CLIENT_IDS names are
+rows like any other, created at start-up; a request that names no client is taken to come
+from the first of them.
+
+Functions take `session` as a keyword and never commit.
 """
 
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import delete, func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from auth_service.config import Settings
-from auth_service.errors import InvalidClient
+from auth_service.errors import Conflict, InvalidClient, NotFound, UnprocessableClient
+from auth_service.models import LoginSession, OAuthClient, utcnow
+from auth_service.scopes import USER_SCOPES
+
+logger = logging.getLogger(__name__)
+
+SECRET_PREFIX = "ast_cs_"  # noqa: S105 (a prefix, not a secret)
+CLIENT_ID_PREFIX = "svc_"
+SECRET_BYTES = 32
+# RFC 6749 §4.4: only a client that can authenticate may act for itself.
+CONFIDENTIAL_ONLY_GRANTS = frozenset({"client_credentials"})
+# What a configured login client may do: sign users in and keep them signed in.
+LOGIN_GRANTS = ("password", "refresh_token")
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """An authenticated client."""
+    """An authenticated client and what it may ask for."""
 
     client_id: str
+    is_confidential: bool
+    scopes: frozenset[str]
+    grant_types: frozenset[str]
+    audiences: frozenset[str]
+
+    @classmethod
+    def of(cls, row: OAuthClient) -> "Client":
+        return cls(
+            client_id=row.client_id,
+            is_confidential=row.is_confidential,
+            scopes=frozenset(row.scopes),
+            grant_types=frozenset(row.grant_types),
+            audiences=frozenset(row.audiences),
+        )
 
 
-def authenticate(*, client_id: str | None, secret: str | None, settings: Settings) -> Client:
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+
+
+def secret_digest(secret: str) -> bytes:
+    """What is stored of a client secret: 256 random bits need no slow hash."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def authenticate(
+    *, session: AsyncSession, client_id: str | None, secret: str | None, settings: Settings
+) -> Client:
     """The client these credentials identify; InvalidClient when they identify none."""
     client_id = client_id or settings.default_client_id
-    if client_id not in settings.client_ids:
-        raise InvalidClient("Unknown client.")
-    if secret is not None:
-        raise InvalidClient("Unknown client credentials: public clients have no secret.")
-    return Client(client_id=client_id)
+    row = await session.get(OAuthClient, client_id)
+    # The digest is computed whether or not the client exists: one cost for every failure.
+    presented = secret_digest(secret) if secret is not None else None
+    if row is None or not row.is_active:
+        raise InvalidClient("Client authentication failed.")
+    if not row.is_confidential:
+        if presented is not None:
+            raise InvalidClient("Unknown client credentials: public clients have no secret.")
+        return Client.of(row)
+    if presented is None:
+        raise InvalidClient("This client must authenticate with its secret.")
+    if row.secret_digest is None or not hmac.compare_digest(presented, row.secret_digest):
+        raise InvalidClient("Client authentication failed.")
+    return Client.of(row)
+
+
+def _check(*, confidential: bool, grant_types: Sequence[str]) -> None:
+    refused = CONFIDENTIAL_ONLY_GRANTS.intersection(grant_types)
+    if refused and not confidential:
+        raise UnprocessableClient(
+            f"grant_types: a public client cannot use {', '.join(sorted(refused))}."
+        )
+
+
+async def create_client(
+    *,
+    session: AsyncSession,
+    name: str,
+    confidential: bool,
+    scopes: Sequence[str],
+    grant_types: Sequence[str],
+    audiences: Sequence[str] = (),
+    redirect_uris: Sequence[str] = (),
+    client_id: str | None = None,
+) -> tuple[OAuthClient, str | None]:
+    """A new client, and its secret (None for a public client): the only time it is shown."""
+    _check(confidential=confidential, grant_types=grant_types)
+    client_id = client_id or CLIENT_ID_PREFIX + secrets.token_hex(12)
+    if await session.get(OAuthClient, client_id) is not None:
+        raise Conflict(f"A client {client_id} exists already.")
+    secret = new_secret() if confidential else None
+    now = utcnow()
+    client = OAuthClient(
+        client_id=client_id,
+        name=name,
+        is_confidential=confidential,
+        secret_digest=secret_digest(secret) if secret else None,
+        scopes=sorted(set(scopes)),
+        grant_types=sorted(set(grant_types)),
+        audiences=sorted(set(audiences)),
+        redirect_uris=list(dict.fromkeys(redirect_uris)),
+        created_at=now,
+        updated_at=now,
+        secret_rotated_at=now if secret else None,
+    )
+    session.add(client)
+    await session.flush()
+    return client, secret
+
+
+async def list_clients(
+    *, session: AsyncSession, limit: int, offset: int
+) -> tuple[list[OAuthClient], int]:
+    """A page of clients, oldest first, and how many there are."""
+    page = await session.exec(
+        select(OAuthClient)
+        .order_by(col(OAuthClient.created_at), col(OAuthClient.client_id))
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await session.exec(select(func.count()).select_from(OAuthClient))
+    return list(page.all()), total.one()
+
+
+async def get_client(*, session: AsyncSession, client_id: str) -> OAuthClient:
+    client = await session.get(OAuthClient, client_id)
+    if client is None:
+        raise NotFound("No such client.")
+    return client
+
+
+async def _end_sessions(session: AsyncSession, client_id: str) -> None:
+    """End every session signed in through the client: its users' tokens die with them."""
+    await session.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
+
+
+async def update_client(
+    *,
+    session: AsyncSession,
+    client: OAuthClient,
+    name: str | None = None,
+    scopes: Sequence[str] | None = None,
+    grant_types: Sequence[str] | None = None,
+    audiences: Sequence[str] | None = None,
+    redirect_uris: Sequence[str] | None = None,
+    is_active: bool | None = None,
+) -> OAuthClient:
+    """Change what is given (None: unchanged). Deactivation ends the client's sessions and
+    refuses its tokens at once."""
+    if grant_types is not None:
+        _check(confidential=client.is_confidential, grant_types=grant_types)
+        client.grant_types = sorted(set(grant_types))
+    if name is not None:
+        client.name = name
+    if scopes is not None:
+        client.scopes = sorted(set(scopes))
+    if audiences is not None:
+        client.audiences = sorted(set(audiences))
+    if redirect_uris is not None:
+        client.redirect_uris = list(dict.fromkeys(redirect_uris))
+    if is_active is not None:
+        if client.is_active and not is_active:
+            await _end_sessions(session, client.client_id)
+        client.is_active = is_active
+    client.updated_at = utcnow()
+    session.add(client)
+    await session.flush()
+    return client
+
+
+async def rotate_secret(*, session: AsyncSession, client: OAuthClient) -> str:
+    """A new secret for a confidential client; the old one stops working at once."""
+    if not client.is_confidential:
+        raise Conflict("A public client has no secret.")
+    secret = new_secret()
+    client.secret_digest = secret_digest(secret)
+    client.secret_rotated_at = client.updated_at = utcnow()
+    session.add(client)
+    await session.flush()
+    return secret
+
+
+async def delete_client(*, session: AsyncSession, client: OAuthClient, settings: Settings) -> None:
+    """Delete a client for good, with every session signed in through it."""
+    if client.client_id in settings.client_ids:
+        raise Conflict(
+            "AUTH_CLIENT_IDS names this client: it would be created again at the next start. "
+            "Remove it from AUTH_CLIENT_IDS first, or deactivate it."
+        )
+    await _end_sessions(session, client.client_id)
+    await session.delete(client)
+    await session.flush()
+
+
+async def ensure_configured(*, session: AsyncSession, settings: Settings) -> None:
+    """A public login client for each of AUTH_CLIENT_IDS that has none yet; existing rows
+    (perhaps changed by an admin since) are left as they are."""
+    for client_id in settings.client_ids:
+        if await session.get(OAuthClient, client_id) is None:
+            await create_client(
+                session=session,
+                client_id=client_id,
+                name=client_id,
+                confidential=False,
+                scopes=sorted(USER_SCOPES),
+                grant_types=LOGIN_GRANTS,
+            )
+            logger.info("created the public client of AUTH_CLIENT_IDS", extra={"client": client_id})

@@ -51,15 +51,18 @@ async def start(
     user: User,
     client_id: str,
     scope: str,
+    audience: str | None,
     device: Device,
     settings: Settings,
     now: datetime,
 ) -> tuple[LoginSession, str]:
-    """A new session of `user` for `client_id` with `scope`, and its first refresh token."""
+    """A new session of `user` for `client_id` with `scope` and `audience` (None: the
+    service's default), and its first refresh token."""
     login = LoginSession(
         user_id=user.id,
         client_id=client_id,
         scope=scope,
+        audience=audience,
         created_at=now,
         last_used_at=now,
         expires_at=now + timedelta(seconds=settings.session_max_age),

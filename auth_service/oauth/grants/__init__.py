@@ -7,14 +7,15 @@ Shaped like Authlib's grant classes (`GRANT_TYPE`, `validate_token_request`,
 blocking the event loop, which Authlib's synchronous server classes would.
 """
 
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.models import User
+from auth_service.errors import InvalidRequest
+from auth_service.models import LoginSession, User
+from auth_service.oauth import forms
 from auth_service.oauth.forms import Form
 from auth_service.schemas import TokenResponse
 from auth_service.services import tokens
@@ -46,23 +47,44 @@ class Grant(ABC):
         """The RFC 6749 §5.1 answer; an `OAuth2Error` when the grant is refused."""
 
 
+# RFC 8707 §2 `resource`, or `audience` as other servers spell it: who the token is for.
+AUDIENCE_PARAMETERS: dict[str, dict[str, Any]] = {
+    "audience": {
+        "type": "string",
+        "description": "The API the access token is for, among those the client may have "
+        "(default: the service's audience).",
+    },
+    "resource": {"type": "string", "description": "RFC 8707: the same as `audience`."},
+}
+
+
+def requested_audience(form: Form) -> str | None:
+    """The audience a token request names, by either spelling; None when it names none."""
+    audience, resource = forms.optional(form, "audience"), forms.optional(form, "resource")
+    if audience is not None and resource is not None and audience != resource:
+        raise InvalidRequest("The audience and the resource differ: name one.")
+    return audience or resource
+
+
 def token_response(
     request: TokenRequest,
     *,
     user: User,
     scopes: set[str],
-    session_id: uuid.UUID,
+    login: LoginSession,
     refresh_token: str,
 ) -> TokenResponse:
-    """The RFC 6749 §5.1 answer of a grant that continues session `session_id`: a new access
+    """The RFC 6749 §5.1 answer of a grant that continues session `login`: a new access
     token for `user` with `scopes`, and `refresh_token`."""
+    settings = request.state.settings
     issued = tokens.issue_access_token(
-        user=user,
+        subject=str(user.id),
         client_id=request.client.client_id,
         scopes=scopes,
+        audience=login.audience or settings.token_audience,
         keys=request.state.keys,
-        settings=request.state.settings,
-        session_id=session_id,
+        settings=settings,
+        claims=tokens.user_claims(user, session_id=login.id),
     )
     return TokenResponse(
         access_token=issued.access_token,

@@ -5,7 +5,13 @@ from typing import Any, ClassVar
 from auth_service.errors import InvalidGrant
 from auth_service.models import utcnow
 from auth_service.oauth import forms
-from auth_service.oauth.grants import Grant, TokenRequest, token_response
+from auth_service.oauth.grants import (
+    AUDIENCE_PARAMETERS,
+    Grant,
+    TokenRequest,
+    requested_audience,
+    token_response,
+)
 from auth_service.schemas import TokenResponse
 from auth_service.scopes import format_scope
 from auth_service.services import authentication, sessions, tokens
@@ -17,6 +23,7 @@ class PasswordGrant(Grant):
         "username": {"type": "string", "description": "The user's email address."},
         "password": {"type": "string", "format": "password"},
         "scope": {"type": "string", "description": "Space-separated scopes (RFC 6749 §3.3)."},
+        **AUDIENCE_PARAMETERS,
     }
     required = ("username", "password")
 
@@ -24,7 +31,12 @@ class PasswordGrant(Grant):
         state, form = request.state, request.form
         username = forms.required(form, "username")
         password = forms.required(form, "password")
-        requested = tokens.parse_scope(forms.optional(form, "scope"))  # before password work
+        # Everything the password does not decide is checked before the password work.
+        requested = tokens.parse_scope(forms.optional(form, "scope"))
+        tokens.within_client(requested, request.client.scopes)
+        audience = tokens.audience_for(
+            requested_audience(form), client=request.client, settings=state.settings
+        )
         # The caller's place in the fair password queue, before the lookup reads the database.
         async with state.hasher.turn(request.peer):
             user = await authentication.authenticate(
@@ -37,16 +49,19 @@ class PasswordGrant(Grant):
         if user is None:
             # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
             raise InvalidGrant("The email or password is incorrect.")
-        scopes = tokens.grant_scopes(requested, roles=user.roles)
+        scopes = tokens.grant_scopes(
+            requested, roles=user.roles, client_scopes=request.client.scopes
+        )
         login, refresh_token = await sessions.start(
             request.session,
             user=user,
             client_id=request.client.client_id,
             scope=format_scope(scopes),
+            audience=None if audience == state.settings.token_audience else audience,
             device=request.device,
             settings=state.settings,
             now=utcnow(),
         )
         return token_response(
-            request, user=user, scopes=scopes, session_id=login.id, refresh_token=refresh_token
+            request, user=user, scopes=scopes, login=login, refresh_token=refresh_token
         )

@@ -11,10 +11,16 @@ share one successor and the session never forks; after the interval, reuse ends 
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from auth_service.errors import InvalidGrant
+from auth_service.errors import InvalidGrant, InvalidTarget
 from auth_service.models import User, utcnow
 from auth_service.oauth import forms
-from auth_service.oauth.grants import Grant, TokenRequest, token_response
+from auth_service.oauth.grants import (
+    AUDIENCE_PARAMETERS,
+    Grant,
+    TokenRequest,
+    requested_audience,
+    token_response,
+)
 from auth_service.schemas import TokenResponse
 from auth_service.scopes import format_scope
 from auth_service.services import sessions, tokens
@@ -30,6 +36,7 @@ class RefreshTokenGrant(Grant):
             "type": "string",
             "description": "Space-separated scopes, within the refresh token's (RFC 6749 §6).",
         },
+        **AUDIENCE_PARAMETERS,
     }
     required = ("refresh_token",)
 
@@ -37,6 +44,7 @@ class RefreshTokenGrant(Grant):
         state, db = request.state, request.session
         token = forms.required(request.form, "refresh_token")
         requested = tokens.parse_scope(forms.optional(request.form, "scope"))
+        audience = requested_audience(request.form)
         now = utcnow()
         presented = await sessions.spend(
             db, token=token, client_id=request.client.client_id, now=now
@@ -55,7 +63,17 @@ class RefreshTokenGrant(Grant):
         user = await db.get(User, presented.login.user_id)
         if user is None or not user.is_active:
             raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
-        scopes = tokens.refresh_scopes(requested, granted=presented.token.scope, roles=user.roles)
+        # RFC 8707 §2.2: a refresh may name the audience its session was granted, no other.
+        if audience is not None and audience != (
+            presented.login.audience or state.settings.token_audience
+        ):
+            raise InvalidTarget("A refresh keeps the audience of its sign-in.")
+        scopes = tokens.refresh_scopes(
+            requested,
+            granted=presented.token.scope,
+            roles=user.roles,
+            client_scopes=request.client.scopes,
+        )
         successor = await sessions.rotate(
             db, presented, scope=format_scope(scopes), settings=state.settings, now=now
         )
@@ -63,7 +81,7 @@ class RefreshTokenGrant(Grant):
             request,
             user=user,
             scopes=scopes,
-            session_id=presented.login.id,
+            login=presented.login,
             refresh_token=successor,
         )
         if state.settings.refresh_reuse_interval:

@@ -1,0 +1,503 @@
+"""Service clients: registration by an admin or the command line, client authentication
+(RFC 6749 §2.3.1), the client credentials grant (§4.4), audiences (RFC 8707), and the
+public login clients of AUTH_CLIENT_IDS as rows of the same table."""
+
+import base64
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import jwt
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    SECRET_KEY,
+    ClientFactory,
+    admin_headers,
+    app_state,
+    auth_headers,
+    bearer,
+    login,
+    register,
+    request_token,
+)
+
+pytestmark = pytest.mark.anyio
+
+TOKEN_URL = "/oauth2/token"
+
+
+async def new_client(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    body = {"name": "orders", "scopes": ["orders:read", "orders:write"], **fields}
+    response = await client.post("/admin/clients", json=body, headers=await admin_headers(client))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+async def client_token(
+    client: httpx.AsyncClient, registered: dict[str, Any], **form: str
+) -> httpx.Response:
+    return await client.post(
+        TOKEN_URL,
+        data={"grant_type": "client_credentials", **form},
+        headers=basic(registered["client_id"], registered["client_secret"]),
+    )
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def assert_oauth_error(response: httpx.Response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def rows(client: httpx.AsyncClient, statement: str) -> list[Any]:
+    async with app_state(client).engine.begin() as connection:
+        return list((await connection.execute(text(statement))).all())
+
+
+# --- registration ------------------------------------------------------------------------
+
+
+async def test_a_new_confidential_client_gets_its_secret_once_and_only_its_digest_is_kept(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/admin/clients",
+        json={"name": "orders", "scopes": ["orders:read"]},
+        headers=await admin_headers(client),
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    created = response.json()
+    secret = created["client_secret"]
+    assert secret.startswith("ast_cs_")
+    assert len(secret) >= 7 + 43
+    assert created["is_confidential"] is True
+    assert created["grant_types"] == ["client_credentials"]
+    [(digest,)] = await rows(
+        client, "SELECT secret_digest FROM clients WHERE secret_digest IS NOT NULL"
+    )
+    assert bytes(digest) == hashlib.sha256(secret.encode()).digest()
+    listed = await client.get("/admin/clients", headers=await admin_headers(client))
+    shown = await client.get(
+        f"/admin/clients/{created['client_id']}", headers=await admin_headers(client)
+    )
+    assert secret not in listed.text
+    assert secret not in shown.text
+    assert "client_secret" not in shown.json()
+    assert {c["client_id"] for c in listed.json()["data"]} == {"auth-service", created["client_id"]}
+
+
+async def test_the_configured_public_clients_are_rows_created_at_start(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(client_ids=["web", "mobile"]) as client:
+        listed = await client.get("/admin/clients", headers=await admin_headers(client))
+
+    found = {c["client_id"]: c for c in listed.json()["data"]}
+    assert {"web", "mobile"} <= set(found)
+    assert found["web"]["is_confidential"] is False
+    assert found["web"]["grant_types"] == ["password", "refresh_token"]
+    assert "admin:users" in found["web"]["scopes"]
+    assert "introspect" not in found["web"]["scopes"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "scopes": ["two words"]},
+        {"name": "x", "grant_types": ["implicit"]},
+        {"name": "x", "grant_types": []},
+        {"name": "x", "audiences": ["has space"]},
+        {"name": "x", "confidential": "yes"},
+        {"name": "x", "confidential": False, "grant_types": ["client_credentials"]},
+        {"name": "", "scopes": []},
+        {"name": "x", "client_secret": "chosen"},
+    ],
+)
+async def test_a_client_that_cannot_work_is_refused_and_nothing_is_stored(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    response = await client.post("/admin/clients", json=body, headers=await admin_headers(client))
+
+    assert response.status_code == 422, response.text
+    assert await rows(client, "SELECT client_id FROM clients") == [("auth-service",)]
+
+
+async def test_only_an_admin_with_the_clients_scope_manages_clients(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "plain@example.com")
+    plain = await auth_headers(client, "plain@example.com")
+    admin_without_scope = bearer(
+        await login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="account admin:users")
+    )
+
+    for headers in (plain, admin_without_scope):
+        response = await client.post("/admin/clients", json={"name": "x"}, headers=headers)
+        assert response.status_code == 403
+        assert 'scope="admin:clients"' in response.headers["www-authenticate"]
+    assert (await client.get("/admin/clients")).status_code == 401
+
+
+async def test_unknown_clients_are_404_and_the_configured_one_cannot_be_deleted(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = await admin_headers(client)
+
+    assert (await client.get("/admin/clients/nope", headers=headers)).status_code == 404
+    assert (await client.delete("/admin/clients/nope", headers=headers)).status_code == 404
+    refused = await client.delete("/admin/clients/auth-service", headers=headers)
+    assert refused.status_code == 409
+    assert "AUTH_CLIENT_IDS" in refused.json()["detail"]
+    public_secret = await client.post("/admin/clients/auth-service/secret", headers=headers)
+    assert public_secret.status_code == 409
+
+
+# --- client credentials ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+async def test_client_credentials_issue_a_token_for_the_client_itself(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    registered = await new_client(client)
+    form = {"grant_type": "client_credentials", "scope": "orders:read"}
+    headers = {}
+    if method == "client_secret_basic":
+        headers = basic(registered["client_id"], registered["client_secret"])
+    else:
+        form |= {"client_id": registered["client_id"], "client_secret": registered["client_secret"]}
+
+    response = await client.post(TOKEN_URL, data=form, headers=headers)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "refresh_token" not in body  # RFC 6749 §4.4.3
+    assert body["scope"] == "orders:read"
+    claims = claims_of(body["access_token"])
+    assert claims["sub"] == claims["client_id"] == registered["client_id"]
+    assert claims["aud"] == "http://testserver"
+    assert "sid" not in claims
+    assert "roles" not in claims
+    assert await rows(client, "SELECT client_id FROM sessions") == [("auth-service",)]  # admin
+
+
+async def test_nothing_requested_grants_every_scope_of_the_client(
+    client: httpx.AsyncClient,
+) -> None:
+    registered = await new_client(client)
+
+    response = await client_token(client, registered)
+
+    assert response.json()["scope"] == "orders:read orders:write"
+
+
+@pytest.mark.parametrize("scope", ["orders:delete", "account", "orders:read admin:users"])
+async def test_a_scope_outside_the_clients_own_is_invalid_scope(
+    client: httpx.AsyncClient, scope: str
+) -> None:
+    registered = await new_client(client, scopes=["orders:read", "account"])
+
+    assert_oauth_error(await client_token(client, registered, scope=scope), 400, "invalid_scope")
+
+
+async def test_a_wrong_or_missing_secret_is_invalid_client_with_a_basic_challenge(
+    client: httpx.AsyncClient,
+) -> None:
+    registered = await new_client(client)
+    wrong = {**registered, "client_secret": registered["client_secret"][:-1] + "x"}
+    unknown = {**registered, "client_id": "svc_unknown"}
+
+    for presented in (wrong, unknown):
+        response = await client_token(client, presented)
+        assert_oauth_error(response, 401, "invalid_client")
+        assert response.headers["www-authenticate"].startswith("Basic")
+    no_secret = await client.post(
+        TOKEN_URL,
+        data={"grant_type": "client_credentials", "client_id": registered["client_id"]},
+    )
+    assert_oauth_error(no_secret, 401, "invalid_client")
+
+
+async def test_a_public_client_cannot_use_client_credentials(client: httpx.AsyncClient) -> None:
+    named = await client.post(
+        TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "auth-service"}
+    )
+    unnamed = await client.post(TOKEN_URL, data={"grant_type": "client_credentials"})
+    # Even one whose grant list an admin widened: RFC 6749 §4.4 is for confidential clients.
+    async with app_state(client).engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE clients SET grant_types = :g WHERE client_id = 'auth-service'"),
+            {"g": '["client_credentials", "password", "refresh_token"]'},
+        )
+    widened = await client.post(
+        TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "auth-service"}
+    )
+
+    for response in (named, unnamed, widened):
+        assert_oauth_error(response, 400, "unauthorized_client")
+
+
+async def test_a_client_may_use_only_its_own_grant_types(client: httpx.AsyncClient) -> None:
+    await register(client, "ann@example.com")
+    registered = await new_client(client)
+
+    response = await client.post(
+        TOKEN_URL,
+        data={"grant_type": "password", "username": "ann@example.com", "password": "x"},
+        headers=basic(registered["client_id"], registered["client_secret"]),
+    )
+
+    assert_oauth_error(response, 400, "unauthorized_client")
+
+
+async def test_a_rotated_secret_replaces_the_old_one_at_once(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+
+    rotated = await client.post(
+        f"/admin/clients/{registered['client_id']}/secret", headers=await admin_headers(client)
+    )
+
+    assert rotated.status_code == 200
+    assert rotated.headers["cache-control"] == "no-store"
+    assert_oauth_error(await client_token(client, registered), 401, "invalid_client")
+    renewed = {**registered, "client_secret": rotated.json()["client_secret"]}
+    assert (await client_token(client, renewed)).status_code == 200
+
+
+async def test_a_deactivated_client_gets_no_tokens(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+
+    patched = await client.patch(
+        f"/admin/clients/{registered['client_id']}",
+        json={"is_active": False},
+        headers=await admin_headers(client),
+    )
+
+    assert patched.status_code == 200
+    assert patched.json()["is_active"] is False
+    assert_oauth_error(await client_token(client, registered), 401, "invalid_client")
+
+
+async def test_deleting_a_login_client_ends_the_sessions_signed_in_through_it(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+    mobile = await new_client(
+        client, name="mobile", confidential=False, grant_types=["password", "refresh_token"]
+    )
+    assert mobile["client_secret"] is None
+    form = {"username": "ann@example.com", "password": "correct horse battery staple"}
+    on_mobile = await client.post(
+        TOKEN_URL, data={"grant_type": "password", "client_id": mobile["client_id"], **form}
+    )
+    on_web = await request_token(client, "ann@example.com")  # the default client
+
+    deleted = await client.delete(
+        f"/admin/clients/{mobile['client_id']}", headers=await admin_headers(client)
+    )
+
+    assert deleted.status_code == 204, deleted.text
+    me = await client.get("/users/me", headers=bearer(on_mobile.json()["access_token"]))
+    assert me.status_code == 401
+    web = await client.get("/users/me", headers=bearer(on_web.json()["access_token"]))
+    assert web.status_code == 200
+    assert {row[0] for row in await rows(client, "SELECT client_id FROM sessions")} == {
+        "auth-service"
+    }
+
+
+async def test_a_login_client_may_hand_out_service_scopes_to_users(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+    await client.patch(
+        "/admin/clients/auth-service",
+        json={"scopes": ["openid", "account", "orders:read"]},
+        headers=await admin_headers(client),
+    )
+
+    token = await request_token(client, "ann@example.com", scope="orders:read account")
+    refused = await request_token(client, "ann@example.com", scope="email")
+
+    assert token.json()["scope"] == "account orders:read"
+    assert_oauth_error(refused, 400, "invalid_scope")
+
+
+# --- audiences (RFC 8707) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parameter", ["audience", "resource"])
+async def test_a_token_may_be_for_an_audience_the_client_is_allowed(
+    client: httpx.AsyncClient, parameter: str
+) -> None:
+    registered = await new_client(client, audiences=["https://orders.example.com"])
+
+    allowed = await client_token(client, registered, **{parameter: "https://orders.example.com"})
+    other = await client_token(client, registered, **{parameter: "https://billing.example.com"})
+
+    assert claims_of(allowed.json()["access_token"])["aud"] == "https://orders.example.com"
+    assert_oauth_error(other, 400, "invalid_target")
+
+
+async def test_audience_and_resource_must_agree(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client, audiences=["a", "b"])
+
+    response = await client_token(client, registered, audience="a", resource="b")
+
+    assert_oauth_error(response, 400, "invalid_request")
+
+
+async def test_a_users_session_keeps_the_audience_it_signed_in_for(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(allowed_audiences=["orders-api"]) as client:
+        await register(client, "ann@example.com")
+        signed_in = await client.post(
+            TOKEN_URL,
+            data={
+                "grant_type": "password",
+                "username": "ann@example.com",
+                "password": "correct horse battery staple",
+                "audience": "orders-api",
+            },
+        )
+        refreshed = await client.post(
+            TOKEN_URL,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": signed_in.json()["refresh_token"],
+            },
+        )
+        elsewhere = await client.post(
+            TOKEN_URL,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refreshed.json()["refresh_token"],
+                "resource": "http://testserver",
+            },
+        )
+        # A token for the orders API is not one for this service.
+        me = await client.get("/users/me", headers=bearer(signed_in.json()["access_token"]))
+
+    assert claims_of(signed_in.json()["access_token"])["aud"] == "orders-api"
+    assert claims_of(refreshed.json()["access_token"])["aud"] == "orders-api"
+    assert_oauth_error(elsewhere, 400, "invalid_target")
+    assert me.status_code == 401
+
+
+async def test_an_audience_nobody_allowed_is_refused_before_the_password_is_checked(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+
+    response = await client.post(
+        TOKEN_URL,
+        data={
+            "grant_type": "password",
+            "username": "ann@example.com",
+            "password": "wrong",
+            "audience": "orders-api",
+        },
+    )
+
+    assert_oauth_error(response, 400, "invalid_target")
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging for its process; give the test process its own back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("_restore_logging")
+async def test_create_client_prints_the_secret_once_and_it_works(
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_client: ClientFactory,
+) -> None:
+    from auth_service import cli
+
+    monkeypatch.setenv("AUTH_DATABASE_URL", database)
+    monkeypatch.setenv("AUTH_SECRET_KEY", SECRET_KEY)
+    argv = ["create-client", "--name", "billing", "--scope", "billing:read"]
+
+    code = await anyio.to_thread.run_sync(lambda: cli.main(argv))
+
+    assert code == 0
+    printed = dict(
+        line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line
+    )
+    async with make_client() as client:
+        registered = {"client_id": printed["client_id"], "client_secret": printed["client_secret"]}
+        response = await client_token(client, registered)
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "billing:read"
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_create_client_refuses_bad_input_in_one_line(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auth_service import cli
+
+    monkeypatch.setenv("AUTH_DATABASE_URL", database)
+    monkeypatch.setenv("AUTH_SECRET_KEY", SECRET_KEY)
+
+    public_service = cli.main(
+        ["create-client", "--name", "x", "--public", "--grant-type", "client_credentials"]
+    )
+    bad_scope = cli.main(["create-client", "--name", "x", "--scope", 'say "hi"'])
+
+    assert (public_service, bad_scope) == (1, 1)
+    errors = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if "Traceback" in line or not line.startswith("{")
+    ]
+    assert len(errors) == 2
+    assert all(line.startswith("auth-service: ") for line in errors)
+
+
+async def test_token_requests_are_counted_by_grant_type(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+    await client_token(client, registered)
+    await client_token(client, {**registered, "client_secret": "wrong"})
+
+    metrics = (await client.get("/metrics")).text
+
+    assert (
+        'auth_token_requests_total{grant_type="client_credentials",outcome="success"} 1.0'
+        in metrics
+    )
+    assert (
+        'auth_token_requests_total{grant_type="client_credentials",outcome="invalid_client"} 1.0'
+        in metrics
+    )
+    assert 'auth_logins_total{outcome="success"} 1.0' in metrics  # the admin's, not the client's
