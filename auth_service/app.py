@@ -1,9 +1,11 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -24,6 +26,7 @@ from auth_service.middleware import (
 from auth_service.openapi import install as install_openapi
 from auth_service.routers import admin, clients, docs, health, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
+from auth_service.services import revocation
 from auth_service.services.keys import JSONDocument
 from auth_service.state import AppState
 
@@ -91,7 +94,17 @@ def create_app(settings: Settings) -> FastAPI:
                 hasher=state.hasher,
                 secret_key=secret_key,
             )
-            yield
+            # Beside the requests, never in them.
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(
+                    functools.partial(
+                        revocation.purge_every,
+                        state.sessionmaker,
+                        interval_seconds=settings.purge_interval_seconds,
+                    )
+                )
+                yield
+                tasks.cancel_scope.cancel()
         finally:
             await state.close()
 

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         "get the same answer as the first time (concurrent tabs, retried requests); "
         "0: any second presentation ends the session.",
     )
+    purge_interval_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="how often each worker deletes expired sessions, refresh tokens and "
+        "revoked access tokens (in small batches).",
+    )
     client_ids: Annotated[list[str], NoDecode] = Field(
         default=["auth-service"],
         min_length=1,

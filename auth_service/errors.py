@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-# The endpoints whose every error is an RFC 6749 §5.2 token error response.
-OAUTH_PATHS = frozenset({"/oauth2/token"})
+# The endpoints whose every error is an RFC 6749 §5.2 error response (RFC 7009 §2.2.1 and
+# RFC 7662 §2.3 answer as the token endpoint does).
+OAUTH_PATHS = frozenset({"/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"})
 _NO_STORE = {"Cache-Control": "no-store"}  # RFC 6749 §5.1: token answers are never cached
 
 
@@ -148,10 +149,12 @@ class MissingToken(BearerError):
 
 class InvalidToken(BearerError):
     error = "invalid_token"
+    oauth_error = "invalid_token"  # a bearer caller of introspection (RFC 6750 §3.1)
 
 
 class InsufficientScope(BearerError):
     error = "insufficient_scope"
+    oauth_error = "insufficient_scope"
     status_code = 403
 
 

@@ -17,7 +17,7 @@ from auth_service.errors import InsufficientScope, MissingToken
 from auth_service.models import ADMIN_ROLE
 from auth_service.scopes import USER_SCOPE_DESCRIPTIONS, Scope
 from auth_service.services import access
-from auth_service.services.access import Principal
+from auth_service.services.access import ClientPrincipal, Principal
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
 
@@ -52,6 +52,11 @@ class BearerGuard(OAuth2PasswordBearer):
             raise InsufficientScope(
                 f"The access token lacks the scope {' '.join(missing)}.",
                 scope=security_scopes.scope_str,
+            )
+        if isinstance(principal, ClientPrincipal):
+            # A client's own token (client credentials) acts for no user.
+            raise InsufficientScope(
+                "This requires a user's access token.", scope=security_scopes.scope_str or None
             )
         return principal
 

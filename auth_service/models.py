@@ -166,3 +166,13 @@ class OAuthClient(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     secret_rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RevokedAccessToken(SQLModel, table=True):
+    """An access token revoked before its `exp` (RFC 7009), by its `jti`: refused by the
+    guards and introspection until it would have expired anyway, then purged."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: str = Field(primary_key=True, max_length=255)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)

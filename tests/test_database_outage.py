@@ -242,9 +242,9 @@ async def test_guard_reads_wait_for_a_free_connection_no_longer_than_the_timeout
             for _ in range(POSTGRES_CONNECTIONS):
                 await stack.enter_async_context(states._slot())  # every read in flight
             with anyio.fail_after(BOUND_SECONDS), pytest.raises(psycopg.Error) as refused:
-                await states.get(uuid.uuid4())
+                await states.read(user_id=uuid.uuid4())
         assert is_unavailable(refused.value)  # answered 503
-        assert await states.get(uuid.uuid4()) is None  # and a free one serves at once
+        assert (await states.read(user_id=uuid.uuid4())).user is None  # a free one serves at once
     finally:
         await states.close()
         await engine.dispose()

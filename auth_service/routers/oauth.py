@@ -1,13 +1,15 @@
-"""The token endpoint over HTTP (RFC 6749 §3.2); the protocol is in `auth_service.oauth`."""
+"""The OAuth endpoints over HTTP: token (RFC 6749 §3.2), revocation (RFC 7009) and
+introspection (RFC 7662); the protocol is in `auth_service.oauth`."""
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from auth_service.deps import SessionDep, client_key, state_of
 from auth_service.guards import TOKEN_URL
-from auth_service.oauth.server import token_endpoint
+from auth_service.oauth import introspection, revocation
+from auth_service.oauth.server import introspection_endpoint, revocation_endpoint, token_endpoint
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.services.sessions import Device
 
@@ -20,18 +22,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def _form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body of `schema` as a form (Swagger UI renders its fields)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
 @router.post(
     TOKEN_URL,
     response_model=TokenResponse,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/x-www-form-urlencoded": {"schema": token_endpoint.form_schema()}
-            },
-        }
-    },
+    openapi_extra=_form_body(token_endpoint.form_schema()),
 )
 async def token(request: Request, session: SessionDep) -> JSONResponse:
     """Sign in with an email and password (RFC 6749 §4.3), or refresh (§6).
@@ -52,3 +57,51 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
         session=session,
     )
     return JSONResponse(answer.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+@router.post(
+    "/oauth2/revoke",
+    response_class=Response,
+    responses={200: {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2)."}, **_ERRORS},
+    openapi_extra=_form_body(revocation.PARAMETERS),
+)
+async def revoke(request: Request, session: SessionDep) -> Response:
+    """Revoke a refresh token (its whole session) or an access token (RFC 7009).
+
+    A confidential client authenticates as at the token endpoint; a public one names
+    itself. Unknown, malformed, expired and revoked tokens answer 200 as well.
+    """
+    await revocation_endpoint.respond(
+        content_type=request.headers.get("content-type", ""),
+        body=await request.body(),
+        authorization=request.headers.get("authorization"),
+        state=state_of(request),
+        session=session,
+    )
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post(
+    "/oauth2/introspect",
+    responses={
+        200: {
+            "description": 'RFC 7662 §2.2: `{"active": false}` alone for a token that is '
+            "not active.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_ERRORS,
+        403: {"model": OAuth2ErrorResponse, "description": "insufficient_scope"},
+    },
+    openapi_extra=_form_body(introspection.PARAMETERS),
+)
+async def introspect(request: Request, session: SessionDep) -> JSONResponse:
+    """Is this token active, and what is it (RFC 7662)? For service clients with the
+    `introspect` scope, by client authentication or a bearer token."""
+    answer = await introspection_endpoint.respond(
+        content_type=request.headers.get("content-type", ""),
+        body=await request.body(),
+        authorization=request.headers.get("authorization"),
+        state=state_of(request),
+        session=session,
+    )
+    return JSONResponse(answer, headers=NO_STORE)

@@ -39,6 +39,8 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "token_endpoint": issuer + TOKEN_URL,
         "jwks_uri": issuer + "/.well-known/jwks.json",
         "userinfo_endpoint": issuer + "/userinfo",
+        "revocation_endpoint": issuer + "/oauth2/revoke",
+        "introspection_endpoint": issuer + "/oauth2/introspect",
         "grant_types_supported": token_endpoint.grant_types,
         # No authorization endpoint: nothing is issued through the front channel.
         "response_types_supported": [],
@@ -46,6 +48,15 @@ def metadata(settings: Settings) -> dict[str, Any]:
         # RFC 6749 §2.3.1: public clients send none; confidential ones either way.
         "token_endpoint_auth_methods_supported": [
             "none",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
         ],

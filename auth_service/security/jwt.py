@@ -76,9 +76,10 @@ def decode(
     keys: Mapping[str, SigningKeyPair],
     algorithm: str,
     issuer: str,
-    audience: str,
+    audience: str | None,
 ) -> dict[str, Any]:
-    """Verify form, header, signature and claims; return the claims."""
+    """Verify form, header, signature and claims; return the claims. `audience` None skips
+    the audience check alone (introspection answers for tokens of every audience)."""
     segments = token.split(".") if len(token) <= MAX_TOKEN_LENGTH else []
     if len(segments) != 3 or not all(_SEGMENT.fullmatch(s) for s in segments):
         raise TokenError("The access token is malformed.")
@@ -173,7 +174,7 @@ _CLAIM_FORMS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _check_claims(claims: dict[str, Any], *, issuer: str, audience: str) -> None:
+def _check_claims(claims: dict[str, Any], *, issuer: str, audience: str | None) -> None:
     missing = [name for name in REQUIRED_CLAIMS if name not in claims]
     if missing:
         raise TokenError(f"The access token lacks the claim {', '.join(missing)}.")
@@ -189,6 +190,12 @@ def _check_claims(claims: dict[str, Any], *, issuer: str, audience: str) -> None
         raise TokenError("The access token is not valid yet (nbf).")
     if claims["iss"] != issuer:
         raise TokenError("The access token is from another issuer.")
+    if audience is not None:
+        check_audience(claims, audience)
+
+
+def check_audience(claims: Mapping[str, Any], audience: str) -> None:
+    """RFC 7519 §4.1.3: `audience` must be among the (checked) claims' `aud`."""
     aud = claims["aud"]
     if audience not in ([aud] if type(aud) is str else aud):
         raise TokenError("The access token is for another audience.")
@@ -221,14 +228,20 @@ class VerifiedTokenCache:
         keys: Mapping[str, SigningKeyPair],
         algorithm: str,
         issuer: str,
-        audience: str,
+        audience: str | None,
     ) -> dict[str, Any]:
-        """`decode(token, ...)`, answered from the cache while the token is in it."""
+        """`decode(token, ...)`, answered from the cache while the token is in it.
+
+        The cache holds what holds for every caller (form, signature, issuer, times); the
+        audience, which differs between callers, is checked on every call.
+        """
         if keys is not self._keys:
             self._cache.clear()
             self._keys = keys
         claims = self._cache.get(token)
         if claims is None:
-            claims = decode(token, keys=keys, algorithm=algorithm, issuer=issuer, audience=audience)
+            claims = decode(token, keys=keys, algorithm=algorithm, issuer=issuer, audience=None)
             self._cache[token] = claims
+        if audience is not None:
+            check_audience(claims, audience)
         return dict(claims)  # a copy: a caller's change never reaches the cache

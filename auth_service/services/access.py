@@ -2,10 +2,16 @@
 
 Active means: `jwt.decode` accepts it (our key, our algorithm, `typ`, the claims, their
 times; its signature checked once and cached until `exp`), its scope claim is well formed,
-its `sub` names a user who exists and is active, it was issued at the user's current token
-version (no password change or deactivation since), and the session it names (`sid`), if
-any, has not ended. The user is read on every call,
-never cached, so a change through any worker or replica counts at once.
+its `jti` was not revoked (RFC 7009), and what it acts for is still there:
+
+- a user's token (`sub` a user id): the user exists and is active, the token was issued at
+  the user's current token version (no password change or deactivation since), and the
+  session it names (`sid`), if any, has not ended;
+- a client's own token (client credentials: `sub` is its `client_id`): the client exists
+  and is active.
+
+All of it is read in one statement on every call, never cached, so a change through any
+worker or replica counts at once.
 """
 
 import uuid
@@ -19,44 +25,58 @@ from auth_service.security import jwt
 from auth_service.security.jwt import SESSION_CLAIM, VerifiedTokenCache
 from auth_service.services.keys import KeySet
 from auth_service.services.tokens import is_revoked
-from auth_service.services.user_state import UserState, UserStates
+from auth_service.services.user_state import ClientState, TokenState, UserState, UserStates
+
+REVOKED = "The access token has been revoked."
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who an active token acts for: its claims, its scopes and the active user it names."""
+    """Who an active user's token acts for: its claims, its scopes and the active user."""
 
     claims: dict[str, Any]
     scopes: frozenset[str]
     user: UserState
 
 
-async def principal_of(
+@dataclass(frozen=True, slots=True)
+class ClientPrincipal:
+    """A service client acting for itself (client credentials): its token and the client."""
+
+    claims: dict[str, Any]
+    scopes: frozenset[str]
+    client: ClientState
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What a token's state is read by."""
+
+    user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    client_id: str | None = None
+
+
+def verified_claims(
     token: str,
     *,
     keys: KeySet,
     settings: Settings,
     cache: VerifiedTokenCache,
-    states: UserStates,
-) -> Principal:
-    """The principal of an active access token; InvalidToken, saying why, for any other."""
+    audience: str | None,
+) -> dict[str, Any]:
+    """The claims of a token we signed, its form and times checked (and `audience`, unless
+    None); InvalidToken, saying why, for any other."""
     try:
-        claims = cache.decode(
+        return cache.decode(
             token,
             keys=keys.by_kid,
             algorithm=settings.signing_alg,
             issuer=settings.issuer,
-            audience=settings.token_audience,
+            audience=audience,
         )
     except jwt.TokenError as exc:
         raise InvalidToken(str(exc)) from None
-    try:
-        # RFC 6749 §3.3: scope-tokens split on the ASCII space only (a str: `jwt` checked).
-        scopes = frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
-    except ValueError:
-        raise InvalidToken("The access token's scope claim is malformed.") from None
-    user = await _active_user(states, claims)
-    return Principal(claims=claims, scopes=scopes, user=user)
 
 
 def _canonical_uuid(value: str) -> uuid.UUID | None:
@@ -69,8 +89,10 @@ def _canonical_uuid(value: str) -> uuid.UUID | None:
     return parsed if str(parsed) == value else None
 
 
-async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
-    """The active user the token was issued to, if the token is still valid for them."""
+def _subject(claims: dict[str, Any]) -> _Subject:
+    # RFC 9068 §2.2: a client acting for itself is the token's subject.
+    if claims["sub"] == claims["client_id"] and SESSION_CLAIM not in claims:
+        return _Subject(client_id=claims["sub"])
     user_id = _canonical_uuid(claims["sub"])
     if user_id is None:
         raise InvalidToken("The access token does not name a user.")
@@ -79,14 +101,98 @@ async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
         session_id = _canonical_uuid(claims[SESSION_CLAIM])
         if session_id is None:
             raise InvalidToken("The access token's sid claim is malformed.")
-    user = await states.get(user_id, session_id)
-    # One answer for a deleted, deactivated or logged-out user, and for an ended session:
-    # the token is no longer valid.
+    return _Subject(user_id=user_id, session_id=session_id)
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    try:
+        # RFC 6749 §3.3: scope-tokens split on the ASCII space only (a str: `jwt` checked).
+        return frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
+    except ValueError:
+        raise InvalidToken("The access token's scope claim is malformed.") from None
+
+
+def _judge(
+    claims: dict[str, Any], scopes: frozenset[str], subject: _Subject, state: TokenState
+) -> Principal | ClientPrincipal:
+    """The principal, if `state` (read for `subject`) still lets the token act."""
+    # One answer for a revoked token, a deleted, deactivated or logged-out user, an ended
+    # session and a removed client: the token is no longer valid.
+    if state.revoked:
+        raise InvalidToken(REVOKED)
+    if subject.client_id is not None:
+        if state.client is None or not state.client.is_active:
+            raise InvalidToken(REVOKED)
+        return ClientPrincipal(claims=claims, scopes=scopes, client=state.client)
+    user = state.user
     if (
         user is None
         or not user.is_active
         or is_revoked(claims, user)
-        or (session_id is not None and not user.session_alive)
+        or (subject.session_id is not None and not state.session_alive)
     ):
-        raise InvalidToken("The access token has been revoked.")
-    return user
+        raise InvalidToken(REVOKED)
+    return Principal(claims=claims, scopes=scopes, user=user)
+
+
+async def principal_of(
+    token: str,
+    *,
+    keys: KeySet,
+    settings: Settings,
+    cache: VerifiedTokenCache,
+    states: UserStates,
+) -> Principal | ClientPrincipal:
+    """The principal of an active access token for this service; InvalidToken, saying why,
+    for any other."""
+    claims = verified_claims(
+        token, keys=keys, settings=settings, cache=cache, audience=settings.token_audience
+    )
+    subject, scopes = _subject(claims), _scopes(claims)
+    state = await states.read(
+        user_id=subject.user_id,
+        session_id=subject.session_id,
+        jti=claims["jti"],
+        client_id=subject.client_id,
+    )
+    return _judge(claims, scopes, subject, state)
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What introspection learned in its one read: the token's principal (None: the token
+    is not active) and the client asking (None: unknown)."""
+
+    principal: Principal | ClientPrincipal | None
+    caller: ClientState | None
+
+
+async def inspect(
+    token: str,
+    *,
+    caller_id: str | None,
+    keys: KeySet,
+    settings: Settings,
+    cache: VerifiedTokenCache,
+    states: UserStates,
+) -> Inspection:
+    """Introspection's view of an access token of any audience, read in one statement with
+    the client asking (RFC 7662 §2.2: a token we did not sign, or no longer honour, is
+    simply not active)."""
+    try:
+        claims = verified_claims(token, keys=keys, settings=settings, cache=cache, audience=None)
+        subject, scopes = _subject(claims), _scopes(claims)
+    except InvalidToken:
+        return Inspection(None, (await states.read(caller_id=caller_id)).caller)
+    state = await states.read(
+        user_id=subject.user_id,
+        session_id=subject.session_id,
+        jti=claims["jti"],
+        client_id=subject.client_id,
+        caller_id=caller_id,
+    )
+    try:
+        principal: Principal | ClientPrincipal | None = _judge(claims, scopes, subject, state)
+    except InvalidToken:
+        principal = None
+    return Inspection(principal, state.caller)

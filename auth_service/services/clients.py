@@ -25,6 +25,7 @@ from auth_service.config import Settings
 from auth_service.errors import Conflict, InvalidClient, NotFound, UnprocessableClient
 from auth_service.models import LoginSession, OAuthClient, utcnow
 from auth_service.scopes import USER_SCOPES
+from auth_service.services.user_state import ClientState
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +84,31 @@ async def authenticate(
         return Client.of(row)
     if presented is None:
         raise InvalidClient("This client must authenticate with its secret.")
-    if row.secret_digest is None or not hmac.compare_digest(presented, row.secret_digest):
+    if not _matches(row.secret_digest, presented):
         raise InvalidClient("Client authentication failed.")
     return Client.of(row)
+
+
+def _matches(stored: bytes | None, presented: bytes | None) -> bool:
+    if stored is None or presented is None:
+        return False
+    return hmac.compare_digest(stored, presented)
+
+
+def authenticated_caller(found: ClientState | None, secret: str, *, scope: str) -> ClientState:
+    """The confidential client `found` (read with the request's other state), if `secret`
+    is its secret and its list holds `scope`; InvalidClient otherwise."""
+    presented = secret_digest(secret)
+    if (
+        found is None
+        or not found.is_active
+        or not found.is_confidential
+        or not _matches(found.secret_digest, presented)
+    ):
+        raise InvalidClient("Client authentication failed.")
+    if scope not in found.scopes:
+        raise InvalidClient(f"This client lacks the scope {scope}.")
+    return found
 
 
 def _check(*, confidential: bool, grant_types: Sequence[str]) -> None:

@@ -188,3 +188,33 @@ async def end(session: AsyncSession, session_id: uuid.UUID) -> None:
 async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
     """End every session of a user (a password change, a deactivation)."""
     await session.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A refresh token found by its value, with its session and user."""
+
+    token: RefreshToken
+    login: LoginSession
+    user: User
+
+    def active(self, now: datetime) -> bool:
+        """Could it be refreshed now? Unspent, unexpired, its session live, its user active."""
+        return (
+            self.token.spent_at is None
+            and self.token.expires_at > now
+            and self.login.expires_at > now
+            and self.user.is_active
+        )
+
+
+async def find(session: AsyncSession, token: str) -> Found | None:
+    """The refresh token `token` is, spent or not, while its session exists; else None."""
+    found = await session.exec(
+        select(RefreshToken, LoginSession, User)
+        .join(LoginSession, col(LoginSession.id) == RefreshToken.session_id)
+        .join(User, col(User.id) == LoginSession.user_id)
+        .where(RefreshToken.digest == digest(token))
+    )
+    row = found.first()
+    return Found(*row) if row is not None else None

@@ -1,10 +1,12 @@
 """The reads on the auth path: one statement each, straight through the driver.
 
-Every guarded request reads the user it serves (active? which token version? which roles?),
-never a cached copy, so a deactivation, deletion or password change made through any worker
-or replica is refused on the very next request. That read is the hot path, so it skips the
-ORM session and its transaction: a statement compiled once from the tables, with
-SQLAlchemy's own type conversions, run by the driver.
+Every guarded request reads the state its token depends on, never a cached copy: the user it
+serves (active? which token version? which roles?), its session, whether its `jti` was
+revoked, or, for a client's own token, the client; an introspection reads the client asking
+in the same statement. So a deactivation, deletion, password change, sign-out or revocation
+made through any worker or replica is refused on the very next request. That read is the hot
+path, so it skips the ORM session and its transaction: a statement compiled once from the
+tables, with SQLAlchemy's own type conversions, run by the driver.
 
 A sign-in's credential check goes the same way, for its timing rather than its speed: found
 or not, the read costs a few microseconds, so an address that has an account cannot be told
@@ -25,6 +27,7 @@ tens of microseconds more than no row).
 
 import sqlite3
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,13 +37,13 @@ from typing import Any, Protocol
 import anyio
 import anyio.to_thread
 import psycopg
-from sqlalchemy import Column, Select, bindparam, exists, select
+from sqlalchemy import Column, Select, bindparam, exists, literal_column, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service.db import postgres_connect_args
-from auth_service.models import LoginSession, User, UserRole
+from auth_service.models import LoginSession, OAuthClient, RevokedAccessToken, User, UserRole
 
 # A busy file waits this long on the event loop before the read moves to a thread.
 ON_LOOP_BUSY_TIMEOUT_SECONDS = 0.02
@@ -61,31 +64,68 @@ class UserState:
     created_at: datetime
     updated_at: datetime
     roles: tuple[str, ...]
-    # Does the session the token names still exist? (False when it names none.)
-    session_alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientState:
+    """A client as the guards and introspection see it."""
+
+    client_id: str
+    is_active: bool
+    is_confidential: bool
+    secret_digest: bytes | None
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What `read` found: each part None where it was not asked for or does not exist."""
+
+    user: UserState | None
+    session_alive: bool  # the session asked for exists (False when none was asked for)
+    revoked: bool  # the `jti` asked for is on the denylist
+    client: ClientState | None  # the client asked for: a client's own token's `sub`
+    caller: ClientState | None  # the client asking, for introspection
 
 
 _users, _roles = User.__table__, UserRole.__table__  # type: ignore[attr-defined]
 _sessions = LoginSession.__table__  # type: ignore[attr-defined]
-_STATEMENT = (
-    select(
-        _users.c.id,
-        _users.c.email,
-        _users.c.name,
-        _users.c.is_active,
-        _users.c.is_verified,
-        _users.c.token_version,
-        _users.c.created_at,
-        _users.c.updated_at,
-        exists().where(_sessions.c.id == bindparam("sid")).label("session_alive"),
-        _roles.c.role,
-    )
-    .select_from(_users.outerjoin(_roles, _roles.c.user_id == _users.c.id))
-    .where(_users.c.id == bindparam("id"))
+_revoked = RevokedAccessToken.__table__  # type: ignore[attr-defined]
+_clients = OAuthClient.__table__  # type: ignore[attr-defined]
+_client, _caller = _clients.alias("client"), _clients.alias("caller")
+_CLIENT_COLUMNS = ("client_id", "is_active", "is_confidential", "secret_digest", "scopes")
+# One row whatever is found: every part joins a one-row anchor on its own key (a NULL key
+# finds nothing), one row per role of the user.
+_anchor = select(literal_column("1").label("one")).subquery("anchor")
+_STATEMENT = select(
+    _users.c.id,
+    _users.c.email,
+    _users.c.name,
+    _users.c.is_active,
+    _users.c.is_verified,
+    _users.c.token_version,
+    _users.c.created_at,
+    _users.c.updated_at,
+    exists().where(_sessions.c.id == bindparam("sid")).label("session_alive"),
+    exists().where(_revoked.c.jti == bindparam("jti")).label("revoked"),
+    *(_client.c[name] for name in _CLIENT_COLUMNS),
+    *(_caller.c[name] for name in _CLIENT_COLUMNS),
+    _roles.c.role,
+).select_from(
+    _anchor.outerjoin(_users, _users.c.id == bindparam("id"))
+    .outerjoin(_roles, _roles.c.user_id == _users.c.id)
+    .outerjoin(_client, _client.c.client_id == bindparam("client"))
+    .outerjoin(_caller, _caller.c.client_id == bindparam("caller"))
 )
 
 
-_STATE_PARAMETERS = {"id": _users.c.id, "sid": _sessions.c.id}
+_STATE_PARAMETERS = {
+    "id": _users.c.id,
+    "sid": _sessions.c.id,
+    "jti": _revoked.c.jti,
+    "client": _clients.c.client_id,
+    "caller": _clients.c.client_id,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +144,42 @@ _CREDENTIALS = select(
 _CREDENTIAL_PARAMETERS = {"key": _users.c.email_key}
 
 
-def _state(rows: Sequence[Sequence[Any]]) -> UserState | None:
-    """The user of rows already converted to Python values (one row per role, or one)."""
-    if not rows:
+def _client_state(columns: Sequence[Any]) -> ClientState | None:
+    client_id, is_active, is_confidential, secret_digest, scopes = columns
+    if client_id is None:
         return None
-    id_, email, name, is_active, is_verified, token_version, created_at, updated_at = rows[0][:8]
-    return UserState(
-        id=id_,
-        email=email,
-        name=name,
+    return ClientState(
+        client_id=client_id,
         is_active=is_active,
-        is_verified=is_verified,
-        token_version=token_version,
-        created_at=created_at,
-        updated_at=updated_at,
-        roles=tuple(sorted(row[-1] for row in rows if row[-1] is not None)),
-        session_alive=bool(rows[0][8]),
+        is_confidential=is_confidential,
+        secret_digest=bytes(secret_digest) if secret_digest is not None else None,
+        scopes=tuple(scopes),
+    )
+
+
+def _state(rows: Sequence[Sequence[Any]]) -> TokenState:
+    """The state in rows already converted to Python values (one row per role, or one)."""
+    first = rows[0]
+    id_, email, name, is_active, is_verified, token_version, created_at, updated_at = first[:8]
+    user = None
+    if id_ is not None:
+        user = UserState(
+            id=id_,
+            email=email,
+            name=name,
+            is_active=is_active,
+            is_verified=is_verified,
+            token_version=token_version,
+            created_at=created_at,
+            updated_at=updated_at,
+            roles=tuple(sorted(row[-1] for row in rows if row[-1] is not None)),
+        )
+    return TokenState(
+        user=user,
+        session_alive=bool(first[8]),
+        revoked=bool(first[9]),
+        client=_client_state(first[10:15]),
+        caller=_client_state(first[15:20]),
     )
 
 
@@ -162,14 +222,52 @@ class _Compiled:
 
 
 class UserStates(Protocol):
-    async def get(
-        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
-    ) -> UserState | None: ...
+    async def read(
+        self,
+        *,
+        user_id: uuid.UUID | None = None,
+        session_id: uuid.UUID | None = None,
+        jti: str | None = None,
+        client_id: str | None = None,
+        caller_id: str | None = None,
+    ) -> TokenState: ...
     async def credentials(self, email_key: str) -> Credentials | None: ...
     async def close(self) -> None: ...
 
 
-class SQLiteUserStates:
+class _Reads(ABC):
+    """The reads, over a backend's `_fetch` of a compiled statement."""
+
+    _state: _Compiled
+    _credentials: _Compiled
+
+    @abstractmethod
+    async def _fetch(self, query: _Compiled, values: Mapping[str, Any]) -> list[list[Any]]:
+        """The rows of `query` with `values`, converted to Python values."""
+
+    async def read(
+        self,
+        *,
+        user_id: uuid.UUID | None = None,
+        session_id: uuid.UUID | None = None,
+        jti: str | None = None,
+        client_id: str | None = None,
+        caller_id: str | None = None,
+    ) -> TokenState:
+        values = {
+            "id": user_id,
+            "sid": session_id,
+            "jti": jti,
+            "client": client_id,
+            "caller": caller_id,
+        }
+        return _state(await self._fetch(self._state, values))
+
+    async def credentials(self, email_key: str) -> Credentials | None:
+        return _credentials(await self._fetch(self._credentials, {"key": email_key}))
+
+
+class SQLiteUserStates(_Reads):
     def __init__(self, path: str, *, timeout: float) -> None:
         self._path, self._timeout = path, timeout
         dialect = sqlite.dialect()
@@ -208,21 +306,13 @@ class SQLiteUserStates:
                 raise
         return await anyio.to_thread.run_sync(self._read_waiting, query, values)
 
-    async def get(
-        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
-    ) -> UserState | None:
-        return _state(await self._fetch(self._state, {"id": user_id, "sid": session_id}))
-
-    async def credentials(self, email_key: str) -> Credentials | None:
-        return _credentials(await self._fetch(self._credentials, {"key": email_key}))
-
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
 
-class PostgresUserStates:
+class PostgresUserStates(_Reads):
     """Up to `size` autocommit psycopg connections, opened as reads need them and kept."""
 
     def __init__(
@@ -283,14 +373,6 @@ class PostgresUserStates:
                 self._conninfo, autocommit=True, **self._connect_args
             )
             return await self._read_on(connection, query, values)
-
-    async def get(
-        self, user_id: uuid.UUID, session_id: uuid.UUID | None = None
-    ) -> UserState | None:
-        return _state(await self._fetch(self._state, {"id": user_id, "sid": session_id}))
-
-    async def credentials(self, email_key: str) -> Credentials | None:
-        return _credentials(await self._fetch(self._credentials, {"key": email_key}))
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
