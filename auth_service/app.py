@@ -22,7 +22,7 @@ from auth_service.middleware import (
     UnhandledErrorMiddleware,
 )
 from auth_service.openapi import install as install_openapi
-from auth_service.routers import admin, docs, health, oauth, users, wellknown
+from auth_service.routers import admin, docs, health, oauth, sessions, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.services.keys import JSONDocument
 from auth_service.state import AppState
@@ -111,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.
-    for module in (health, wellknown, users, oauth, admin, docs):
+    for module in (health, wellknown, users, oauth, sessions, admin, docs):
         add_routes(app, module.router)
     docs.mount_assets(app)
     install_openapi(

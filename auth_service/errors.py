@@ -195,6 +195,15 @@ class PasswordRejected(DomainError):
         return {**super().body(), "rule": self.rule}
 
 
+class NotInSession(DomainError):
+    """A sign-out with an access token tied to no session (a service client's)."""
+
+    status_code = 400
+
+    def __init__(self) -> None:
+        super().__init__("This access token belongs to no session: there is none to end.")
+
+
 class WrongPassword(DomainError):
     status_code = 400
 

@@ -29,6 +29,8 @@ class Principal:
     claims: dict[str, Any]
     scopes: frozenset[str]
     user: UserState
+    # The session the token was issued in (its `sid`); None for a token tied to none.
+    session_id: uuid.UUID | None = None
 
 
 async def principal_of(
@@ -55,8 +57,8 @@ async def principal_of(
         scopes = frozenset(split_scope(claims["scope"])) if "scope" in claims else frozenset()
     except ValueError:
         raise InvalidToken("The access token's scope claim is malformed.") from None
-    user = await _active_user(states, claims)
-    return Principal(claims=claims, scopes=scopes, user=user)
+    user, session_id = await _active_user(states, claims)
+    return Principal(claims=claims, scopes=scopes, user=user, session_id=session_id)
 
 
 def _canonical_uuid(value: str) -> uuid.UUID | None:
@@ -69,8 +71,11 @@ def _canonical_uuid(value: str) -> uuid.UUID | None:
     return parsed if str(parsed) == value else None
 
 
-async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
-    """The active user the token was issued to, if the token is still valid for them."""
+async def _active_user(
+    states: UserStates, claims: dict[str, Any]
+) -> tuple[UserState, uuid.UUID | None]:
+    """The active user the token was issued to, if the token is still valid for them, and
+    the session it names."""
     user_id = _canonical_uuid(claims["sub"])
     if user_id is None:
         raise InvalidToken("The access token does not name a user.")
@@ -89,4 +94,4 @@ async def _active_user(states: UserStates, claims: dict[str, Any]) -> UserState:
         or (session_id is not None and not user.session_alive)
     ):
         raise InvalidToken("The access token has been revoked.")
-    return user
+    return user, session_id
