@@ -24,7 +24,16 @@ from auth_service.middleware import (
     UnhandledErrorMiddleware,
 )
 from auth_service.openapi import install as install_openapi
-from auth_service.routers import admin, clients, docs, health, oauth, users, wellknown
+from auth_service.routers import (
+    admin,
+    clients,
+    docs,
+    health,
+    oauth,
+    sessions,
+    users,
+    wellknown,
+)
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.services import revocation
 from auth_service.services.keys import JSONDocument
@@ -124,7 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.
-    for module in (health, wellknown, users, oauth, admin, clients, docs):
+    for module in (health, wellknown, users, oauth, sessions, admin, clients, docs):
         add_routes(app, module.router)
     docs.mount_assets(app)
     install_openapi(

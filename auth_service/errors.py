@@ -216,6 +216,15 @@ class UnprocessableClient(DomainError):
     status_code = 422
 
 
+class NotInSession(DomainError):
+    """A sign-out with an access token tied to no session (a service client's)."""
+
+    status_code = 400
+
+    def __init__(self) -> None:
+        super().__init__("This access token belongs to no session: there is none to end.")
+
+
 class WrongPassword(DomainError):
     status_code = 400
 

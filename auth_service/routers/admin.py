@@ -7,15 +7,18 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from auth_service.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
 from auth_service.guards import require_admin
+from auth_service.models import utcnow
 from auth_service.schemas import (
     PRINTABLE,
     AdminUserCreate,
     AdminUserUpdate,
     ErrorResponse,
+    SessionsPublic,
     UserPublic,
     UsersPublic,
 )
-from auth_service.services import admin, users
+from auth_service.services import admin, sessions, users
+from auth_service.services.access import Principal
 
 router = APIRouter(
     prefix="/admin/users",
@@ -24,6 +27,8 @@ router = APIRouter(
     responses={404: {"model": ErrorResponse}},
 )
 
+# The admin's own principal, where a route needs it (the router's guard, solved once).
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 _CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
 
 
@@ -91,4 +96,29 @@ async def delete_user(user_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a user for good."""
     user = await users.get_user(session=session, user_id=user_id)
     await admin.delete_user(session=session, user=user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{user_id}/sessions")
+async def list_user_sessions(
+    user_id: uuid.UUID,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> SessionsPublic:
+    """A user's live sessions, newest first, with the total count."""
+    user = await users.get_user(session=session, user_id=user_id)
+    found, total = await sessions.live(
+        session, user_id=user.id, now=utcnow(), limit=limit, offset=offset
+    )
+    return SessionsPublic.of(found, total, current=principal.session_id)
+
+
+@router.post("/{user_id}/revoke-sessions", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_user_sessions(user_id: uuid.UUID, session: SessionDep) -> Response:
+    """End every session of a user: their refresh tokens stop working, and the access tokens
+    issued in them are refused from the next request on."""
+    user = await users.get_user(session=session, user_id=user_id)
+    await sessions.end_all(session, user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -37,6 +37,8 @@ class Principal:
     claims: dict[str, Any]
     scopes: frozenset[str]
     user: UserState
+    # The session the token was issued in (its `sid`); None for a token tied to none.
+    session_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,7 @@ def _judge(
         or (subject.session_id is not None and not state.session_alive)
     ):
         raise InvalidToken(REVOKED)
-    return Principal(claims=claims, scopes=scopes, user=user)
+    return Principal(claims=claims, scopes=scopes, user=user, session_id=subject.session_id)
 
 
 async def principal_of(

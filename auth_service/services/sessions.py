@@ -21,7 +21,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
+from auth_service.errors import NotFound, NotInSession
 from auth_service.models import LoginSession, RefreshToken, User
+from auth_service.services.repositories import sessions as repository
 
 TOKEN_BYTES = 32  # 256 bits (RFC 9700 §4.14.2; RFC 6749 §10.10)
 USER_AGENT_MAX = 512
@@ -186,7 +188,8 @@ async def end(session: AsyncSession, session_id: uuid.UUID) -> None:
 
 
 async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """End every session of a user (a password change, a deactivation)."""
+    """End every session of a user (a password change, a deactivation, a sign-out
+    everywhere)."""
     await session.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
 
 
@@ -218,3 +221,41 @@ async def find(session: AsyncSession, token: str) -> Found | None:
     )
     row = found.first()
     return Found(*row) if row is not None else None
+
+
+# --- a user's own view --------------------------------------------------------------------
+
+
+async def live(
+    session: AsyncSession, *, user_id: uuid.UUID, now: datetime, limit: int, offset: int
+) -> tuple[list[LoginSession], int]:
+    """A page of the user's live sessions, newest first, and how many there are."""
+    return await repository.live(session, user_id=user_id, now=now, limit=limit, offset=offset)
+
+
+async def end_own(
+    session: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+) -> None:
+    """End the user's live session `session_id`; NotFound when the user has none by that id."""
+    ended = await repository.delete_live(session, user_id=user_id, session_id=session_id, now=now)
+    if not ended:
+        # One answer for another user's session, an ended one and an id nobody has: a
+        # session id never tells whether it exists.
+        raise NotFound("No such session.")
+
+
+async def end_current(
+    session: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID | None
+) -> None:
+    """End the session an access token names (a sign-out): its refresh tokens die, and its
+    access tokens are refused from the next request on. NotInSession for a token that names
+    none."""
+    if session_id is None:
+        raise NotInSession
+    # Whether or not it is still live: a session idle past its refresh token's expiry still
+    # has access tokens in use until they expire.
+    await session.exec(
+        delete(LoginSession).where(
+            col(LoginSession.id) == session_id, col(LoginSession.user_id) == user_id
+        )
+    )
