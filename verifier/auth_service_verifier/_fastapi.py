@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
 from auth_service_verifier._rules import VerifiedToken
@@ -44,14 +45,18 @@ class BearerToken(HTTPBearer):
     solve than a scheme with a check on top of it)."""
 
     def __init__(self, verifier: "TokenVerifier", scopes: Sequence[str]) -> None:
-        super().__init__(auto_error=False)
+        super().__init__(
+            scheme_name="HTTPBearer",
+            description="An access token of the auth service, verified by this service.",
+            auto_error=False,
+        )
         self.verifier = verifier
         self.scopes = tuple(scopes)
         self.scope = " ".join(self.scopes) or None
 
     async def __call__(self, request: Request) -> VerifiedToken:  # type: ignore[override]
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
+        # Read as auth-service's guards (FastAPI's OAuth2PasswordBearer) read it.
+        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         if scheme.lower() != "bearer" or not token:
             raise _refusal(401, None, "An access token is required.", self.scope)
         try:
