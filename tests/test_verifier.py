@@ -6,12 +6,14 @@ break or stop it; `test_verifier_live.py` runs the verifier against the real aut
 The forged-token catalogue is the one the service's guards run (`tests/forged_tokens.py`).
 """
 
+import asyncio
 import functools
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
 
@@ -264,6 +266,28 @@ def test_tokens_are_still_verified_while_the_issuer_is_down(issuer: Issuer) -> N
     for n in range(3):
         assert verifier.verify(issuer.signer.token(issuer.signer.claims(jti=f"j{n}"))).sub
     assert "ConnectError" in (verifier.keys.last_error or "")
+
+
+def test_threads_arriving_during_the_first_fetch_wait_for_it(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    tokens = [issuer.signer.token(issuer.signer.claims(jti=f"t{n}")) for n in range(8)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        subjects = list(pool.map(lambda token: verifier.verify(token).sub, tokens))
+
+    assert subjects == ["user-1"] * 8
+    assert issuer.jwks_requests == 1
+
+
+@pytest.mark.anyio
+async def test_requests_arriving_during_the_first_fetch_wait_for_it(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    tokens = [issuer.signer.token(issuer.signer.claims(jti=f"a{n}")) for n in range(8)]
+
+    verified = await asyncio.gather(*(verifier.averify(token) for token in tokens))
+
+    assert [token.sub for token in verified] == ["user-1"] * 8
+    assert issuer.jwks_requests == 1
 
 
 def test_without_any_key_set_it_says_so_and_does_not_retry_at_once(issuer: Issuer) -> None:

@@ -130,7 +130,8 @@ class JWKSKeySource:
 
     def keys(self, kid: str | None) -> KeySet | None:
         """The key set to verify a token naming `kid` with; fetches (blocking) when due."""
-        if self._due(kid):
+        # With no keys yet, wait on the lock: a fetch another thread started may bring them.
+        if self._keys is None or self._due(kid):
             with self._thread_lock:
                 if self._due(kid):
                     self._run_sync()
@@ -138,7 +139,7 @@ class JWKSKeySource:
 
     async def akeys(self, kid: str | None) -> KeySet | None:
         """`keys`, fetching without blocking the event loop."""
-        if self._due(kid):
+        if self._keys is None or self._due(kid):
             if self._async_lock is None:
                 self._async_lock = asyncio.Lock()
             async with self._async_lock:
