@@ -197,6 +197,14 @@ def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
     assert issuer.jwks_requests == 0
 
 
+@pytest.mark.parametrize(
+    ("issuer_url", "audience"), [("auth.example.com", AUDIENCE), ("https://auth.example.com", "")]
+)
+def test_a_misconfigured_verifier_fails_at_once(issuer_url: str, audience: str) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        TokenVerifier(issuer=issuer_url, audience=audience)
+
+
 # --- fetching and caching the keys ---------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import httpx
@@ -106,7 +106,6 @@ class JWKSKeySource:
         min_refetch_interval: float,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.metadata_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -114,9 +113,9 @@ class JWKSKeySource:
         self._min_cache, self._max_cache = min_cache_seconds, max_cache_seconds
         self._min_refetch_interval = min_refetch_interval
         self._transport, self._async_transport = transport, async_transport
-        self._clock = clock
+        self._clock = time.monotonic
         self._keys: dict[str, jwt.PyJWK] | None = None
-        self._jwks: list[Any] = []  # the documents behind `_keys`: did a fetch change them?
+        self._jwks: Any = None  # the document behind `_keys`: did a fetch change it?
         self._jwks_uri: str | None = None
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
@@ -198,7 +197,7 @@ class JWKSKeySource:
                     request = steps.send(client.send(request))
         except StopIteration:
             return
-        except (httpx.HTTPError, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
             self._failed(exc)
 
     async def _run_async(self) -> None:
@@ -212,7 +211,7 @@ class JWKSKeySource:
                     request = steps.send(await client.send(request))
         except StopIteration:
             return
-        except (httpx.HTTPError, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
             self._failed(exc)
 
     @property

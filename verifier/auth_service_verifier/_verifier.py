@@ -75,6 +75,9 @@ class TokenVerifier:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if not issuer.startswith(("https://", "http://")) or not audience:
+            # A configuration mistake: say so at start-up, not as 401s on every request.
+            raise ValueError("TokenVerifier needs the issuer's http(s) URL and an audience")
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
