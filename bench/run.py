@@ -6,8 +6,10 @@
 It starts the real `auth-service serve` on loopback (one worker, then two; SQLite, then
 PostgreSQL when the server answers) and, beside it, the baselines of `bench/baselines.py`
 served with the same uvicorn options: a FastAPI hello world (the framework ceiling) and one
-raw-driver primary-key SELECT per request on the same database (the database ceilings). The
-password limit is `cores / one bcrypt verify` at the configured cost, timed in-process.
+raw-driver primary-key SELECT per request on the same database (the database ceilings), and a
+downstream service verifying our tokens with `auth_service_verifier`, against its own hello
+world (issue 11). The password limit is `cores / one bcrypt verify` at the configured cost,
+timed in-process.
 
 Load comes from `wrk` (closed loop, one thread, Lua scripts for bearer headers and form
 POSTs) and `hey -q` (a fixed-rate probe, so the probe does not take the CPU it measures);
