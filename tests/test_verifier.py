@@ -31,6 +31,7 @@ from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
+from tests.conftest import app_of, app_state, login, register
 from tests.forged_tokens import NOT_TOKENS, Forgery, Signer, forgery_params
 
 AUDIENCE = "orders-api"
@@ -61,6 +62,7 @@ class Issuer:
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=300"
         self.jwks_status = 200
+        self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
         self.jwks_requests = 0
         self.rotations: list[str] = []
         self.signer = self.rotate()
@@ -101,6 +103,8 @@ class Issuer:
                 else:
                     status, body = 404, {}
                 data = json.dumps(body).encode()
+                if self.path == "/jwks.json" and issuer.jwks_body is not None:
+                    data = issuer.jwks_body
                 self.send_response(status)
                 for name, value in {**headers, "Content-Type": "application/json"}.items():
                     self.send_header(name, value)
@@ -187,6 +191,25 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
     for kid in ("ec-as-rsa", "hmac", "for-encryption"):
         assert "unknown key" in _refusal(verifier, issuer.signer.token(kid=kid))
     assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"not json",
+        b"[]",
+        b'{"keys": {}}',
+        b'{"keys": []}',
+        b'{"keys": ["junk", {"kid": "bad", "alg": "RS256", "kty": "RSA", "n": "!", "e": 1}]}',
+    ],
+)
+def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, document: bytes) -> None:
+    issuer.jwks_body = document
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):
+        verifier.verify(issuer.signer.token())
+    assert verifier.keys.last_error is not None
 
 
 def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
@@ -331,6 +354,27 @@ async def test_averify_fetches_without_blocking_and_shares_the_rules(issuer: Iss
     with pytest.raises(InvalidTokenError, match="typ|access token"):
         await verifier.averify(issuer.signer.token(typ="JWT"))
     assert issuer.jwks_requests == 1
+
+
+@pytest.mark.anyio
+async def test_a_token_from_the_services_password_grant_is_verified_in_process(
+    client: httpx.AsyncClient,
+) -> None:
+    # The auth app itself as the issuer, reached through httpx's ASGI transport.
+    user = await register(client, "verified@example.com")
+    token = await login(client, "verified@example.com", scope="openid profile")
+    verifier = TokenVerifier(
+        issuer="http://testserver",
+        audience="http://testserver",
+        async_transport=httpx.ASGITransport(app=app_of(client)),
+    )
+
+    verified = await verifier.averify(token)
+
+    assert verified.sub == user["id"]
+    assert verified.scopes == {"openid", "profile"}
+    assert verified.client_id == verified.claims["client_id"]
+    assert verifier.keys.key_ids == {app_state(client).keys.signing.kid: "RS256"}
 
 
 # --- the FastAPI dependency: answers as the service's guards do (RFC 6750 §3) ---------------
