@@ -35,6 +35,7 @@ from tests.conftest import app_of, app_state, login, register
 from tests.forged_tokens import NOT_TOKENS, Forgery, Signer, forgery_params
 
 AUDIENCE = "orders-api"
+GATE_SECONDS = 30.0
 
 
 @functools.cache
@@ -63,6 +64,7 @@ class Issuer:
         self.cache_control = "public, max-age=300"
         self.jwks_status = 200
         self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
+        self.jwks_gate: threading.Event | None = None  # when set: JWK Sets wait for it
         self.jwks_requests = 0
         self.rotations: list[str] = []
         self.signer = self.rotate()
@@ -99,6 +101,8 @@ class Issuer:
                     )
                 elif self.path == "/jwks.json":
                     issuer.jwks_requests += 1
+                    if issuer.jwks_gate is not None:
+                        issuer.jwks_gate.wait(GATE_SECONDS)  # a hung auth service, bounded
                     status, body = issuer.jwks_status, {"keys": issuer.keys}
                 else:
                     status, body = 404, {}
@@ -319,6 +323,53 @@ async def test_requests_arriving_during_the_first_fetch_wait_for_it(issuer: Issu
 
     assert [token.sub for token in verified] == ["user-1"] * 8
     assert issuer.jwks_requests == 1
+
+
+def _wait_for_jwks_requests(issuer: Issuer, count: int) -> None:
+    deadline = time.monotonic() + GATE_SECONDS
+    while issuer.jwks_requests < count:
+        assert time.monotonic() < deadline, "the refresh never reached the issuer"
+        time.sleep(0.01)
+
+
+def test_a_refresh_in_flight_holds_up_no_other_thread(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())  # the keys are in, and due for a refresh at once
+    issuer.jwks_gate = threading.Event()
+
+    first = issuer.signer.token(issuer.signer.claims(jti="first"))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        refreshing = pool.submit(verifier.verify, first)
+        _wait_for_jwks_requests(issuer, 2)  # that thread's refresh hangs at the issuer
+
+        other = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="other")))
+
+        assert other.sub == "user-1"
+        assert not refreshing.done()
+        issuer.jwks_gate.set()
+        assert refreshing.result().sub == "user-1"
+
+
+@pytest.mark.anyio
+async def test_a_refresh_due_to_max_age_runs_in_the_background(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0, timeout=2)
+    await verifier.averify(issuer.signer.token())
+    issuer.jwks_gate = threading.Event()
+    try:
+        verified = await verifier.averify(issuer.signer.token(issuer.signer.claims(jti="bg")))
+
+        # Had it waited for the hung issuer, its fetch would have timed out by now.
+        assert verified.sub == "user-1"
+        assert verifier.keys.last_error is None
+        deadline = time.monotonic() + GATE_SECONDS
+        while issuer.jwks_requests < 2:  # the refresh reaches the issuer all the same
+            assert time.monotonic() < deadline, "no refresh was started"
+            await asyncio.sleep(0.01)
+    finally:
+        issuer.jwks_gate.set()
 
 
 def test_without_any_key_set_it_says_so_and_does_not_retry_at_once(issuer: Issuer) -> None:

@@ -5,8 +5,9 @@ configuration`, whose `issuer` must be the one configured, §3.3) and RFC 7517 (
 Set at its `jwks_uri`). The set is kept for the answer's `Cache-Control: max-age`, bounded;
 a token naming an unknown `kid` makes it fetch again at once, but never more than once per
 `min_refetch_interval`, so a stream of made-up kids cannot turn into a stream of fetches.
-A failed fetch keeps the last good set in use (an auth service that is down or slow must
-not take its consumers down with it). The steps are written once, as a generator of
+A refresh due to max-age holds up no request (one caller or a background task makes it), and
+a failed fetch keeps the last good set in use (an auth service that is down or slow must not
+take its consumers down with it). The steps are written once, as a generator of
 requests, and driven by a synchronous or an asynchronous httpx client.
 """
 
@@ -120,7 +121,8 @@ class JWKSKeySource:
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
         self._thread_lock = threading.Lock()
-        self._async_lock: asyncio.Lock | None = None
+        self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
+        self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
         self.generation = 0  # bumped whenever the key set changes
         self.last_error: str | None = None
@@ -128,23 +130,42 @@ class JWKSKeySource:
     # --- the keys ---------------------------------------------------------------------
 
     def keys(self, kid: str | None) -> KeySet | None:
-        """The key set to verify a token naming `kid` with; fetches (blocking) when due."""
-        # With no keys yet, wait on the lock: a fetch another thread started may bring them.
+        """The key set to verify a token naming `kid` with; fetches (blocking) when due.
+
+        Only a caller that needs the fetch waits for it: with no keys yet, or a kid the set
+        lacks (a rotation). A refresh that is due because the set's max-age has passed is
+        made by one caller while the others go on with the keys in hand, so a slow or hung
+        auth service holds up one request, not all of them.
+        """
         if self._keys is None or self._due(kid):
-            with self._thread_lock:
-                if self._due(kid):
-                    self._run_sync()
+            if self._thread_lock.acquire(blocking=self._must_wait(kid)):
+                try:
+                    if self._due(kid):
+                        self._run_sync()
+                finally:
+                    self._thread_lock.release()
         return self._keys
 
     async def akeys(self, kid: str | None) -> KeySet | None:
-        """`keys`, fetching without blocking the event loop."""
+        """`keys` for asyncio: fetched without blocking the event loop, and a refresh due
+        to max-age is made in the background while every request goes on."""
         if self._keys is None or self._due(kid):
-            if self._async_lock is None:
-                self._async_lock = asyncio.Lock()
-            async with self._async_lock:
-                if self._due(kid):
-                    await self._run_async()
+            if self._must_wait(kid):
+                async with self._async_lock:
+                    if self._due(kid):
+                        await self._run_async()
+            elif self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refresh_in_background())
         return self._keys
+
+    async def _refresh_in_background(self) -> None:
+        async with self._async_lock:
+            if self._due(None):
+                await self._run_async()
+
+    def _must_wait(self, kid: str | None) -> bool:
+        """Whether this caller cannot answer without the fetch's outcome."""
+        return self._keys is None or (kid is not None and kid not in self._keys)
 
     def _due(self, kid: str | None) -> bool:
         """Whether to fetch before answering: never twice within the refetch interval."""
