@@ -21,11 +21,12 @@ COVERAGE ?= --cov
 # and resolves nothing: a newer release of a dependency wanted with an extra (pytest-cov's
 # coverage[toml]) cannot make an older pip reject the lock. `pip check` then proves the set
 # is consistent.
-$(STAMP): requirements-dev.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml verifier/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "auth-service needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e verifier
 	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $(STAMP)
 

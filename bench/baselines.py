@@ -10,6 +10,9 @@
   a warm file is microseconds, less than a thread hop): the SQLite ceiling.
 - `postgresql`: the same SELECT through psycopg's async connection pool, as a prepared
   statement: the PostgreSQL ceiling.
+- `verifier`: a downstream service using `auth_service_verifier`: `GET /hello` is its own
+  hello world, `GET /verified` the same answer behind `verifier.require()` (local
+  verification with the keys of the auth service at `--issuer`).
 
 Each runs under `uvicorn.run` with `auth_service.server.uvicorn_options`, the options
 `auth-service serve` uses (its protocol with the header limits and timeouts, uvloop, the
@@ -22,10 +25,10 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 
 from auth_service.config import Settings
 from auth_service.server import uvicorn_options
@@ -93,11 +96,31 @@ def postgresql_app(url: str, user_id: uuid.UUID) -> FastAPI:
     return app
 
 
+def verifier_app(issuer: str) -> FastAPI:
+    from auth_service_verifier import TokenVerifier, VerifiedToken  # only this one needs it
+
+    app = FastAPI()
+    verifier = TokenVerifier(issuer=issuer, audience=issuer)
+    Token = Annotated[VerifiedToken, Depends(verifier.require())]
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @app.get("/verified")
+    async def verified(token: Token) -> dict[str, str]:
+        return {"hello": token.sub}
+
+    return app
+
+
 def app_from_environment() -> FastAPI:
     """The app `BENCH_KIND` names, for `uvicorn --factory` (each worker process calls it)."""
     kind = os.environ["BENCH_KIND"]
     if kind == "hello":
         return hello_app()
+    if kind == "verifier":
+        return verifier_app(os.environ["BENCH_ISSUER"])
     url, user_id = os.environ["BENCH_DATABASE"], uuid.UUID(os.environ["BENCH_USER_ID"])
     if kind == "sqlite":
         return sqlite_app(url.removeprefix("sqlite:///"), user_id)
@@ -106,14 +129,15 @@ def app_from_environment() -> FastAPI:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["hello", "sqlite", "postgresql"])
+    parser.add_argument("kind", choices=["hello", "sqlite", "postgresql", "verifier"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database", default="", help="a sqlite:/// path or a libpq URL")
     parser.add_argument("--user-id", default="", help="the row the endpoint reads")
+    parser.add_argument("--issuer", default="", help="the auth service whose tokens to verify")
     args = parser.parse_args()
     os.environ.update(BENCH_KIND=args.kind, BENCH_DATABASE=args.database)
-    os.environ["BENCH_USER_ID"] = args.user_id
+    os.environ.update(BENCH_USER_ID=args.user_id, BENCH_ISSUER=args.issuer)
     options = uvicorn_options(Settings(_env_file=None))  # type: ignore[call-arg]
     uvicorn.run(
         "baselines:app_from_environment",

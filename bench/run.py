@@ -6,8 +6,10 @@
 It starts the real `auth-service serve` on loopback (one worker, then two; SQLite, then
 PostgreSQL when the server answers) and, beside it, the baselines of `bench/baselines.py`
 served with the same uvicorn options: a FastAPI hello world (the framework ceiling) and one
-raw-driver primary-key SELECT per request on the same database (the database ceilings). The
-password limit is `cores / one bcrypt verify` at the configured cost, timed in-process.
+raw-driver primary-key SELECT per request on the same database (the database ceilings), and a
+downstream service verifying our tokens with `auth_service_verifier`, against its own hello
+world (issue 11). The password limit is `cores / one bcrypt verify` at the configured cost,
+timed in-process.
 
 Load comes from `wrk` (closed loop, one thread, Lua scripts for bearer headers and form
 POSTs) and `hey -q` (a fixed-rate probe, so the probe does not take the CPU it measures);
@@ -197,10 +199,14 @@ class Server:
         self.log.close()
 
 
-def baseline(kind: str, *, workers: int = 1, database: str = "", user_id: str = "") -> Server:
+def baseline(
+    kind: str, *, workers: int = 1, database: str = "", user_id: str = "", issuer: str = ""
+) -> Server:
     argv = [str(BIN / "python"), str(ROOT / "bench" / "baselines.py"), kind, "--port", "{port}"]
     argv += ["--workers", str(workers), "--database", database, "--user-id", user_id]
-    return Server(f"{kind} baseline", argv, {}, "/hello" if kind == "hello" else "/user")
+    argv += ["--issuer", issuer]
+    ready = "/hello" if kind in ("hello", "verifier") else "/user"
+    return Server(f"{kind} baseline", argv, {}, ready)
 
 
 def service(database_url: str, options: Options, *, workers: int = 1) -> Server:
@@ -211,7 +217,10 @@ def service(database_url: str, options: Options, *, workers: int = 1) -> Server:
         "AUTH_ISSUER": "http://127.0.0.1",
     }
     argv = [str(BIN / "auth-service"), "serve", "--port", "{port}", "--workers", str(workers)]
-    return Server("auth-service", argv, env, "/health/ready")
+    server = Server("auth-service", argv, env, "/health/ready")
+    # The issuer is the URL it is reached at: the verifier's figure finds its keys there.
+    server.env["AUTH_ISSUER"] = server.base
+    return server
 
 
 # --- load ----------------------------------------------------------------------------------
@@ -412,6 +421,7 @@ class Suite:
             me = self.add(f"GET /users/me, {label}", measure(me_url, get_lua(headers), options))
             on_this_server.append(me)
             if kind == "sqlite":
+                self._verifier(server, headers)
                 on_this_server += self._password_grant(server, emails, headers, cores=cores)
             rss = server.workers_peak_rss_mib()
         for figure in on_this_server:
@@ -428,6 +438,22 @@ class Suite:
         else:
             self.compare(me, ceiling.rate, "the PostgreSQL ceiling", at_least=0.90)
         return me
+
+    def _verifier(self, server: Server, headers: dict[str, str]) -> None:
+        """A downstream service verifying our tokens locally, against its own hello world."""
+        print("SQLite: the verifier in a downstream service")
+        with baseline("verifier", issuer=server.base) as downstream:
+            preflight(downstream.base + "/hello")
+            own_hello = self.add(
+                "downstream service's own hello world",
+                measure(downstream.base + "/hello", "", self.options),
+            )
+            preflight(downstream.base + "/verified", headers)
+            load = measure(downstream.base + "/verified", get_lua(headers), self.options)
+            verified = self.add("downstream GET with verifier.require(), local", load)
+            own_hello.rss_mib = verified.rss_mib = downstream.workers_peak_rss_mib()
+        self.compare(own_hello, own_hello.rate, "its hello")
+        self.compare(verified, own_hello.rate, "its hello", at_least=0.75)
 
     def _password_grant(
         self, server: Server, emails: list[str], headers: dict[str, str], *, cores: int

@@ -54,6 +54,8 @@ def test_a_short_run_measures_every_figure_without_errors(tmp_path: Path) -> Non
         "password grant meanwhile",
         "FastAPI hello world, 2 workers",
         "GET /users/me, SQLite, 2 workers",
+        "downstream service's own hello world",
+        "downstream GET with verifier.require(), local",
     }
     if "postgresql" in databases:
         expected |= {

@@ -1,0 +1,507 @@
+"""The verifier other services use (`auth_service_verifier`), against an issuer on loopback.
+
+The issuer here is a small real HTTP server publishing OpenID Connect Discovery metadata
+and a JWK Set (RFC 8414 §3, RFC 7517) for a key made in the test, so each test can rotate,
+break or stop it; `test_verifier_live.py` runs the verifier against the real auth service.
+The forged-token catalogue is the one the service's guards run (`tests/forged_tokens.py`).
+"""
+
+import asyncio
+import functools
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from auth_service_verifier import (
+    InvalidTokenError,
+    KeysUnavailableError,
+    TokenVerifier,
+    VerifiedToken,
+)
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import Depends, FastAPI
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
+from tests.conftest import app_of, app_state, login, register
+from tests.forged_tokens import NOT_TOKENS, Forgery, Signer, forgery_params
+
+AUDIENCE = "orders-api"
+GATE_SECONDS = 30.0
+
+
+@functools.cache
+def _rsa_pem(n: int) -> bytes:
+    """The `n`th test key: made once per run (a 2048-bit key takes a while)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _public_jwk(private_pem: bytes, kid: str, alg: str = "RS256") -> dict[str, Any]:
+    private = serialization.load_pem_private_key(private_pem, password=None)
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))  # type: ignore[arg-type]
+    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+
+
+class Issuer:
+    """An issuer on a free loopback port: metadata, a JWK Set, and what was asked of it."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.metadata_issuer = self.url
+        self.keys: list[dict[str, Any]] = []
+        self.cache_control = "public, max-age=300"
+        self.jwks_status = 200
+        self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
+        self.jwks_gate: threading.Event | None = None  # when set: JWK Sets wait for it
+        self.jwks_requests = 0
+        self.rotations: list[str] = []
+        self.signer = self.rotate()
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def rotate(self, *, keep: bool = True) -> Signer:
+        """A new signing key, published (the earlier ones too, unless not `keep`)."""
+        pem, kid = _rsa_pem(len(self.rotations)), f"key-{uuid.uuid4().hex[:8]}"
+        self.rotations.append(kid)
+        self.keys = [*(self.keys if keep else []), _public_jwk(pem, kid)]
+        self.signer = Signer(pem, kid, self.url, AUDIENCE, "user-1")
+        return self.signer
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {"Cache-Control": issuer.cache_control}
+                if self.path == "/.well-known/openid-configuration":
+                    status, body = (
+                        200,
+                        {
+                            "issuer": issuer.metadata_issuer,
+                            "jwks_uri": issuer.url + "/jwks.json",
+                        },
+                    )
+                elif self.path == "/jwks.json":
+                    issuer.jwks_requests += 1
+                    if issuer.jwks_gate is not None:
+                        issuer.jwks_gate.wait(GATE_SECONDS)  # a hung auth service, bounded
+                    status, body = issuer.jwks_status, {"keys": issuer.keys}
+                else:
+                    status, body = 404, {}
+                data = json.dumps(body).encode()
+                if self.path == "/jwks.json" and issuer.jwks_body is not None:
+                    data = issuer.jwks_body
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    server = Issuer()
+    yield server
+    server.stop()
+
+
+def _verifier(issuer: Issuer, **options: Any) -> TokenVerifier:
+    return TokenVerifier(issuer=issuer.url, audience=AUDIENCE, **{"timeout": 5, **options})
+
+
+def _refusal(verifier: TokenVerifier, token: str) -> str:
+    with pytest.raises(InvalidTokenError) as refused:
+        verifier.verify(token)
+    return str(refused.value)
+
+
+# --- what it accepts and refuses -----------------------------------------------------------
+
+
+def test_a_token_signed_with_the_issuers_key_is_verified(issuer: Issuer) -> None:
+    claims = issuer.signer.claims(scope="orders:read orders:write", roles=["clerk"])
+
+    token = _verifier(issuer).verify(issuer.signer.token(claims))
+
+    assert isinstance(token, VerifiedToken)
+    assert token.sub == "user-1"
+    assert token.scopes == {"orders:read", "orders:write"}
+    assert token.roles == ("clerk",)
+    assert token.client_id == "auth-service"
+    assert token.claims["jti"] == claims["jti"]
+
+
+@pytest.mark.parametrize("forgery", forgery_params())
+def test_forged_token_is_refused_saying_why(issuer: Issuer, forgery: Forgery) -> None:
+    verifier = _verifier(issuer)
+    verifier.verify(issuer.signer.token())  # the key set is in: refusals are about the token
+
+    description = _refusal(verifier, forgery.make(issuer.signer))
+
+    assert forgery.says in description
+    if forgery.says != "signature":
+        assert "signature" not in description
+
+
+@pytest.mark.parametrize("token", NOT_TOKENS)
+def test_what_is_not_a_token_is_refused_without_asking_the_issuer(
+    issuer: Issuer, token: str
+) -> None:
+    assert _refusal(_verifier(issuer), token)
+    assert issuer.jwks_requests == 0
+
+
+def test_leeway_is_configurable(issuer: Issuer) -> None:
+    token = issuer.signer.token(issuer.signer.claims(exp=int(time.time()) - 10))
+
+    assert _verifier(issuer).verify(token).sub == "user-1"  # within the default 30 s
+    assert "expired" in _refusal(_verifier(issuer, leeway=0), token)
+
+
+def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer: Issuer) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_jwk = json.loads(ECAlgorithm.to_jwk(ec_key.public_key()))
+    issuer.keys += [
+        {**ec_jwk, "kid": "ec-as-rsa", "alg": "RS256"},
+        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+        {**_public_jwk(issuer.signer.private_pem, "for-encryption"), "use": "enc"},
+    ]
+    verifier = _verifier(issuer)
+
+    for kid in ("ec-as-rsa", "hmac", "for-encryption"):
+        assert "unknown key" in _refusal(verifier, issuer.signer.token(kid=kid))
+    assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"not json",
+        b"[]",
+        b'{"keys": {}}',
+        b'{"keys": []}',
+        b'{"keys": ["junk", {"kid": "bad", "alg": "RS256", "kty": "RSA", "n": "!", "e": 1}]}',
+    ],
+)
+def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, document: bytes) -> None:
+    issuer.jwks_body = document
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):
+        verifier.verify(issuer.signer.token())
+    assert verifier.keys.last_error is not None
+
+
+def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
+    issuer.metadata_issuer = "https://evil.example.com"
+
+    with pytest.raises(KeysUnavailableError):
+        _verifier(issuer).verify(issuer.signer.token())
+    assert issuer.jwks_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("issuer_url", "audience"), [("auth.example.com", AUDIENCE), ("https://auth.example.com", "")]
+)
+def test_a_misconfigured_verifier_fails_at_once(issuer_url: str, audience: str) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        TokenVerifier(issuer=issuer_url, audience=audience)
+
+
+# --- fetching and caching the keys ---------------------------------------------------------
+
+
+def test_the_key_set_is_fetched_once_while_its_max_age_lasts(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, min_refetch_interval=0)
+
+    for n in range(20):
+        verifier.verify(issuer.signer.token(issuer.signer.claims(jti=f"jti-{n}")))
+
+    assert issuer.jwks_requests == 1
+
+
+def test_a_key_set_that_may_not_be_cached_is_fetched_again(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+
+    for n in range(3):
+        verifier.verify(issuer.signer.token(issuer.signer.claims(jti=f"jti-{n}")))
+
+    assert issuer.jwks_requests == 3
+
+
+def test_a_new_kid_after_a_rotation_is_fetched_and_accepted(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    old = issuer.signer.token()
+    verifier.verify(old)
+
+    new = issuer.rotate().token()
+
+    assert verifier.verify(new).sub == "user-1"
+    assert verifier.verify(old).sub == "user-1"
+    assert issuer.jwks_requests == 2
+
+
+def test_tokens_with_made_up_kids_do_not_make_it_hammer_the_issuer(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, min_refetch_interval=3600)
+    verifier.verify(issuer.signer.token())
+
+    for _ in range(50):
+        refused = _refusal(verifier, issuer.signer.token(kid=uuid.uuid4().hex))
+        assert "unknown key" in refused
+
+    assert issuer.jwks_requests == 1
+    assert verifier.keys.fetches == 1
+
+
+def test_a_failed_refetch_keeps_the_last_good_keys(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())
+
+    issuer.jwks_status = 500
+    accepted = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="during-failure")))
+
+    assert accepted.sub == "user-1"
+    assert verifier.keys.last_error is not None
+    assert issuer.jwks_requests == 2
+
+
+def test_tokens_are_still_verified_while_the_issuer_is_down(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0, timeout=2)
+    verifier.verify(issuer.signer.token())
+
+    issuer.stop()
+
+    for n in range(3):
+        assert verifier.verify(issuer.signer.token(issuer.signer.claims(jti=f"j{n}"))).sub
+    assert "ConnectError" in (verifier.keys.last_error or "")
+
+
+def test_threads_arriving_during_the_first_fetch_wait_for_it(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    tokens = [issuer.signer.token(issuer.signer.claims(jti=f"t{n}")) for n in range(8)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        subjects = list(pool.map(lambda token: verifier.verify(token).sub, tokens))
+
+    assert subjects == ["user-1"] * 8
+    assert issuer.jwks_requests == 1
+
+
+@pytest.mark.anyio
+async def test_requests_arriving_during_the_first_fetch_wait_for_it(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    tokens = [issuer.signer.token(issuer.signer.claims(jti=f"a{n}")) for n in range(8)]
+
+    verified = await asyncio.gather(*(verifier.averify(token) for token in tokens))
+
+    assert [token.sub for token in verified] == ["user-1"] * 8
+    assert issuer.jwks_requests == 1
+
+
+def _wait_for_jwks_requests(issuer: Issuer, count: int) -> None:
+    deadline = time.monotonic() + GATE_SECONDS
+    while issuer.jwks_requests < count:
+        assert time.monotonic() < deadline, "the refresh never reached the issuer"
+        time.sleep(0.01)
+
+
+def test_a_refresh_in_flight_holds_up_no_other_thread(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())  # the keys are in, and due for a refresh at once
+    issuer.jwks_gate = threading.Event()
+
+    first = issuer.signer.token(issuer.signer.claims(jti="first"))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        refreshing = pool.submit(verifier.verify, first)
+        _wait_for_jwks_requests(issuer, 2)  # that thread's refresh hangs at the issuer
+
+        other = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="other")))
+
+        assert other.sub == "user-1"
+        assert not refreshing.done()
+        issuer.jwks_gate.set()
+        assert refreshing.result().sub == "user-1"
+
+
+@pytest.mark.anyio
+async def test_a_refresh_due_to_max_age_runs_in_the_background(issuer: Issuer) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0, timeout=2)
+    await verifier.averify(issuer.signer.token())
+    issuer.jwks_gate = threading.Event()
+    try:
+        verified = await verifier.averify(issuer.signer.token(issuer.signer.claims(jti="bg")))
+
+        # Had it waited for the hung issuer, its fetch would have timed out by now.
+        assert verified.sub == "user-1"
+        assert verifier.keys.last_error is None
+        deadline = time.monotonic() + GATE_SECONDS
+        while issuer.jwks_requests < 2:  # the refresh reaches the issuer all the same
+            assert time.monotonic() < deadline, "no refresh was started"
+            await asyncio.sleep(0.01)
+    finally:
+        issuer.jwks_gate.set()
+
+
+def test_without_any_key_set_it_says_so_and_does_not_retry_at_once(issuer: Issuer) -> None:
+    issuer.jwks_status = 503
+    verifier = _verifier(issuer)
+
+    for _ in range(5):
+        with pytest.raises(KeysUnavailableError):
+            verifier.verify(issuer.signer.token())
+
+    assert issuer.jwks_requests == 1
+
+
+def test_verified_tokens_are_forgotten_when_their_key_leaves_the_set(issuer: Issuer) -> None:
+    # An emergency revocation: the key is gone from the JWK Set at the next fetch.
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    token = issuer.signer.token()
+    verifier.verify(token)
+
+    issuer.rotate(keep=False)
+    verifier.verify(issuer.signer.token())  # its unknown kid makes the verifier fetch
+
+    assert "unknown key" in _refusal(verifier, token)
+
+
+@pytest.mark.anyio
+async def test_averify_fetches_without_blocking_and_shares_the_rules(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+
+    token = await verifier.averify(issuer.signer.token())
+
+    assert token.sub == "user-1"
+    with pytest.raises(InvalidTokenError, match="typ|access token"):
+        await verifier.averify(issuer.signer.token(typ="JWT"))
+    assert issuer.jwks_requests == 1
+
+
+@pytest.mark.anyio
+async def test_a_token_from_the_services_password_grant_is_verified_in_process(
+    client: httpx.AsyncClient,
+) -> None:
+    # The auth app itself as the issuer, reached through httpx's ASGI transport.
+    user = await register(client, "verified@example.com")
+    token = await login(client, "verified@example.com", scope="openid profile")
+    verifier = TokenVerifier(
+        issuer="http://testserver",
+        audience="http://testserver",
+        async_transport=httpx.ASGITransport(app=app_of(client)),
+    )
+
+    verified = await verifier.averify(token)
+
+    assert verified.sub == user["id"]
+    assert verified.scopes == {"openid", "profile"}
+    assert verified.client_id == verified.claims["client_id"]
+    assert verifier.keys.key_ids == {app_state(client).keys.signing.kid: "RS256"}
+
+
+# --- the FastAPI dependency: answers as the service's guards do (RFC 6750 §3) ---------------
+
+
+def _downstream(verifier: TokenVerifier) -> httpx.AsyncClient:
+    app = FastAPI()
+
+    @app.get("/orders")
+    async def orders(
+        token: Annotated[VerifiedToken, Depends(verifier.require("orders:read"))],
+    ) -> dict[str, str]:
+        return {"owner": token.sub}
+
+    @app.get("/anything")
+    async def anything(token: Annotated[VerifiedToken, Depends(verifier.require())]) -> str:
+        return token.sub
+
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://orders.test")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.anyio
+async def test_require_answers_like_the_services_guards(issuer: Issuer) -> None:
+    verifier = _verifier(issuer)
+    reader = issuer.signer.token(issuer.signer.claims(scope="orders:read"))
+    writer = issuer.signer.token(issuer.signer.claims(scope="orders:write"))
+    forged = issuer.signer.token(typ="JWT")
+    async with _downstream(verifier) as client:
+        ok = await client.get("/orders", headers=_bearer(reader))
+        missing = await client.get("/orders")
+        basic = await client.get("/orders", headers={"Authorization": "Basic dXNlcjpwdw=="})
+        invalid = await client.get("/orders", headers=_bearer(forged))
+        narrow = await client.get("/orders", headers=_bearer(writer))
+        any_token = await client.get("/anything", headers=_bearer(writer))
+        none_at_all = await client.get("/anything")
+
+    assert (ok.status_code, ok.json()) == (200, {"owner": "user-1"})
+    expected = [
+        (missing, MissingToken("An access token is required.", scope="orders:read")),
+        (basic, MissingToken("An access token is required.", scope="orders:read")),
+        (invalid, InvalidToken("The token is not an access token.")),
+        (
+            narrow,
+            InsufficientScope("The access token lacks the scope orders:read.", scope="orders:read"),
+        ),
+        (none_at_all, MissingToken("An access token is required.")),
+    ]
+    for response, error in expected:
+        answer = error.answer("/orders")
+        assert response.status_code == answer.status
+        assert response.json() == json.loads(answer.body)
+        assert response.headers["www-authenticate"] == answer.headers["WWW-Authenticate"]
+    assert (any_token.status_code, any_token.json()) == (200, "user-1")
+
+
+@pytest.mark.anyio
+async def test_require_answers_503_before_any_key_set_could_be_fetched(issuer: Issuer) -> None:
+    issuer.jwks_status = 500
+    async with _downstream(_verifier(issuer)) as client:
+        response = await client.get("/anything", headers=_bearer(issuer.signer.token()))
+
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    assert "keys" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> None:
+    async with _downstream(_verifier(issuer)) as client:
+        document = (await client.get("/openapi.json")).json()
+
+    schemes = document["components"]["securitySchemes"]
+    assert [scheme["scheme"] for scheme in schemes.values()] == ["bearer"]
+    assert document["paths"]["/orders"]["get"]["security"]

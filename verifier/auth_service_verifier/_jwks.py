@@ -1,0 +1,241 @@
+"""The issuer's keys, found through its metadata and kept fresh: a local key source.
+
+RFC 8414 §3 / OpenID Connect Discovery 1.0 §4 (metadata at `/.well-known/openid-
+configuration`, whose `issuer` must be the one configured, §3.3) and RFC 7517 (the JWK
+Set at its `jwks_uri`). The set is kept for the answer's `Cache-Control: max-age`, bounded;
+a token naming an unknown `kid` makes it fetch again at once, but never more than once per
+`min_refetch_interval`, so a stream of made-up kids cannot turn into a stream of fetches.
+A refresh due to max-age holds up no request (one caller or a background task makes it), and
+a failed fetch keeps the last good set in use (an auth service that is down or slow must not
+take its consumers down with it). The steps are written once, as a generator of
+requests, and driven by a synchronous or an asynchronous httpx client.
+"""
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import httpx
+import jwt
+
+from auth_service_verifier._rules import ALLOWED_ALGORITHMS, KeySet
+
+# What the key type (and curve) must be for each algorithm (RFC 7518 §3, RFC 8037 §3.1).
+_KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    **{f"{family}{bits}": ("RSA", None) for family in ("RS", "PS") for bits in (256, 384, 512)},
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "EdDSA": ("OKP", "Ed25519"),
+}
+_MAX_DOCUMENT_BYTES = 1 << 20
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+
+Steps = Generator[httpx.Request, httpx.Response, None]
+
+
+class FetchError(Exception):
+    """A metadata or JWK Set document could not be fetched or was not acceptable."""
+
+
+def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
+    """The signing keys of a JWK Set we accept: a kid, an allowed `alg`, a matching key type.
+
+    Other keys (encryption keys, HMAC secrets, keys without `alg`) are left out, so a token
+    can never be verified with them.
+    """
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise FetchError("the JWK Set has no keys member")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        kid, alg = entry.get("kid"), entry.get("alg")
+        if type(kid) is not str or alg not in ALLOWED_ALGORITHMS or kid in keys:
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        kty, crv = _KEY_TYPES[alg]
+        if entry.get("kty") != kty or (crv is not None and entry.get("crv") != crv):
+            continue
+        try:
+            keys[kid] = jwt.PyJWK(entry, algorithm=alg)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+    if not keys:
+        raise FetchError("the JWK Set has no usable signing key")
+    return keys
+
+
+def max_age(cache_control: str | None) -> float | None:
+    """The `max-age` of a Cache-Control header (RFC 9111 §5.2.2.1), 0 for no-store/no-cache."""
+    if cache_control is None:
+        return None
+    lowered = cache_control.lower()
+    if "no-store" in lowered or "no-cache" in lowered:
+        return 0.0
+    found = _MAX_AGE.search(cache_control)
+    return float(found.group(1)) if found else None
+
+
+def _json_document(response: httpx.Response, what: str) -> Any:
+    if response.status_code != 200:
+        raise FetchError(f"{what}: HTTP {response.status_code}")
+    if len(response.content) > _MAX_DOCUMENT_BYTES:
+        raise FetchError(f"{what}: too large")
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise FetchError(f"{what}: not JSON") from None
+
+
+class JWKSKeySource:
+    """The issuer's current signing keys, by kid, fetched over HTTP and cached."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        timeout: float,
+        min_cache_seconds: float,
+        max_cache_seconds: float,
+        min_refetch_interval: float,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self.metadata_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        self._timeout = timeout
+        self._min_cache, self._max_cache = min_cache_seconds, max_cache_seconds
+        self._min_refetch_interval = min_refetch_interval
+        self._transport, self._async_transport = transport, async_transport
+        self._clock = time.monotonic
+        self._keys: dict[str, jwt.PyJWK] | None = None
+        self._jwks: Any = None  # the document behind `_keys`: did a fetch change it?
+        self._jwks_uri: str | None = None
+        self._expires_at = float("-inf")
+        self._last_attempt = float("-inf")
+        self._thread_lock = threading.Lock()
+        self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
+        self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
+        self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
+        self.generation = 0  # bumped whenever the key set changes
+        self.last_error: str | None = None
+
+    # --- the keys ---------------------------------------------------------------------
+
+    def keys(self, kid: str | None) -> KeySet | None:
+        """The key set to verify a token naming `kid` with; fetches (blocking) when due.
+
+        Only a caller that needs the fetch waits for it: with no keys yet, or a kid the set
+        lacks (a rotation). A refresh that is due because the set's max-age has passed is
+        made by one caller while the others go on with the keys in hand, so a slow or hung
+        auth service holds up one request, not all of them.
+        """
+        if self._keys is None or self._due(kid):
+            if self._thread_lock.acquire(blocking=self._must_wait(kid)):
+                try:
+                    if self._due(kid):
+                        self._run_sync()
+                finally:
+                    self._thread_lock.release()
+        return self._keys
+
+    async def akeys(self, kid: str | None) -> KeySet | None:
+        """`keys` for asyncio: fetched without blocking the event loop, and a refresh due
+        to max-age is made in the background while every request goes on."""
+        if self._keys is None or self._due(kid):
+            if self._must_wait(kid):
+                async with self._async_lock:
+                    if self._due(kid):
+                        await self._run_async()
+            elif self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refresh_in_background())
+        return self._keys
+
+    async def _refresh_in_background(self) -> None:
+        async with self._async_lock:
+            if self._due(None):
+                await self._run_async()
+
+    def _must_wait(self, kid: str | None) -> bool:
+        """Whether this caller cannot answer without the fetch's outcome."""
+        return self._keys is None or (kid is not None and kid not in self._keys)
+
+    def _due(self, kid: str | None) -> bool:
+        """Whether to fetch before answering: never twice within the refetch interval."""
+        now = self._clock()
+        if now - self._last_attempt < self._min_refetch_interval:
+            return False
+        if self._keys is None or now >= self._expires_at:
+            return True
+        return kid is not None and kid not in self._keys
+
+    # --- fetching: the steps once, two drivers ---------------------------------------
+
+    def _steps(self) -> Steps:
+        if self._jwks_uri is None:
+            metadata = _json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
+            if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
+                raise FetchError("metadata: its issuer is not the one configured")
+            jwks_uri = metadata.get("jwks_uri")
+            if type(jwks_uri) is not str or not jwks_uri.startswith(("https://", "http://")):
+                raise FetchError("metadata: no jwks_uri")
+            self._jwks_uri = jwks_uri
+        self.fetches += 1
+        response = yield httpx.Request("GET", self._jwks_uri)
+        document = _json_document(response, "JWK Set")
+        keys = parse_key_set(document)
+        age = max_age(response.headers.get("cache-control"))
+        lifetime = min(max(age if age is not None else 0.0, self._min_cache), self._max_cache)
+        if document != self._jwks:
+            self.generation += 1
+        self._keys, self._jwks = keys, document
+        self._expires_at = self._clock() + lifetime
+        self.last_error = None
+
+    def _start(self) -> Steps:
+        self._last_attempt = self._clock()
+        return self._steps()
+
+    def _failed(self, error: Exception) -> None:
+        # The last good keys stay in use; the next attempt waits for the refetch interval,
+        # and looks the jwks_uri up again in case it moved.
+        self._jwks_uri = None
+        self.last_error = f"{type(error).__name__}: {error}"
+
+    def _run_sync(self) -> None:
+        steps = self._start()
+        try:
+            with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+                request = next(steps)
+                while True:
+                    request = steps.send(client.send(request))
+        except StopIteration:
+            return
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+            self._failed(exc)
+
+    async def _run_async(self) -> None:
+        steps = self._start()
+        try:
+            async with httpx.AsyncClient(
+                transport=self._async_transport, timeout=self._timeout
+            ) as client:
+                request = next(steps)
+                while True:
+                    request = steps.send(await client.send(request))
+        except StopIteration:
+            return
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+            self._failed(exc)
+
+    @property
+    def key_ids(self) -> Mapping[str, str]:
+        """kid -> algorithm of the keys in use (for diagnostics)."""
+        return {kid: key.algorithm_name for kid, key in (self._keys or {}).items()}

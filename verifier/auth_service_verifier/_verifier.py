@@ -1,0 +1,154 @@
+"""`TokenVerifier`: auth-service's access tokens verified locally, in another service.
+
+The rules are `_rules` (RFC 9068 §4, RFC 8725), the keys come from a key source (`_jwks`:
+the issuer's JWK Set found through its metadata). Verified tokens are kept, bounded and
+never past their `exp`, so a token's signature is checked once, not on every request.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from auth_service_verifier import _rules
+from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
+from auth_service_verifier._jwks import JWKSKeySource
+from auth_service_verifier._rules import KeySet, ParsedToken, TokenRuleError, VerifiedToken
+
+_UNAVAILABLE = "The issuer's signing keys could not be fetched; try again later."
+
+
+class _VerifiedTokens:
+    """Tokens verified with one generation of keys, each until its `exp`; oldest out first.
+
+    Keyed by the token string: a token has one spelling (`_rules.parse` refuses every
+    other), so a tampered token is another key and is verified in full.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._tokens: dict[str, VerifiedToken] = {}
+        self.generation = 0
+
+    def get(self, token: str, *, generation: int, now: float) -> VerifiedToken | None:
+        if generation != self.generation:
+            return None
+        verified = self._tokens.get(token)
+        if verified is None:
+            return None
+        if verified.expires_at <= now:
+            self._tokens.pop(token, None)
+            return None
+        return verified
+
+    def put(self, token: str, verified: VerifiedToken, *, generation: int, now: float) -> None:
+        if generation != self.generation:
+            self._tokens = {}  # other keys: what the old ones verified is forgotten
+            self.generation = generation
+        if verified.expires_at <= now or self._maxsize <= 0:
+            return  # accepted within the leeway: never kept past exp
+        while len(self._tokens) >= self._maxsize:
+            self._tokens.pop(next(iter(self._tokens)), None)
+        self._tokens[token] = verified
+
+
+class TokenVerifier:
+    """Verifies access tokens issued by `issuer` for `audience`, with the issuer's keys.
+
+    `verify(token)` (synchronous: Flask, Django, a queue worker) and `averify(token)`
+    (asyncio) return a `VerifiedToken` or raise `InvalidTokenError`; `require(*scopes)` is a
+    FastAPI dependency (the `fastapi` extra). One instance per process, shared: it holds the
+    key set and the verified tokens.
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float = _rules.DEFAULT_LEEWAY_SECONDS,
+        cache_size: int = 4096,
+        timeout: float = 5.0,
+        min_cache_seconds: float = 60.0,
+        max_cache_seconds: float = 3600.0,
+        min_refetch_interval: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not issuer.startswith(("https://", "http://")) or not audience:
+            # A configuration mistake: say so at start-up, not as 401s on every request.
+            raise ValueError("TokenVerifier needs the issuer's http(s) URL and an audience")
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.keys = JWKSKeySource(
+            issuer,
+            timeout=timeout,
+            min_cache_seconds=min_cache_seconds,
+            max_cache_seconds=max_cache_seconds,
+            min_refetch_interval=min_refetch_interval,
+            transport=transport,
+            async_transport=async_transport,
+        )
+        self._verified = _VerifiedTokens(cache_size)
+
+    def verify(self, token: str) -> VerifiedToken:
+        """The verified token; InvalidTokenError, with a message safe to show, if not.
+
+        May block on fetching the issuer's keys (at most `timeout` per request, and rarely).
+        """
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        parsed = _parse(token)
+        return self._finish(token, parsed, self.keys.keys(parsed.kid))
+
+    async def averify(self, token: str) -> VerifiedToken:
+        """`verify` for asyncio: fetching keys does not block the event loop."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        parsed = _parse(token)
+        return self._finish(token, parsed, await self.keys.akeys(parsed.kid))
+
+    def require(self, *scopes: str) -> Callable[..., Awaitable[VerifiedToken]]:
+        """A FastAPI dependency: the request's verified bearer token holding every one of
+        `scopes` (none: any valid token); 401 and 403 with RFC 6750 §3 challenges."""
+        try:
+            from auth_service_verifier._fastapi import BearerToken
+        except ImportError as exc:
+            if exc.name in ("fastapi", "starlette"):
+                raise ImportError(
+                    "TokenVerifier.require needs FastAPI: "
+                    "pip install 'auth-service-verifier[fastapi]'"
+                ) from exc
+            raise
+        return BearerToken(self, scopes)
+
+    def _cached(self, token: str) -> VerifiedToken | None:
+        return self._verified.get(token, generation=self.keys.generation, now=time.time())
+
+    def _finish(self, token: str, parsed: ParsedToken, keys: KeySet | None) -> VerifiedToken:
+        if keys is None:
+            raise KeysUnavailableError(_UNAVAILABLE)
+        now = time.time()
+        try:
+            verified = _rules.verify(
+                parsed,
+                keys,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                now=now,
+            )
+        except TokenRuleError as exc:
+            raise InvalidTokenError(str(exc)) from None
+        self._verified.put(token, verified, generation=self.keys.generation, now=now)
+        return verified
+
+
+def _parse(token: str) -> ParsedToken:
+    try:
+        return _rules.parse(token)
+    except TokenRuleError as exc:
+        raise InvalidTokenError(str(exc)) from None
