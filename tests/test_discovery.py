@@ -25,6 +25,12 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
     assert metadata["token_endpoint"] == "http://testserver/oauth2/token"
     assert metadata["jwks_uri"] == "http://testserver/.well-known/jwks.json"
     assert metadata["userinfo_endpoint"] == "http://testserver/userinfo"
+    assert metadata["revocation_endpoint"] == "http://testserver/oauth2/revoke"
+    assert metadata["introspection_endpoint"] == "http://testserver/oauth2/introspect"
+    assert metadata["introspection_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
     assert metadata["grant_types_supported"] == [
         "password",
         "refresh_token",
