@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     )
     purge_interval_seconds: int = Field(
         default=600,
-        ge=10,
+        ge=1,
         le=86_400,
         description="how often each worker deletes expired sessions, refresh tokens and "
         "revoked access tokens (in small batches).",

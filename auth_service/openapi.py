@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 
 from auth_service.deps import get_session, password_turn
 from auth_service.errors import OAUTH_PATHS
-from auth_service.guards import current_principal
+from auth_service.guards import TOKEN_URL, current_principal
 from auth_service.schemas import ErrorResponse, OAuth2ErrorResponse, UnprocessableResponse
 from auth_service.security import password_policy
 
@@ -75,13 +75,15 @@ def _errors(route: RouteContext, *, oauth: bool, max_body_bytes: int) -> dict[st
     if current_principal in calls:
         found["401"] = _response("No access token, or not a valid one.", error, _CHALLENGE)
         found["403"] = _response("The token lacks a scope or the user a role.", error, _CHALLENGE)
-    if password_turn in calls or oauth:
+    # The token endpoint queues its password grant itself, not through a dependency.
+    if password_turn in calls or route.path_format == TOKEN_URL:
         found["429"] = _response(
             "The fair password queue is full and this client holds the most places in it.",
             error,
             _RETRY_AFTER,
         )
-    if get_session in calls or current_principal in calls:  # the guard reads the user
+    # The guard reads the user; the OAuth endpoints read the client.
+    if get_session in calls or current_principal in calls or oauth:
         found["503"] = _response("The database is unavailable.", error, _RETRY_AFTER)
     return found
 

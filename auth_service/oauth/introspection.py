@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.db import session_scope
 from auth_service.errors import InsufficientScope, InvalidClient
 from auth_service.models import utcnow
 from auth_service.oauth import client_auth, forms
@@ -54,7 +55,6 @@ class IntrospectionEndpoint:
         body: bytes,
         authorization: str | None,
         state: AppState,
-        session: AsyncSession,
     ) -> dict[str, Any]:
         """The RFC 7662 §2.2 answer for the token of this request."""
         form = forms.parse(content_type, body)
@@ -76,7 +76,10 @@ class IntrospectionEndpoint:
         if secret is not None:
             caller = (await state.user_states.read(caller_id=caller_id)).caller
             clients.authenticated_caller(caller, secret, scope=Scope.INTROSPECT)
-        return await self._refresh_token(token, state=state, session=session)
+        # A refresh token is looked up in a transaction of its own; an access token needed
+        # none (its state and the caller came in one statement).
+        async with session_scope(state.sessionmaker) as session:
+            return await self._refresh_token(token, state=state, session=session)
 
     @staticmethod
     async def _caller(

@@ -51,7 +51,7 @@ class RevocationEndpoint:
         forms.optional(form, "token_type_hint")
         presented = client_auth.presented(authorization, form)
         client = await clients.authenticate(
-            session=session,
+            states=state.user_states,
             client_id=presented.client_id,
             secret=presented.secret,
             settings=state.settings,

@@ -71,7 +71,7 @@ class TokenEndpoint:
             counted.grant_type = grant_type
             presented = client_auth.presented(authorization, form)
             client = await clients.authenticate(
-                session=session,
+                states=state.user_states,
                 client_id=presented.client_id,
                 secret=presented.secret,
                 settings=state.settings,

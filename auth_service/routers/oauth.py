@@ -94,7 +94,7 @@ async def revoke(request: Request, session: SessionDep) -> Response:
     },
     openapi_extra=_form_body(introspection.PARAMETERS),
 )
-async def introspect(request: Request, session: SessionDep) -> JSONResponse:
+async def introspect(request: Request) -> JSONResponse:
     """Is this token active, and what is it (RFC 7662)? For service clients with the
     `introspect` scope, by client authentication or a bearer token."""
     answer = await introspection_endpoint.respond(
@@ -102,6 +102,5 @@ async def introspect(request: Request, session: SessionDep) -> JSONResponse:
         body=await request.body(),
         authorization=request.headers.get("authorization"),
         state=state_of(request),
-        session=session,
     )
     return JSONResponse(answer, headers=NO_STORE)

@@ -15,7 +15,6 @@ import hmac
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import delete, func
 from sqlmodel import col, select
@@ -25,7 +24,7 @@ from auth_service.config import Settings
 from auth_service.errors import Conflict, InvalidClient, NotFound, UnprocessableClient
 from auth_service.models import LoginSession, OAuthClient, utcnow
 from auth_service.scopes import USER_SCOPES
-from auth_service.services.user_state import ClientState
+from auth_service.services.user_state import ClientState, UserStates
 
 logger = logging.getLogger(__name__)
 
@@ -38,25 +37,9 @@ CONFIDENTIAL_ONLY_GRANTS = frozenset({"client_credentials"})
 LOGIN_GRANTS = ("password", "refresh_token")
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
-    """An authenticated client and what it may ask for."""
-
-    client_id: str
-    is_confidential: bool
-    scopes: frozenset[str]
-    grant_types: frozenset[str]
-    audiences: frozenset[str]
-
-    @classmethod
-    def of(cls, row: OAuthClient) -> "Client":
-        return cls(
-            client_id=row.client_id,
-            is_confidential=row.is_confidential,
-            scopes=frozenset(row.scopes),
-            grant_types=frozenset(row.grant_types),
-            audiences=frozenset(row.audiences),
-        )
+# An authenticated client and what it may ask for, as read with the driver (no pooled
+# connection is held while a sign-in waits for its turn at bcrypt).
+Client = ClientState
 
 
 def new_secret() -> str:
@@ -69,24 +52,24 @@ def secret_digest(secret: str) -> bytes:
 
 
 async def authenticate(
-    *, session: AsyncSession, client_id: str | None, secret: str | None, settings: Settings
+    *, states: UserStates, client_id: str | None, secret: str | None, settings: Settings
 ) -> Client:
     """The client these credentials identify; InvalidClient when they identify none."""
     client_id = client_id or settings.default_client_id
-    row = await session.get(OAuthClient, client_id)
+    client = (await states.read(caller_id=client_id)).caller
     # The digest is computed whether or not the client exists: one cost for every failure.
     presented = secret_digest(secret) if secret is not None else None
-    if row is None or not row.is_active:
+    if client is None or not client.is_active:
         raise InvalidClient("Client authentication failed.")
-    if not row.is_confidential:
+    if not client.is_confidential:
         if presented is not None:
             raise InvalidClient("Unknown client credentials: public clients have no secret.")
-        return Client.of(row)
+        return client
     if presented is None:
         raise InvalidClient("This client must authenticate with its secret.")
-    if not _matches(row.secret_digest, presented):
+    if not _matches(client.secret_digest, presented):
         raise InvalidClient("Client authentication failed.")
-    return Client.of(row)
+    return client
 
 
 def _matches(stored: bytes | None, presented: bytes | None) -> bool:

@@ -88,9 +88,11 @@ async def purge(sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime
 async def purge_every(
     sessionmaker: async_sessionmaker[AsyncSession], *, interval_seconds: float
 ) -> None:
-    """Purge now and then every `interval_seconds`, until cancelled. A failure (the
-    database briefly away) is logged and the next round tries again."""
+    """Purge every `interval_seconds`, until cancelled. A failure (the database briefly
+    away) is logged and the next round tries again. Not at once: a worker's start is busy
+    enough, and what expired waits a round harmlessly."""
     while True:
+        await anyio.sleep(interval_seconds)
         try:
             deleted = await purge(sessionmaker, now=utcnow())
         except SQLAlchemyError as exc:
@@ -98,4 +100,3 @@ async def purge_every(
         else:
             if deleted:
                 logger.info("purged expired tokens", extra={"rows": deleted})
-        await anyio.sleep(interval_seconds)

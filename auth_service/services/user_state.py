@@ -68,13 +68,15 @@ class UserState:
 
 @dataclass(frozen=True, slots=True)
 class ClientState:
-    """A client as the guards and introspection see it."""
+    """A client as the token endpoint, the guards and introspection see it."""
 
     client_id: str
     is_active: bool
     is_confidential: bool
     secret_digest: bytes | None
-    scopes: tuple[str, ...]
+    scopes: frozenset[str]
+    grant_types: frozenset[str]
+    audiences: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,15 @@ _sessions = LoginSession.__table__  # type: ignore[attr-defined]
 _revoked = RevokedAccessToken.__table__  # type: ignore[attr-defined]
 _clients = OAuthClient.__table__  # type: ignore[attr-defined]
 _client, _caller = _clients.alias("client"), _clients.alias("caller")
-_CLIENT_COLUMNS = ("client_id", "is_active", "is_confidential", "secret_digest", "scopes")
+_CLIENT_COLUMNS = (
+    "client_id",
+    "is_active",
+    "is_confidential",
+    "secret_digest",
+    "scopes",
+    "grant_types",
+    "audiences",
+)
 # One row whatever is found: every part joins a one-row anchor on its own key (a NULL key
 # finds nothing), one row per role of the user.
 _anchor = select(literal_column("1").label("one")).subquery("anchor")
@@ -145,7 +155,7 @@ _CREDENTIAL_PARAMETERS = {"key": _users.c.email_key}
 
 
 def _client_state(columns: Sequence[Any]) -> ClientState | None:
-    client_id, is_active, is_confidential, secret_digest, scopes = columns
+    client_id, is_active, is_confidential, secret_digest, scopes, grant_types, audiences = columns
     if client_id is None:
         return None
     return ClientState(
@@ -153,7 +163,9 @@ def _client_state(columns: Sequence[Any]) -> ClientState | None:
         is_active=is_active,
         is_confidential=is_confidential,
         secret_digest=bytes(secret_digest) if secret_digest is not None else None,
-        scopes=tuple(scopes),
+        scopes=frozenset(scopes),
+        grant_types=frozenset(grant_types),
+        audiences=frozenset(audiences),
     )
 
 
@@ -178,8 +190,8 @@ def _state(rows: Sequence[Sequence[Any]]) -> TokenState:
         user=user,
         session_alive=bool(first[8]),
         revoked=bool(first[9]),
-        client=_client_state(first[10:15]),
-        caller=_client_state(first[15:20]),
+        client=_client_state(first[10:17]),
+        caller=_client_state(first[17:24]),
     )
 
 
