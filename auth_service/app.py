@@ -4,6 +4,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -22,7 +23,7 @@ from auth_service.middleware import (
     UnhandledErrorMiddleware,
 )
 from auth_service.openapi import install as install_openapi
-from auth_service.routers import admin, docs, health, oauth, users, wellknown
+from auth_service.routers import admin, docs, health, keys, oauth, users, wellknown
 from auth_service.security.crypto import load_or_create_secret_key
 from auth_service.services.keys import JSONDocument
 from auth_service.state import AppState
@@ -85,13 +86,19 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            state.keys = await startup.prepare(
+            await startup.prepare(
                 settings=settings,
                 sessionmaker=state.sessionmaker,
                 hasher=state.hasher,
                 secret_key=secret_key,
             )
-            yield
+            await state.key_ring.load()
+            # Beside the requests, never in them: a rotation or revocation made anywhere
+            # reaches this worker within the interval.
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(state.key_ring.follow, settings.key_refresh_seconds)
+                yield
+                tasks.cancel_scope.cancel()
         finally:
             await state.close()
 
@@ -111,7 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.
-    for module in (health, wellknown, users, oauth, admin, docs):
+    for module in (health, wellknown, users, oauth, admin, keys, docs):
         add_routes(app, module.router)
     docs.mount_assets(app)
     install_openapi(

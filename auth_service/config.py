@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         "get the same answer as the first time (concurrent tabs, retried requests); "
         "0: any second presentation ends the session.",
     )
+    key_refresh_seconds: float = Field(
+        default=2,
+        gt=0,
+        le=60,
+        description="how often each worker checks the signing keys table for a rotation or "
+        "revocation made elsewhere (a cheap query; the keys are reloaded only on a change).",
+    )
     client_ids: Annotated[list[str], NoDecode] = Field(
         default=["auth-service"],
         min_length=1,

@@ -12,6 +12,7 @@ class Scope(StrEnum):
     EMAIL = "email"
     ACCOUNT = "account"
     ADMIN_USERS = "admin:users"
+    ADMIN_KEYS = "admin:keys"
 
 
 DESCRIPTIONS: dict[str, str] = {
@@ -20,10 +21,13 @@ DESCRIPTIONS: dict[str, str] = {
     Scope.EMAIL: "Your email address and whether it is verified.",
     Scope.ACCOUNT: "Read and manage your own account.",
     Scope.ADMIN_USERS: "Manage all users (role admin).",
+    Scope.ADMIN_KEYS: "Rotate and revoke the token signing keys (role admin).",
 }
 
 # Scopes a role unlocks on top of the ones every user may have.
-_ROLE_SCOPES: dict[str, frozenset[Scope]] = {ADMIN_ROLE: frozenset({Scope.ADMIN_USERS})}
+_ROLE_SCOPES: dict[str, frozenset[Scope]] = {
+    ADMIN_ROLE: frozenset({Scope.ADMIN_USERS, Scope.ADMIN_KEYS})
+}
 _USER_SCOPES = frozenset({Scope.OPENID, Scope.PROFILE, Scope.EMAIL, Scope.ACCOUNT})
 
 

@@ -32,6 +32,7 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
         "email",
         "account",
         "admin:users",
+        "admin:keys",
     }
     assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
     assert metadata["id_token_signing_alg_values_supported"] == ["RS256"]

@@ -30,7 +30,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.anyio
 
 ASSETS = "/docs-assets/"
-SCOPES = {"openid", "profile", "email", "account", "admin:users"}
+SCOPES = {"openid", "profile", "email", "account", "admin:users", "admin:keys"}
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -160,9 +160,13 @@ async def test_admin_routes_require_the_admin_scope_in_openapi(client: httpx.Asy
         ("/admin/users/{user_id}", "get"),
         ("/admin/users/{user_id}", "patch"),
         ("/admin/users/{user_id}", "delete"),
+        ("/admin/keys", "get"),
+        ("/admin/keys/rotate", "post"),
+        ("/admin/keys/{kid}/revoke", "post"),
     }
     for path, method, operation in admin_operations:
-        assert {scheme: ["admin:users"]} in operation.get("security", []), (path, method)
+        scope = "admin:keys" if path.startswith("/admin/keys") else "admin:users"
+        assert {scheme: [scope]} in operation.get("security", []), (path, method)
 
 
 async def test_public_routes_require_nothing_in_openapi(client: httpx.AsyncClient) -> None:
