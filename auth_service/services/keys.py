@@ -397,7 +397,11 @@ class KeyRing:
         while True:
             await anyio.sleep(interval)
             try:
-                changed = await self.refresh()
+                # Cancelled (at shutdown) only while it sleeps: a read cut off halfway would
+                # leave its connection neither returned nor closed. The database timeouts
+                # bound the read.
+                with anyio.CancelScope(shield=True):
+                    changed = await self.refresh()
             except Exception as exc:  # the loop must outlive any one failure
                 if not self._failing:
                     self._failing = True
