@@ -28,9 +28,12 @@ from sqlalchemy import create_engine, select, update
 from sqlmodel import col
 
 from auth_service import cli
-from auth_service.db import sync_url
+from auth_service.db import create_engine as create_async_engine
+from auth_service.db import create_sessionmaker, session_scope, sync_url
 from auth_service.models import SigningKey
 from auth_service.security.jwt import LEEWAY_SECONDS
+from auth_service.services import keys as keys_service
+from auth_service.services.keys import KeyRing
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -42,12 +45,9 @@ from tests.conftest import (
     admin_headers,
     app_state,
     bearer,
-    drop_connections,
     login,
-    make_settings,
     register,
     scratch_postgres,
-    started_client,
 )
 from tests.test_serve import WORKERS, Server, _workers_that_answered
 
@@ -443,43 +443,57 @@ async def test_the_jwks_is_cached_for_less_than_a_superseded_key_still_verifies(
 async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
     database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A worker's ring, polling a SQLite file that has been moved away, then put back."""
     home, away = tmp_path / "db-home", tmp_path / "db-away"
     home.mkdir()
     shutil.copy(database.removeprefix("sqlite:///"), home / "auth.db")
-    settings = make_settings(
-        f"sqlite:///{home / 'auth.db'}",
-        key_refresh_seconds=FAST_POLL,
-        database_timeout_seconds=1,
-    )
+    url = f"sqlite:///{home / 'auth.db'}"
+    engine = create_async_engine(url, timeout=1)
+    ring = KeyRing(sessionmaker=create_sessionmaker(engine), alg="RS256", secret_key=SECRET_KEY)
     caplog.set_level(logging.INFO, logger="auth_service.services.keys")
-    async with started_client(settings) as client:
-        token = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-        keys = app_state(client).keys
 
+    def logged(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    try:
+        keys = await ring.load()
         home.rename(away)
-        await drop_connections(client)
+        await engine.dispose()  # pooled connections would keep the moved file open
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ring.follow, FAST_POLL)
 
-        def warned() -> int:
-            return sum("keeping the last good set" in r.getMessage() for r in caplog.records)
+            async def warned() -> bool:
+                return logged("keeping the last good set") > 0
 
-        async def has_warned() -> bool:
-            return warned() > 0
+            await _until(warned, "the failed poll is logged")
+            await anyio.sleep(10 * FAST_POLL)  # more polls fail: still one warning
+            assert logged("keeping the last good set") == 1
+            assert ring.keys is keys
 
-        await _until(has_warned, "the failed poll is logged")
-        await anyio.sleep(10 * FAST_POLL)  # more polls fail: still one warning
-        assert warned() == 1
-        assert app_state(client).keys is keys
-        assert (await client.get("/.well-known/jwks.json")).status_code == 200
+            away.rename(home)
+            rotated = await _rotate_elsewhere(url)
 
-        away.rename(home)
-        rotated = await _rotate(client, bearer(token))
+            async def recovered() -> bool:
+                return logged("refreshed again") == 1 and ring.keys.signing.kid == rotated
 
-        async def recovered() -> bool:
-            return any("refreshed again" in r.getMessage() for r in caplog.records)
-
-        await _until(recovered, "the poll recovers by itself")
-        assert app_state(client).keys.signing.kid == rotated["kid"]
+            await _until(recovered, "the poll recovers by itself and follows the rotation")
+            tasks.cancel_scope.cancel()
+    finally:
+        await engine.dispose()
     assert SECRET_KEY not in caplog.text
+
+
+async def _rotate_elsewhere(url: str) -> str:
+    """Rotate as another replica would, through an engine of its own: the new kid."""
+    engine = create_async_engine(url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            key = await keys_service.rotate(
+                session=session, alg="RS256", secret_key=SECRET_KEY, access_token_ttl=900
+            )
+    finally:
+        await engine.dispose()
+    return key.kid
 
 
 # --- `auth-service serve --workers 2` over loopback HTTP --------------------------------------
