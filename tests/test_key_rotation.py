@@ -187,6 +187,33 @@ async def test_a_restart_signs_with_the_newest_key(make_client: ClientFactory) -
     assert kid_of(token) == rotated["kid"]
 
 
+async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
+    make_client: ClientFactory, database: str
+) -> None:
+    """A rotation on a replica whose clock is behind gives the new key an older date."""
+    async with make_client() as first:
+        rotated = await _rotate(first, await admin_headers(first))
+    _set_created(database, rotated["kid"], datetime(2000, 1, 1, tzinfo=UTC))
+    try:
+        async with make_client() as second:
+            token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+    finally:  # the fixture keeps the oldest key for the next test
+        _set_created(database, rotated["kid"], _parse_time(rotated["created_at"]))
+
+    assert kid_of(token) == rotated["kid"]
+
+
+def _set_created(database: str, kid: str, when: datetime) -> None:
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(SigningKey).where(col(SigningKey.kid) == kid).values(created_at=when)
+            )
+    finally:
+        engine.dispose()
+
+
 async def test_a_superseded_key_retires_once_its_window_has_passed(
     make_client: ClientFactory, database: str
 ) -> None:

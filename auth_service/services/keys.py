@@ -99,9 +99,12 @@ def is_usable(key: SigningKey, now: datetime) -> bool:
 
 
 def _signing_key(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> SigningKey | None:
-    """The key that signs: the newest usable key of `alg`."""
+    """The key that signs: the newest usable key of `alg`, one not superseded by a rotation
+    first (whatever the clocks of the replicas that created them say)."""
     usable = [row for row in rows if row.alg == alg and is_usable(row, now)]
-    return max(usable, key=lambda row: (row.created_at, row.kid), default=None)
+    return max(
+        usable, key=lambda row: (row.retires_at is None, row.created_at, row.kid), default=None
+    )
 
 
 def state_of(key: SigningKey, *, signing_kid: str | None, now: datetime) -> KeyState:
@@ -231,13 +234,6 @@ async def list_keys(*, session: AsyncSession, alg: str) -> list[KeyInfo]:
     ).all()
     signing_kid = _signing_kid(rows, alg=alg, now=now)
     return [_key_info(row, signing_kid=signing_kid, now=now) for row in rows]
-
-
-async def get_key(*, session: AsyncSession, kid: str, alg: str) -> KeyInfo:
-    key = await session.get(SigningKey, kid)
-    if key is None:
-        raise NotFound("No signing key has this kid.")
-    return await _info(session, key, alg=alg)
 
 
 def _parse(row: SigningKey, secret_key: str) -> SigningKeyPair:
