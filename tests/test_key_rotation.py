@@ -7,6 +7,7 @@ through any of them, or by `auth-service rotate-keys`, reaches all within second
 bounded loops with a deadline; the clock is moved by writing timestamps into the database.
 """
 
+import collections
 import logging
 import re
 import shutil
@@ -49,7 +50,7 @@ from tests.conftest import (
     register,
     scratch_postgres,
 )
-from tests.test_serve import WORKERS, Server, _workers_that_answered
+from tests.test_serve import WORKERS, RouteCounts, Server, _workers_that_answered
 
 pytestmark = pytest.mark.anyio
 
@@ -526,10 +527,20 @@ async def _rotate_elsewhere(url: str) -> str:
 # --- `auth-service serve --workers 2` over loopback HTTP --------------------------------------
 
 
+class CountingServer(Server):
+    """A server that knows how many requests the test sent it, by (method, route): a worker
+    counts a request in its metrics only after it has answered, so the test must know how
+    many to wait for."""
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        super().__init__(database_url, workdir)
+        self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
 @pytest.fixture(scope="module", params=DATABASES)
 def serving(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+) -> Iterator[CountingServer]:
     """A real `auth-service serve --workers 2` on a database of its own."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('keys-serve-sqlite') / 'auth.db'}"
@@ -539,8 +550,8 @@ def serving(
         yield from _serve(url, tmp_path_factory)
 
 
-def _serve(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(url, tmp_path_factory.mktemp("keys-serve"))
+def _serve(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingServer]:
+    running = CountingServer(url, tmp_path_factory.mktemp("keys-serve"))
     try:
         running.start()
         yield running
@@ -548,28 +559,47 @@ def _serve(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         running.close()
 
 
-def _serve_login(server: Server, email: str, password: str = STRONG_PASSWORD) -> str:
+def _serve_login(server: CountingServer, email: str, password: str = STRONG_PASSWORD) -> str:
     form = {"grant_type": "password", "username": email, "password": password}
+    server.sent["POST", "/oauth2/token"] += 1
     response = server.http.post("/oauth2/token", data=form)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
 
 
-def _me(server: Server, token: str) -> int:
+def _me(server: CountingServer, token: str) -> int:
+    server.sent["GET", "/users/me"] += 1
     return server.http.get("/users/me", headers=bearer(token)).status_code
 
 
+def _counted(
+    server: CountingServer, method: str, route: str, deadline: float
+) -> dict[str, RouteCounts]:
+    """The workers' counts once every request sent so far for `method route` is in them."""
+    while True:
+        counts = server.requests_by_worker()
+        if sum(c[method, route] for c in counts.values()) >= server.sent[method, route]:
+            return counts
+        if time.monotonic() > deadline:
+            pytest.fail(f"the workers never counted {server.sent[method, route]} {method} {route}")
+        time.sleep(0.01)
+
+
 def _until_every_worker(
-    server: Server, holds: Callable[[], bool], method: str, route: str, what: str
+    server: CountingServer, holds: Callable[[], bool], method: str, route: str, what: str
 ) -> None:
     """Wait until `holds()` is true for a run of calls that reached every worker with
-    `method route`; any false call starts the run again. Bounded by SERVE_WAIT_SECONDS."""
+    `method route`; any false call starts the run again. Bounded by SERVE_WAIT_SECONDS.
+
+    A run starts from counts that include every earlier request: a refused request counted
+    late must not pass for a worker that answered within the run.
+    """
     deadline = time.monotonic() + SERVE_WAIT_SECONDS
-    before, run = server.requests_by_worker(), 0
+    before, run = _counted(server, method, route, deadline), 0
     while time.monotonic() < deadline:
         if not holds():
-            before, run = server.requests_by_worker(), 0
+            before, run = _counted(server, method, route, deadline), 0
             continue
         run += 1
         after = server.requests_by_worker()
@@ -579,7 +609,7 @@ def _until_every_worker(
 
 
 def test_every_worker_of_a_running_serve_follows_a_rotation_and_a_revocation(
-    serving: Server,
+    serving: CountingServer,
 ) -> None:
     email = f"keys-{uuid.uuid4().hex[:12]}@example.com"
     registered = serving.http.post("/users", json={"email": email, "password": STRONG_PASSWORD})

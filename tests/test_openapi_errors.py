@@ -66,7 +66,8 @@ async def test_every_guarded_operation_documents_and_answers_401_and_403(
             answer = operation["responses"][status]
             assert "WWW-Authenticate" in answer["headers"], (path, method, status)
             assert _schema(document, answer)["properties"]["detail"]["type"] == "string"
-        response = await client.request(method, path.format(user_id=A_USER_ID), json={})
+        url = path.format(user_id=A_USER_ID, kid="a-kid")
+        response = await client.request(method, url, json={})
         assert response.status_code == 401, (path, method, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer")
 
