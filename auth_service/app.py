@@ -29,6 +29,7 @@ from auth_service.routers import (
     clients,
     docs,
     health,
+    keys,
     oauth,
     sessions,
     users,
@@ -97,14 +98,17 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            state.keys = await startup.prepare(
+            await startup.prepare(
                 settings=settings,
                 sessionmaker=state.sessionmaker,
                 hasher=state.hasher,
                 secret_key=secret_key,
             )
-            # Beside the requests, never in them.
+            await state.key_ring.load()
+            # Beside the requests, never in them: a rotation or revocation made anywhere
+            # reaches this worker within the interval; expired tokens go in the background.
             async with anyio.create_task_group() as tasks:
+                tasks.start_soon(state.key_ring.follow, settings.key_refresh_seconds)
                 tasks.start_soon(
                     functools.partial(
                         revocation.purge_every,
@@ -133,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.
-    for module in (health, wellknown, users, oauth, sessions, admin, clients, docs):
+    for module in (health, wellknown, users, oauth, sessions, admin, clients, keys, docs):
         add_routes(app, module.router)
     docs.mount_assets(app)
     install_openapi(

@@ -203,6 +203,38 @@ def _create_client_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rotate_keys(settings: Settings, secret_key: str) -> str:
+    from auth_service.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.services import keys
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            key = await keys.rotate(
+                session=session,
+                alg=settings.signing_alg,
+                secret_key=secret_key,
+                access_token_ttl=settings.access_token_ttl,
+            )
+    finally:
+        await engine.dispose()
+    retire = key.created_at + keys.overlap(settings.access_token_ttl)
+    return (
+        f"signing key is now {key.kid} ({key.alg}); earlier keys verify until "
+        f"{retire.isoformat(timespec='seconds')}, then retire"
+    )
+
+
+def _rotate_keys_command(settings: Settings, _args: argparse.Namespace) -> int:
+    from auth_service import migrate
+    from auth_service.app import resolve_secret_key
+
+    secret_key = resolve_secret_key(settings)
+    migrate.upgrade(settings.database_url)
+    print(asyncio.run(_rotate_keys(settings, secret_key)))
+    return 0
+
+
 def _openapi(settings: Settings, _args: argparse.Namespace) -> int:
     from auth_service.app import create_app
 
@@ -266,6 +298,10 @@ def _parser() -> argparse.ArgumentParser:
         "--public", action="store_true", help="a login form or app that keeps no secret"
     )
     client.set_defaults(handler=_create_client_command)
+    commands.add_parser(
+        "rotate-keys",
+        help="make a new key the signing key; running workers pick it up within seconds",
+    ).set_defaults(handler=_rotate_keys_command)
     commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(handler=_openapi)
     return parser
 

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         description="how often each worker deletes expired sessions, refresh tokens and "
         "revoked access tokens (in small batches).",
     )
+    key_refresh_seconds: float = Field(
+        default=2,
+        gt=0,
+        le=60,
+        description="how often each worker checks the signing keys table for a rotation or "
+        "revocation made elsewhere (a cheap query; the keys are reloaded only on a change).",
+    )
     client_ids: Annotated[list[str], NoDecode] = Field(
         default=["auth-service"],
         min_length=1,

@@ -97,3 +97,5 @@ def require_roles(
 
 CurrentPrincipal = Annotated[Principal, Security(current_principal, scopes=[Scope.ACCOUNT])]
 require_admin = require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_USERS,))
+# A scope of its own: a token for managing users cannot replace the keys every token relies on.
+require_key_admin = require_roles(ADMIN_ROLE, scopes=(Scope.ADMIN_KEYS,))

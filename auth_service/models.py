@@ -88,7 +88,12 @@ class UserRole(SQLModel, table=True):
 
 
 class SigningKey(SQLModel, table=True):
-    """A JWS signing key; the private part is AES-GCM encrypted under AUTH_SECRET_KEY."""
+    """A JWS signing key; the private part is AES-GCM encrypted under AUTH_SECRET_KEY.
+
+    Its state follows from the timestamps (`services.keys.state_of`): a rotation sets
+    `retires_at` (when the last token it signed has expired), an emergency revocation
+    `revoked_at`. Rows are never deleted: they are the record of which key signed when.
+    """
 
     __tablename__ = "signing_keys"
 
@@ -96,6 +101,8 @@ class SigningKey(SQLModel, table=True):
     alg: str = Field(max_length=16)
     private_key_encrypted: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    retires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class LoginSession(SQLModel, table=True):

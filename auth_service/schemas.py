@@ -165,6 +165,30 @@ class SessionsPublic(BaseModel):
         return cls(data=[SessionPublic.of(s, current=current) for s in found], count=count)
 
 
+class SigningKeyPublic(BaseModel):
+    """A signing key as admins see it: its public identity and state, never private material."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    kid: str
+    alg: str
+    state: Literal["signing", "verifying", "retired", "revoked"] = Field(
+        description="`signing`: signs new tokens; `verifying`: in the JWK Set, verifying the "
+        "tokens it signed until `retires_at`; `retired`: out of the JWK Set since "
+        "`retires_at`; `revoked`: out at once, at `revoked_at`."
+    )
+    created_at: datetime
+    retires_at: datetime | None = Field(
+        description="When the last token it may have signed expires and it leaves the JWK "
+        "Set; null while it signs."
+    )
+    revoked_at: datetime | None
+
+
+class SigningKeysPublic(BaseModel):
+    data: list[SigningKeyPublic] = Field(description="Every key ever stored, newest first.")
+
+
 class UserInfo(BaseModel):
     """OpenID Connect Core §5.3.2 UserInfo response (the claims the scopes allow)."""
 

@@ -19,9 +19,8 @@ async def prepare(
     sessionmaker: async_sessionmaker[AsyncSession],
     hasher: PasswordHasher,
     secret_key: str,
-) -> keys.KeySet:
-    """Create what is missing (signing key, configured clients, bootstrap admin) and load
-    the keys.
+) -> None:
+    """Create what is missing (signing key, configured clients, bootstrap admin).
 
     Runs under a cross-process lock, so workers and replicas starting together agree.
     """
@@ -42,10 +41,6 @@ async def prepare(
             )
             if created is not None:
                 logger.info("created bootstrap admin", extra={"user_id": str(created.id)})
-        keyset = await keys.load_keyset(
-            session=session, alg=settings.signing_alg, secret_key=secret_key
-        )
-    return keyset
 
 
 async def prepare_database(settings: Settings, *, secret_key: str) -> None:

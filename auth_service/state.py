@@ -16,7 +16,7 @@ from auth_service.observability import AccessLog, Metrics
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services.keys import JSONDocument, KeySet
+from auth_service.services.keys import JSONDocument, KeyRing, KeySet
 from auth_service.services.user_state import UserStates, user_states_for
 
 
@@ -33,15 +33,17 @@ class AppState:
     discovery: JSONDocument
     # Seals the answers kept for the refresh reuse interval (`services.sessions`).
     successors: Sealer
-    _keys: KeySet | None = None
+    # The signing keys, following the database (`KeyRing.follow`, started by the lifespan).
+    key_ring: KeyRing
 
     @classmethod
     def build(cls, settings: Settings, *, discovery: JSONDocument, secret_key: str) -> "AppState":
         engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
+        sessionmaker = create_sessionmaker(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             hasher=PasswordHasher(
                 rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
             ),
@@ -51,18 +53,15 @@ class AppState:
             access_log=AccessLog(),
             discovery=discovery,
             successors=Sealer(secret_key, purpose=REFRESH_SUCCESSORS),
+            key_ring=KeyRing(
+                sessionmaker=sessionmaker, alg=settings.signing_alg, secret_key=secret_key
+            ),
         )
 
     @property
     def keys(self) -> KeySet:
-        """The signing key set, loaded when the app starts."""
-        if self._keys is None:
-            raise RuntimeError("the key set is loaded by the app's lifespan, which has not run")
-        return self._keys
-
-    @keys.setter
-    def keys(self, keys: KeySet) -> None:
-        self._keys = keys
+        """The signing key set, loaded when the app starts and kept current by its ring."""
+        return self.key_ring.keys
 
     async def close(self) -> None:
         """Release what the app holds: the guards' connections, hashing threads, the pool;

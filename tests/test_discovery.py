@@ -44,6 +44,7 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
         "admin:users",
         "admin:clients",
         "introspect",
+        "admin:keys",
     }
     assert metadata["token_endpoint_auth_methods_supported"] == [
         "none",

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 
 ASSETS = "/docs-assets/"
 # What a user may hold (introspect is for service clients only).
-SCOPES = {"openid", "profile", "email", "account", "admin:users", "admin:clients"}
+SCOPES = {"openid", "profile", "email", "account", "admin:users", "admin:clients", "admin:keys"}
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -165,9 +165,12 @@ async def test_admin_routes_require_the_admin_scope_in_openapi(client: httpx.Asy
         ("/admin/clients", "post"),
         ("/admin/clients/{client_id}", "patch"),
         ("/admin/clients/{client_id}/secret", "post"),
+        ("/admin/keys", "get"),
+        ("/admin/keys/rotate", "post"),
+        ("/admin/keys/{kid}/revoke", "post"),
     }
     for path, method, operation in admin_operations:
-        resource = path.split("/")[2]  # users, clients: each has its own admin scope
+        resource = path.split("/")[2]  # users, clients, keys: each has its own admin scope
         assert {scheme: [f"admin:{resource}"]} in operation.get("security", []), (path, method)
 
 

@@ -614,7 +614,9 @@ async def test_admin_is_granted_the_admin_scope(client: httpx.AsyncClient) -> No
         TOKEN_URL, data=_form(ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users")
     )
 
-    assert everything.json()["scope"] == "account admin:clients admin:users email openid profile"
+    assert everything.json()["scope"] == (
+        "account admin:clients admin:keys admin:users email openid profile"
+    )
     assert only_admin.json()["scope"] == "admin:users"
     claims = jwt.decode(only_admin.json()["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "admin:users"

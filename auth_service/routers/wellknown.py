@@ -2,7 +2,9 @@
 
 Both are the same bytes for every request until the settings or the keys change, so they
 are serialized once, with an entity tag: a client that sends it back in `If-None-Match`
-gets 304 Not Modified (RFC 9110 §13.1.2) and the documents may be cached for 5 minutes.
+gets 304 Not Modified (RFC 9110 §13.1.2). The metadata may be cached for 5 minutes; the JWK
+Set for half an access token's lifetime at most, well inside the window in which a
+superseded key still verifies, so a verifier's copy always holds the keys of valid tokens.
 `WellKnownFastPath` answers their GETs before routing, with what the routes answer.
 """
 
@@ -25,7 +27,20 @@ from auth_service.state import AppState
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
-_CACHE_CONTROL = "public, max-age=300"
+_METADATA_MAX_AGE = 300
+
+
+def jwks_max_age(settings: Settings) -> int:
+    """Seconds a JWK Set may be cached: shorter than a rotation's overlap window
+    (`services.keys.overlap`: the token lifetime and more), and than a revocation should
+    take to reach verifiers that cache it."""
+    return min(_METADATA_MAX_AGE, settings.access_token_ttl // 2)
+
+
+def _cache_control(max_age: int) -> str:
+    return f"public, max-age={max_age}"
+
+
 _JSON = {"content": {"application/json": {}}, "description": "The document."}
 _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "The client's copy (its `If-None-Match`) is current."}
@@ -68,10 +83,10 @@ def metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _answer(request_headers: Headers, document: JSONDocument) -> Response:
+def _answer(request_headers: Headers, document: JSONDocument, cache_control: str) -> Response:
     """The answer to a GET of `document`, for a request with these headers."""
     wanted = request_headers.get("if-none-match")
-    headers = {"Cache-Control": _CACHE_CONTROL, "ETag": document.etag}
+    headers = {"Cache-Control": cache_control, "ETag": document.etag}
     if wanted is not None:
         # Weak comparison (RFC 9110 §13.1.2): a W/ prefix does not matter here.
         tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
@@ -85,7 +100,7 @@ def _answer(request_headers: Headers, document: JSONDocument) -> Response:
 )
 async def openid_configuration(request: Request) -> Response:
     """OpenID Connect Discovery 1.0 provider metadata."""
-    return _answer(request.headers, _discovery(state_of(request)))
+    return _answer(request.headers, _discovery(state_of(request)), _metadata_cache_control)
 
 
 @router.get(
@@ -93,13 +108,18 @@ async def openid_configuration(request: Request) -> Response:
 )
 async def oauth_authorization_server(request: Request) -> Response:
     """RFC 8414 authorization server metadata."""
-    return _answer(request.headers, _discovery(state_of(request)))
+    return _answer(request.headers, _discovery(state_of(request)), _metadata_cache_control)
 
 
 @router.get("/jwks.json", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED})
 async def jwks(request: Request) -> Response:
-    """The public keys access tokens are signed with (RFC 7517 JWK Set)."""
-    return _answer(request.headers, _jwks(state_of(request)))
+    """The public keys access tokens are signed with (RFC 7517 JWK Set): the signing key and
+    those still verifying tokens they signed before a rotation."""
+    state = state_of(request)
+    return _answer(request.headers, _jwks(state), _jwks_cache_control(state))
+
+
+_metadata_cache_control = _cache_control(_METADATA_MAX_AGE)
 
 
 def _discovery(state: AppState) -> JSONDocument:
@@ -107,7 +127,11 @@ def _discovery(state: AppState) -> JSONDocument:
 
 
 def _jwks(state: AppState) -> JSONDocument:
-    return state.keys.jwks
+    return state.keys.jwks  # the current key set's: it follows rotations and revocations
+
+
+def _jwks_cache_control(state: AppState) -> str:
+    return _cache_control(jwks_max_age(state.settings))
 
 
 class WellKnownFastPath:
@@ -125,13 +149,13 @@ class WellKnownFastPath:
     def __init__(self, app: ASGIApp, *, state: AppState) -> None:
         self.app = app
         self.state = state
-        documents: dict[Any, Callable[[AppState], JSONDocument]] = {
-            openid_configuration: _discovery,
-            oauth_authorization_server: _discovery,
-            jwks: _jwks,
+        documents: dict[Any, tuple[Callable[[AppState], JSONDocument], str]] = {
+            openid_configuration: (_discovery, _metadata_cache_control),
+            oauth_authorization_server: (_discovery, _metadata_cache_control),
+            jwks: (_jwks, _jwks_cache_control(state)),
         }
         self.routes = {
-            route.path: (route, documents[route.endpoint])
+            route.path: (route, *documents[route.endpoint])
             for route in router.routes
             if isinstance(route, APIRoute)
         }
@@ -141,9 +165,9 @@ class WellKnownFastPath:
             path = scope["path"].removeprefix(scope.get("root_path", ""))
             served = self.routes.get(path)
             if served is not None:
-                route, document = served
+                route, document, cache_control = served
                 scope["route"] = route
-                response = _answer(Headers(scope=scope), document(self.state))
+                response = _answer(Headers(scope=scope), document(self.state), cache_control)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,0 +1,78 @@
+"""Signing key administration: list, rotate, revoke (RFC 7517 key sets, RFC 7515 `kid`).
+
+For holders of the `admin` role with the `admin:keys` scope. The worker that makes a change
+loads the new key set as soon as it is committed, before it answers, so the change counts
+there at once; every other worker and replica loads it at its next poll of the table
+(`AUTH_KEY_REFRESH_SECONDS`).
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, status
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from auth_service.db import session_scope
+from auth_service.deps import SessionDep, SettingsDep, state_of
+from auth_service.guards import require_key_admin
+from auth_service.schemas import ErrorResponse, SigningKeyPublic, SigningKeysPublic
+from auth_service.services import keys
+from auth_service.services.keys import KeyRing
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/admin/keys",
+    tags=["admin"],
+    dependencies=[Depends(require_key_admin)],
+)
+
+
+async def _key_ring(request: Request) -> KeyRing:
+    return state_of(request).key_ring
+
+
+async def _changing_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction; once it is committed, this worker loads the key set."""
+    state = state_of(request)
+    async with session_scope(state.sessionmaker) as session:
+        yield session
+    try:
+        await state.key_ring.load()
+    except Exception:  # committed all the same: the next poll loads it, so answer success
+        logger.warning("signing keys changed; this worker loads them at its next poll")
+
+
+KeyRingDep = Annotated[KeyRing, Depends(_key_ring)]
+# scope="function": committed and loaded before the response goes out.
+ChangingSessionDep = Annotated[AsyncSession, Depends(_changing_session, scope="function")]
+Kid = Annotated[str, Path(max_length=64, description="The key's `kid`, as in the JWK Set.")]
+
+
+@router.get("")
+async def list_keys(session: SessionDep, ring: KeyRingDep) -> SigningKeysPublic:
+    """Every signing key ever stored, newest first, with its state and retirement time."""
+    found = await keys.list_keys(session=session, alg=ring.alg)
+    return SigningKeysPublic(data=[SigningKeyPublic.model_validate(key) for key in found])
+
+
+@router.post("/rotate", status_code=status.HTTP_201_CREATED)
+async def rotate_keys(
+    session: ChangingSessionDep, settings: SettingsDep, ring: KeyRingDep
+) -> SigningKeyPublic:
+    """Make a new key the signing key; the earlier ones verify until their tokens expire."""
+    key = await ring.rotate(session=session, access_token_ttl=settings.access_token_ttl)
+    return SigningKeyPublic.model_validate(key)
+
+
+@router.post("/{kid}/revoke", responses={404: {"model": ErrorResponse}})
+async def revoke_key(
+    kid: Kid, session: ChangingSessionDep, settings: SettingsDep, ring: KeyRingDep
+) -> SigningKeyPublic:
+    """Revoke a compromised key at once: its tokens are refused and it leaves the JWK Set.
+
+    The signing key is first replaced by a new one. Revoking a revoked key changes nothing.
+    """
+    key = await ring.revoke(session=session, kid=kid, access_token_ttl=settings.access_token_ttl)
+    return SigningKeyPublic.model_validate(key)

@@ -1,0 +1,658 @@
+"""Signing key rotation and emergency revocation (RFC 7517 key sets, RFC 7515 `kid`).
+
+A rotation makes a new key the signing key while tokens the old one signed keep working
+until they expire; then the old key retires. A revocation refuses a key's tokens at once.
+Every worker and replica follows the `signing_keys` table by polling it, so a change made
+through any of them, or by `auth-service rotate-keys`, reaches all within seconds. Waits are
+bounded loops with a deadline; the clock is moved by writing timestamps into the database.
+"""
+
+import collections
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import jwt
+import pytest
+from sqlalchemy import create_engine, select, update
+from sqlmodel import col
+
+from auth_service import cli
+from auth_service.db import create_engine as create_async_engine
+from auth_service.db import create_sessionmaker, session_scope, sync_url
+from auth_service.models import SigningKey
+from auth_service.security.jwt import LEEWAY_SECONDS
+from auth_service.services import keys as keys_service
+from auth_service.services.keys import KeyRing
+from tests.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    BCRYPT_TEST_ROUNDS,
+    DATABASES,
+    SECRET_KEY,
+    STRONG_PASSWORD,
+    ClientFactory,
+    admin_headers,
+    app_state,
+    bearer,
+    login,
+    register,
+    scratch_postgres,
+)
+from tests.test_serve import WORKERS, RouteCounts, Server, _workers_that_answered
+
+pytestmark = pytest.mark.anyio
+
+# Bounds on the waits for a change to reach a worker (a poll every AUTH_KEY_REFRESH_SECONDS).
+IN_PROCESS_WAIT_SECONDS = 15.0
+SERVE_WAIT_SECONDS = 45.0
+FAST_POLL = 0.05  # AUTH_KEY_REFRESH_SECONDS of the in-process apps that wait for a poll
+PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+KEY_FIELDS = {"kid", "alg", "state", "created_at", "retires_at", "revoked_at"}
+only_sqlite = pytest.mark.parametrize(
+    "database", [d for d in DATABASES if d == "sqlite"], indirect=True
+)
+
+
+def kid_of(token: str) -> str:
+    kid: str = jwt.get_unverified_header(token)["kid"]
+    return kid
+
+
+async def jwks_kids(client: httpx.AsyncClient) -> set[str]:
+    response = await client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    return {key["kid"] for key in response.json()["keys"]}
+
+
+async def listed_keys(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.get("/admin/keys", headers=headers)
+    assert response.status_code == 200, response.text
+    return {key["kid"]: key for key in response.json()["data"]}
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _stored(database: str) -> list[tuple[str, datetime | None, datetime | None]]:
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(col(SigningKey.kid), col(SigningKey.retires_at), col(SigningKey.revoked_at))
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def _set_retirement(database: str, kid: str, when: datetime) -> None:
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(SigningKey).where(col(SigningKey.kid) == kid).values(retires_at=when)
+            )
+    finally:
+        engine.dispose()
+
+
+def _assert_invalid_token(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+async def _until(condition: Callable[[], Any], what: str) -> None:
+    """Wait until `await condition()` is true, failing after IN_PROCESS_WAIT_SECONDS."""
+    deadline = time.monotonic() + IN_PROCESS_WAIT_SECONDS
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {IN_PROCESS_WAIT_SECONDS} s: {what}")
+        await anyio.sleep(FAST_POLL)
+
+
+async def _rotate(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.post("/admin/keys/rotate", headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# --- rotation --------------------------------------------------------------------------------
+
+
+async def test_a_rotation_signs_new_tokens_with_a_new_key_and_keeps_old_tokens_valid(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "steady@example.com")
+    old = await login(client, "steady@example.com")
+    assert (await client.get("/users/me", headers=bearer(old))).status_code == 200  # cached
+    admin = await admin_headers(client)
+    before = time.time()
+
+    rotated = await _rotate(client, admin)
+    new = await login(client, "steady@example.com")
+
+    assert set(rotated) == KEY_FIELDS
+    assert rotated["state"] == "signing"
+    assert rotated["retires_at"] is None
+    assert kid_of(new) == rotated["kid"] != kid_of(old)
+    for token in (old, new):
+        assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
+    assert await jwks_kids(client) == {kid_of(old), kid_of(new)}
+    listed = await listed_keys(client, admin)
+    assert listed[kid_of(new)]["state"] == "signing"
+    previous = listed[kid_of(old)]
+    assert previous["state"] == "verifying"
+    assert previous["revoked_at"] is None
+    # Every token the old key signed has expired by then, with the guards' leeway.
+    window = 900 + LEEWAY_SECONDS
+    retires = _parse_time(previous["retires_at"]).timestamp()
+    assert before + window - 1 <= retires <= time.time() + window + 1
+
+
+async def test_the_key_listing_shows_no_private_material(client: httpx.AsyncClient) -> None:
+    admin = await admin_headers(client)
+    await _rotate(client, admin)
+
+    response = await client.get("/admin/keys", headers=admin)
+
+    assert response.status_code == 200
+    keys = response.json()["data"]
+    assert [key["state"] for key in keys] == ["signing", "verifying"]  # newest first
+    for key in keys:
+        assert set(key) == KEY_FIELDS
+        assert not PRIVATE_JWK_MEMBERS & set(key)
+    assert "PRIVATE" not in response.text
+
+
+async def test_a_restart_signs_with_the_newest_key(make_client: ClientFactory) -> None:
+    async with make_client() as first:
+        rotated = await _rotate(first, await admin_headers(first))
+
+    async with make_client() as second:
+        token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+    assert kid_of(token) == rotated["kid"]
+
+
+async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
+    make_client: ClientFactory, database: str
+) -> None:
+    """A rotation on a replica whose clock is behind gives the new key an older date."""
+    async with make_client() as first:
+        rotated = await _rotate(first, await admin_headers(first))
+    _set_created(database, rotated["kid"], datetime(2000, 1, 1, tzinfo=UTC))
+    try:
+        async with make_client() as second:
+            token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+    finally:  # the fixture keeps the oldest key for the next test
+        _set_created(database, rotated["kid"], _parse_time(rotated["created_at"]))
+
+    assert kid_of(token) == rotated["kid"]
+
+
+def _set_created(database: str, kid: str, when: datetime) -> None:
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(SigningKey).where(col(SigningKey.kid) == kid).values(created_at=when)
+            )
+    finally:
+        engine.dispose()
+
+
+async def test_a_superseded_key_retires_once_its_window_has_passed(
+    make_client: ClientFactory, database: str
+) -> None:
+    async with make_client(key_refresh_seconds=FAST_POLL) as client:
+        await register(client, "late@example.com")
+        old = await login(client, "late@example.com")
+        admin = await admin_headers(client)
+        rotated = await _rotate(client, admin)
+        admin = await admin_headers(client)  # signed by the new key
+        assert kid_of(old) in await jwks_kids(client)
+
+        # As if the access token lifetime had passed since the rotation.
+        _set_retirement(database, kid_of(old), datetime.now(UTC) - timedelta(seconds=1))
+
+        async def gone() -> bool:
+            return kid_of(old) not in await jwks_kids(client)
+
+        await _until(gone, "the retired key leaves the JWKS")
+        _assert_invalid_token(await client.get("/users/me", headers=bearer(old)))
+        assert await jwks_kids(client) == {rotated["kid"]}
+        listed = await listed_keys(client, admin)
+
+    assert listed[kid_of(old)]["state"] == "retired"
+    assert kid_of(old) in {kid for kid, _, _ in _stored(database)}  # kept for the record
+
+
+async def test_a_retirement_falls_due_without_any_write(
+    make_client: ClientFactory, database: str
+) -> None:
+    """The poll reloads when a known retirement time comes, though the table is unchanged."""
+    async with make_client(key_refresh_seconds=FAST_POLL) as client:
+        old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        await _rotate(client, bearer(old))
+        _set_retirement(database, kid_of(old), datetime.now(UTC) + timedelta(seconds=1))
+        await app_state(client).key_ring.load()  # knows the new time; the table stays as is
+        assert kid_of(old) in await jwks_kids(client)
+
+        async def gone() -> bool:
+            return kid_of(old) not in await jwks_kids(client)
+
+        await _until(gone, "the key leaves the JWKS at its retirement time")
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+
+async def test_a_revoked_key_is_refused_at_once_and_leaves_the_jwks(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "exposed@example.com")
+    old = await login(client, "exposed@example.com")
+    assert (await client.get("/users/me", headers=bearer(old))).status_code == 200  # cached
+    await _rotate(client, await admin_headers(client))
+    admin = await admin_headers(client)
+    new = await login(client, "exposed@example.com")
+    etag = (await client.get("/.well-known/jwks.json")).headers["etag"]
+
+    revoked = await client.post(f"/admin/keys/{kid_of(old)}/revoke", headers=admin)
+
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    assert revoked.json()["revoked_at"] is not None
+    _assert_invalid_token(await client.get("/users/me", headers=bearer(old)))
+    assert (await client.get("/users/me", headers=bearer(new))).status_code == 200
+    jwks = await client.get("/.well-known/jwks.json")
+    assert {key["kid"] for key in jwks.json()["keys"]} == {kid_of(new)}
+    assert jwks.headers["etag"] != etag
+
+
+async def test_revoking_the_signing_key_puts_a_new_one_in_place_first(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "first@example.com")
+    old_admin = await admin_headers(client)
+    old = await login(client, "first@example.com")
+
+    revoked = await client.post(f"/admin/keys/{kid_of(old)}/revoke", headers=old_admin)
+
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    _assert_invalid_token(await client.get("/users/me", headers=old_admin))
+    new = await login(client, "first@example.com")
+    assert kid_of(new) != kid_of(old)
+    assert (await client.get("/users/me", headers=bearer(new))).status_code == 200
+    assert await jwks_kids(client) == {kid_of(new)}
+    listed = await listed_keys(client, await admin_headers(client))
+    assert listed[kid_of(new)]["state"] == "signing"
+    assert [key["state"] for key in listed.values()].count("signing") == 1
+
+
+async def test_revoking_a_key_twice_changes_nothing(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    admin = await admin_headers(client)
+    await _rotate(client, admin)
+    admin = await admin_headers(client)
+    kid = next(kid for kid, state in (await _states(client, admin)).items() if state != "signing")
+
+    first = await client.post(f"/admin/keys/{kid}/revoke", headers=admin)
+    stored = _stored(database)
+    second = await client.post(f"/admin/keys/{kid}/revoke", headers=admin)
+
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json()
+    assert _stored(database) == stored
+
+
+async def _states(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
+    return {kid: key["state"] for kid, key in (await listed_keys(client, headers)).items()}
+
+
+@pytest.mark.parametrize("kid", ["no-such-kid", "x" * 64])
+async def test_revoking_an_unknown_kid_is_404(
+    client: httpx.AsyncClient, database: str, kid: str
+) -> None:
+    stored = _stored(database)
+
+    response = await client.post(f"/admin/keys/{kid}/revoke", headers=await admin_headers(client))
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No signing key has this kid."}
+    assert _stored(database) == stored
+
+
+# --- who may -----------------------------------------------------------------------------------
+
+
+async def test_key_routes_are_for_admins_holding_the_keys_scope(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    await register(client, "plain@example.com")
+    user = await admin_headers_for(client, "plain@example.com", STRONG_PASSWORD, scope=None)
+    users_only = await admin_headers_for(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users")
+    kid = kid_of(users_only["Authorization"].removeprefix("Bearer "))
+    stored = _stored(database)
+    calls = [
+        ("GET", "/admin/keys"),
+        ("POST", "/admin/keys/rotate"),
+        ("POST", f"/admin/keys/{kid}/revoke"),
+    ]
+
+    for method, path in calls:
+        nobody = await client.request(method, path)
+        assert nobody.status_code == 401, (method, path)
+        assert nobody.headers["www-authenticate"] == 'Bearer scope="admin:keys"'
+        for headers in (user, users_only):
+            refused = await client.request(method, path, headers=headers)
+            assert refused.status_code == 403, (method, path, refused.text)
+            assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+    assert _stored(database) == stored
+
+
+async def admin_headers_for(
+    client: httpx.AsyncClient, email: str, password: str, *, scope: str | None
+) -> dict[str, str]:
+    return bearer(await login(client, email, password, scope=scope))
+
+
+# --- other workers and replicas ----------------------------------------------------------------
+
+
+async def test_another_replica_follows_a_rotation_and_a_revocation(
+    make_client: ClientFactory,
+) -> None:
+    async with (
+        make_client(key_refresh_seconds=FAST_POLL) as here,
+        make_client(key_refresh_seconds=FAST_POLL) as there,
+    ):
+        await register(here, "roaming@example.com")
+        old = await login(there, "roaming@example.com")
+        assert (await there.get("/users/me", headers=bearer(old))).status_code == 200  # cached
+        rotated = await _rotate(here, await admin_headers(here))
+
+        async def signs_with_the_new_key() -> bool:
+            return kid_of(await login(there, "roaming@example.com")) == str(rotated["kid"])
+
+        await _until(signs_with_the_new_key, "the other replica signs with the new key")
+        assert (await there.get("/users/me", headers=bearer(old))).status_code == 200
+
+        revoked = await here.post(
+            f"/admin/keys/{kid_of(old)}/revoke", headers=await admin_headers(here)
+        )
+        assert revoked.status_code == 200, revoked.text
+
+        async def refuses_the_old_token() -> bool:
+            return (await there.get("/users/me", headers=bearer(old))).status_code == 401
+
+        await _until(refuses_the_old_token, "the other replica refuses the revoked key's tokens")
+        assert await jwks_kids(there) == {rotated["kid"]}
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
+    monkeypatch.setenv("AUTH_DATABASE_URL", database)
+    monkeypatch.setenv("AUTH_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("AUTH_BCRYPT_ROUNDS", str(BCRYPT_TEST_ROUNDS))
+    return database
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging for its process; give the test process its own back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("_restore_logging")
+async def test_rotate_keys_command_reaches_a_running_service(
+    cli_env: str, make_client: ClientFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with make_client(key_refresh_seconds=FAST_POLL) as client:
+        old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+        code = await anyio.to_thread.run_sync(cli.main, ["rotate-keys"])
+
+        assert code == 0
+        printed = capsys.readouterr().out
+        found = re.fullmatch(
+            r"signing key is now (\S+) \(RS256\); earlier keys verify until .+\n", printed
+        )
+        assert found, printed
+        kid = found[1]
+
+        async def signs_with_it() -> bool:
+            return kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) == kid
+
+        await _until(signs_with_it, "the running service signs with the key the command made")
+        assert (await client.get("/users/me", headers=bearer(old))).status_code == 200
+
+
+# --- the published key set ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ttl", "max_age"), [(60, 30), (900, 300), (86_400, 300)])
+async def test_the_jwks_is_cached_for_less_than_a_superseded_key_still_verifies(
+    make_client: ClientFactory, ttl: int, max_age: int
+) -> None:
+    async with make_client(access_token_ttl=ttl) as client:
+        jwks = await client.get("/.well-known/jwks.json")
+        metadata = await client.get("/.well-known/openid-configuration")
+
+    assert jwks.headers["cache-control"] == f"public, max-age={max_age}"
+    assert max_age < ttl + LEEWAY_SECONDS  # the overlap window of a rotation
+    assert metadata.headers["cache-control"] == "public, max-age=300"
+
+
+# --- failures of the poll ----------------------------------------------------------------------
+
+
+@only_sqlite
+async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
+    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's ring, polling a SQLite file that has been moved away, then put back."""
+    home, away = tmp_path / "db-home", tmp_path / "db-away"
+    home.mkdir()
+    shutil.copy(database.removeprefix("sqlite:///"), home / "auth.db")
+    url = f"sqlite:///{home / 'auth.db'}"
+    engine = create_async_engine(url, timeout=1)
+    ring = KeyRing(sessionmaker=create_sessionmaker(engine), alg="RS256", secret_key=SECRET_KEY)
+    caplog.set_level(logging.INFO, logger="auth_service.services.keys")
+
+    def logged(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    try:
+        keys = await ring.load()
+        home.rename(away)
+        await engine.dispose()  # pooled connections would keep the moved file open
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ring.follow, FAST_POLL)
+
+            async def warned() -> bool:
+                return logged("keeping the last good set") > 0
+
+            await _until(warned, "the failed poll is logged")
+            await anyio.sleep(10 * FAST_POLL)  # more polls fail: still one warning
+            assert logged("keeping the last good set") == 1
+            assert ring.keys is keys
+
+            away.rename(home)
+            rotated = await _rotate_elsewhere(url)
+
+            async def recovered() -> bool:
+                return logged("refreshed again") == 1 and ring.keys.signing.kid == rotated
+
+            await _until(recovered, "the poll recovers by itself and follows the rotation")
+            tasks.cancel_scope.cancel()
+    finally:
+        await engine.dispose()
+    assert SECRET_KEY not in caplog.text
+
+
+async def _rotate_elsewhere(url: str) -> str:
+    """Rotate as another replica would, through an engine of its own: the new kid."""
+    engine = create_async_engine(url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            key = await keys_service.rotate(
+                session=session, alg="RS256", secret_key=SECRET_KEY, access_token_ttl=900
+            )
+    finally:
+        await engine.dispose()
+    return key.kid
+
+
+# --- `auth-service serve --workers 2` over loopback HTTP --------------------------------------
+
+
+class CountingServer(Server):
+    """A server that knows how many requests the test sent it, by (method, route): a worker
+    counts a request in its metrics only after it has answered, so the test must know how
+    many to wait for."""
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        super().__init__(database_url, workdir)
+        self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def serving(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CountingServer]:
+    """A real `auth-service serve --workers 2` on a database of its own."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('keys-serve-sqlite') / 'auth.db'}"
+        yield from _serve(url, tmp_path_factory)
+        return
+    with scratch_postgres("auth_keys_serve") as (url, _):
+        yield from _serve(url, tmp_path_factory)
+
+
+def _serve(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingServer]:
+    running = CountingServer(url, tmp_path_factory.mktemp("keys-serve"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+
+
+def _serve_login(server: CountingServer, email: str, password: str = STRONG_PASSWORD) -> str:
+    form = {"grant_type": "password", "username": email, "password": password}
+    server.sent["POST", "/oauth2/token"] += 1
+    response = server.http.post("/oauth2/token", data=form)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def _me(server: CountingServer, token: str) -> int:
+    server.sent["GET", "/users/me"] += 1
+    return server.http.get("/users/me", headers=bearer(token)).status_code
+
+
+def _counted(
+    server: CountingServer, method: str, route: str, deadline: float
+) -> dict[str, RouteCounts]:
+    """The workers' counts once every request sent so far for `method route` is in them."""
+    while True:
+        counts = server.requests_by_worker()
+        if sum(c[method, route] for c in counts.values()) >= server.sent[method, route]:
+            return counts
+        if time.monotonic() > deadline:
+            pytest.fail(f"the workers never counted {server.sent[method, route]} {method} {route}")
+        time.sleep(0.01)
+
+
+def _until_every_worker(
+    server: CountingServer, holds: Callable[[], bool], method: str, route: str, what: str
+) -> None:
+    """Wait until `holds()` is true for a run of calls that reached every worker with
+    `method route`; any false call starts the run again. Bounded by SERVE_WAIT_SECONDS.
+
+    A run starts from counts that include every earlier request: a refused request counted
+    late must not pass for a worker that answered within the run.
+    """
+    deadline = time.monotonic() + SERVE_WAIT_SECONDS
+    before, run = _counted(server, method, route, deadline), 0
+    while time.monotonic() < deadline:
+        if not holds():
+            before, run = _counted(server, method, route, deadline), 0
+            continue
+        run += 1
+        after = server.requests_by_worker()
+        if run >= 10 and len(_workers_that_answered(before, after, method, route)) >= WORKERS:
+            return
+    pytest.fail(f"not on every worker within {SERVE_WAIT_SECONDS} s: {what}")
+
+
+def test_every_worker_of_a_running_serve_follows_a_rotation_and_a_revocation(
+    serving: CountingServer,
+) -> None:
+    email = f"keys-{uuid.uuid4().hex[:12]}@example.com"
+    registered = serving.http.post("/users", json={"email": email, "password": STRONG_PASSWORD})
+    assert registered.status_code == 201, registered.text
+    old = _serve_login(serving, email)
+    # Every worker has verified the old token, and keeps it in its cache.
+    _until_every_worker(serving, lambda: _me(serving, old) == 200, "GET", "/users/me", "warm-up")
+
+    rotated = subprocess.run(
+        [sys.executable, "-m", "auth_service", "rotate-keys"],
+        cwd=serving.workdir,
+        env=serving.environment(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert rotated.returncode == 0, rotated.stderr.decode()
+    found = re.match(r"signing key is now (\S+) ", rotated.stdout.decode())
+    assert found, rotated.stdout.decode()
+    new_kid = found[1]
+
+    def signs_with_the_new_key() -> bool:
+        assert _me(serving, old) == 200  # never refused while the old key verifies
+        return kid_of(_serve_login(serving, email)) == new_kid
+
+    _until_every_worker(
+        serving, signs_with_the_new_key, "POST", "/oauth2/token", "signing with the new key"
+    )
+    kids = {key["kid"] for key in serving.http.get("/.well-known/jwks.json").json()["keys"]}
+    assert kids == {kid_of(old), new_kid}
+
+    new = _serve_login(serving, email)
+    admin = bearer(_serve_login(serving, ADMIN_EMAIL, ADMIN_PASSWORD))
+    revoked = serving.http.post(f"/admin/keys/{kid_of(old)}/revoke", headers=admin)
+    assert revoked.status_code == 200, revoked.text
+
+    def refuses_the_old_token() -> bool:
+        assert _me(serving, new) == 200
+        published = serving.http.get("/.well-known/jwks.json").json()["keys"]
+        return _me(serving, old) == 401 and [k["kid"] for k in published] == [new_kid]
+
+    _until_every_worker(
+        serving, refuses_the_old_token, "GET", "/users/me", "refusing the revoked key's tokens"
+    )
+    assert "Traceback" not in serving.log_text()
