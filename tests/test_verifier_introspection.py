@@ -9,6 +9,7 @@ request per token per cache window, and no answer from the auth service is never
 
 import asyncio
 import logging
+import socket
 from typing import Annotated, Any
 
 import httpx
@@ -302,6 +303,31 @@ async def test_an_auth_service_that_is_gone_is_unavailability_not_acceptance(
     with pytest.raises(IntrospectionUnavailableError):
         await introspecting.averify(token)
     await introspecting.aclose()
+
+
+async def test_an_auth_service_that_does_not_answer_in_time_is_unavailability(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+    token = await login(client, "ann@example.com")
+    client_id, secret = await _service(client)
+    with socket.socket() as silent:  # connections are accepted, nothing is ever answered
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        introspecting = TokenVerifier(
+            issuer=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            audience=ISSUER,
+            timeout=0.5,
+            introspection=Introspection(client_id=client_id, client_secret=secret),
+        )
+
+        with pytest.raises(IntrospectionUnavailableError):
+            await introspecting.averify(token)
+        await introspecting.aclose()
+
+    source = introspecting.introspection
+    assert source is not None
+    assert "Timeout" in (source.last_error or "")
 
 
 # --- the FastAPI dependency, unchanged ---------------------------------------------------
