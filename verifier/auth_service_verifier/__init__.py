@@ -4,10 +4,28 @@ from auth_service_verifier import TokenVerifier
 verifier = TokenVerifier(issuer="https://auth.example.com", audience="orders-api")
 token = verifier.verify(raw_token)            # anywhere; InvalidTokenError if refused
 token = Depends(verifier.require("orders:read"))   # FastAPI (the `fastapi` extra)
+
+# or: ask the auth service about each token (RFC 7662), to see revocations at once
+verifier = TokenVerifier(issuer=..., audience=..., introspection=Introspection(
+    client_id="svc_...", client_secret=os.environ["ORDERS_CLIENT_SECRET"]))
 """
 
-from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
+from auth_service_verifier._errors import (
+    IntrospectionUnavailableError,
+    InvalidTokenError,
+    KeysUnavailableError,
+    VerificationUnavailableError,
+)
+from auth_service_verifier._introspection import Introspection
 from auth_service_verifier._rules import VerifiedToken
 from auth_service_verifier._verifier import TokenVerifier
 
-__all__ = ["InvalidTokenError", "KeysUnavailableError", "TokenVerifier", "VerifiedToken"]
+__all__ = [
+    "Introspection",
+    "IntrospectionUnavailableError",
+    "InvalidTokenError",
+    "KeysUnavailableError",
+    "TokenVerifier",
+    "VerificationUnavailableError",
+    "VerifiedToken",
+]

@@ -1,13 +1,26 @@
-"""The one exception the framework-free API raises, and its one subclass."""
+"""The one exception the framework-free API raises, and its subclasses for "try again later"."""
 
 
 class InvalidTokenError(Exception):
     """The token is not acceptable; the message is safe to show to its bearer."""
 
 
-class KeysUnavailableError(InvalidTokenError):
+class VerificationUnavailableError(InvalidTokenError):
+    """The token could not be verified now, for want of the auth service (retry later).
+
+    Not a verdict on the token: `require` answers it with 503 and `Retry-After`, never 401.
+    """
+
+
+class KeysUnavailableError(VerificationUnavailableError):
     """No key set has been fetched yet, so no token can be verified now (retry later).
 
     Once one key set has been fetched this is never raised: a failed refetch keeps the
     last good set in use.
     """
+
+
+class IntrospectionUnavailableError(VerificationUnavailableError):
+    """Introspection mode: the auth service did not answer whether the token is active
+    (down, too slow, an error, or it refused our client credentials); the token is refused
+    for now, never taken as valid."""

@@ -3,8 +3,9 @@
 RFC 6750: the token travels in `Authorization: Bearer` (§2.1); a request without one gets
 401 with a bare challenge (§3.1: no error code), an unacceptable token 401
 `error="invalid_token"`, a token without a required scope 403 `error="insufficient_scope"`,
-each with `{"detail": ...}` and the scopes the route requires. It is an `HTTPBearer`, so
-`/docs` shows the route as needing a bearer token.
+each with `{"detail": ...}` and the scopes the route requires; a token that cannot be
+verified now (no keys yet, introspection unanswered) 503 with `Retry-After`. It is an
+`HTTPBearer`, so `/docs` shows the route as needing a bearer token.
 """
 
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
+from auth_service_verifier._errors import InvalidTokenError, VerificationUnavailableError
 from auth_service_verifier._rules import VerifiedToken
 
 if TYPE_CHECKING:  # the verifier imports this module lazily
@@ -61,7 +62,7 @@ class BearerToken(HTTPBearer):
             raise _refusal(401, None, "An access token is required.", self.scope)
         try:
             verified = await self.verifier.averify(token)
-        except KeysUnavailableError as exc:
+        except VerificationUnavailableError as exc:
             raise HTTPException(
                 503, detail=str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None

@@ -83,7 +83,7 @@ def max_age(cache_control: str | None) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _json_document(response: httpx.Response, what: str) -> Any:
+def json_document(response: httpx.Response, what: str) -> Any:
     if response.status_code != 200:
         raise FetchError(f"{what}: HTTP {response.status_code}")
     if len(response.content) > _MAX_DOCUMENT_BYTES:
@@ -180,7 +180,7 @@ class JWKSKeySource:
 
     def _steps(self) -> Steps:
         if self._jwks_uri is None:
-            metadata = _json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
+            metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
             if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
                 raise FetchError("metadata: its issuer is not the one configured")
             jwks_uri = metadata.get("jwks_uri")
@@ -189,7 +189,7 @@ class JWKSKeySource:
             self._jwks_uri = jwks_uri
         self.fetches += 1
         response = yield httpx.Request("GET", self._jwks_uri)
-        document = _json_document(response, "JWK Set")
+        document = json_document(response, "JWK Set")
         keys = parse_key_set(document)
         age = max_age(response.headers.get("cache-control"))
         lifetime = min(max(age if age is not None else 0.0, self._min_cache), self._max_cache)

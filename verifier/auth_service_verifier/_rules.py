@@ -127,6 +127,27 @@ def verify(
     return _checked(claims, issuer=issuer, audience=audience, leeway=leeway, now=now)
 
 
+def introspected(
+    answer: Any, *, issuer: str, audience: str, leeway: float, now: float
+) -> VerifiedToken:
+    """An introspection answer (RFC 7662 §2.2) held to the rules a token's claims are.
+
+    Only an active access token passes: `active` true and `token_type` `Bearer` (RFC 6750;
+    a refresh token's answer says `refresh_token`), then the members a token's claims would
+    be, checked as `verify` checks claims (iss, aud, exp with the leeway...).
+    """
+    if type(answer) is not dict or answer.get("active") is not True:
+        raise TokenRuleError("The access token is not active.")
+    token_type = answer.get("token_type")  # RFC 6749 §7.1: compared case-insensitively
+    if type(token_type) is not str or token_type.lower() != "bearer":
+        raise TokenRuleError("The token is not an access token.")
+    claims = {name: value for name, value in answer.items() if name not in _ANSWER_ONLY}
+    return _checked(claims, issuer=issuer, audience=audience, leeway=leeway, now=now)
+
+
+_ANSWER_ONLY = frozenset({"active", "token_type"})
+
+
 def _b64decode(segment: str) -> bytes:
     # Only for segments _SEGMENT accepted: the padding is all that is missing.
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))

@@ -1,8 +1,10 @@
-"""`TokenVerifier`: auth-service's access tokens verified locally, in another service.
+"""`TokenVerifier`: auth-service's access tokens verified in another service.
 
 The rules are `_rules` (RFC 9068 §4, RFC 8725), the keys come from a key source (`_jwks`:
 the issuer's JWK Set found through its metadata). Verified tokens are kept, bounded and
 never past their `exp`, so a token's signature is checked once, not on every request.
+In introspection mode (`_introspection`, RFC 7662) the auth service is asked instead, and
+its answer is held to the same rules; what `verify` returns and raises is the same.
 """
 
 import time
@@ -12,6 +14,7 @@ import httpx
 
 from auth_service_verifier import _rules
 from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
+from auth_service_verifier._introspection import Introspection, IntrospectionSource
 from auth_service_verifier._jwks import JWKSKeySource
 from auth_service_verifier._rules import KeySet, ParsedToken, TokenRuleError, VerifiedToken
 
@@ -59,6 +62,11 @@ class TokenVerifier:
     (asyncio) return a `VerifiedToken` or raise `InvalidTokenError`; `require(*scopes)` is a
     FastAPI dependency (the `fastapi` extra). One instance per process, shared: it holds the
     key set and the verified tokens.
+
+    With `introspection=Introspection(client_id=..., client_secret=...)` every token is
+    looked up at the auth service's introspection endpoint instead (answers kept a few
+    seconds): a revocation, sign-out or deactivation is seen at once, for one request per
+    token per cache window, and no token is accepted while the auth service cannot answer.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class TokenVerifier:
         min_refetch_interval: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        introspection: Introspection | None = None,
     ) -> None:
         if not issuer.startswith(("https://", "http://")) or not audience:
             # A configuration mistake: say so at start-up, not as 401s on every request.
@@ -91,12 +100,31 @@ class TokenVerifier:
             async_transport=async_transport,
         )
         self._verified = _VerifiedTokens(cache_size)
+        self.introspection = (
+            None
+            if introspection is None
+            else IntrospectionSource(
+                issuer,
+                introspection,
+                timeout=timeout,
+                transport=transport,
+                async_transport=async_transport,
+            )
+        )
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token; InvalidTokenError, with a message safe to show, if not.
 
-        May block on fetching the issuer's keys (at most `timeout` per request, and rarely).
+        May block on fetching the issuer's keys (at most `timeout` per request, and rarely);
+        in introspection mode, on asking the auth service (once per token per cache window).
         """
+        if self.introspection is not None:
+            verdict = self.introspection.cached(token)
+            if verdict is None:
+                _parse(token)  # what is not an access token is never sent anywhere
+                answer = self.introspection.ask(token)
+                verdict = self._introspected(self.introspection, token, answer)
+            return _accepted(verdict)
         cached = self._cached(token)
         if cached is not None:
             return cached
@@ -104,7 +132,14 @@ class TokenVerifier:
         return self._finish(token, parsed, self.keys.keys(parsed.kid))
 
     async def averify(self, token: str) -> VerifiedToken:
-        """`verify` for asyncio: fetching keys does not block the event loop."""
+        """`verify` for asyncio: fetching keys (or asking) does not block the event loop."""
+        if self.introspection is not None:
+            verdict = self.introspection.cached(token)
+            if verdict is None:
+                _parse(token)
+                answer = await self.introspection.aask(token)
+                verdict = self._introspected(self.introspection, token, answer)
+            return _accepted(verdict)
         cached = self._cached(token)
         if cached is not None:
             return cached
@@ -124,6 +159,34 @@ class TokenVerifier:
                 ) from exc
             raise
         return BearerToken(self, scopes)
+
+    def close(self) -> None:
+        """Close the connections introspection mode keeps open (at shutdown)."""
+        if self.introspection is not None:
+            self.introspection.close()
+
+    async def aclose(self) -> None:
+        """`close`, and the asyncio connections too."""
+        if self.introspection is not None:
+            self.introspection.close()
+            await self.introspection.aclose()
+
+    def _introspected(
+        self, source: IntrospectionSource, token: str, answer: object
+    ) -> VerifiedToken | str:
+        """The verdict on an introspection answer, kept for the next few seconds."""
+        try:
+            verdict: VerifiedToken | str = _rules.introspected(
+                answer,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                now=time.time(),
+            )
+        except TokenRuleError as exc:
+            verdict = str(exc)
+        source.keep(token, verdict)
+        return verdict
 
     def _cached(self, token: str) -> VerifiedToken | None:
         return self._verified.get(token, generation=self.keys.generation, now=time.time())
@@ -145,6 +208,12 @@ class TokenVerifier:
             raise InvalidTokenError(str(exc)) from None
         self._verified.put(token, verified, generation=self.keys.generation, now=now)
         return verified
+
+
+def _accepted(verdict: VerifiedToken | str) -> VerifiedToken:
+    if isinstance(verdict, str):
+        raise InvalidTokenError(verdict)
+    return verdict
 
 
 def _parse(token: str) -> ParsedToken:
