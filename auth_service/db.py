@@ -155,7 +155,11 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
-        await session.commit()
+        # A block that never used the session (introspecting an access token reads through
+        # the guards' own connection) has no transaction: committing one would begin and
+        # commit an empty one through the greenlet bridge, a third of such a request.
+        if session.in_transaction():
+            await session.commit()
 
 
 STARTUP_LOCK_ID = 0x61757468  # "auth"
