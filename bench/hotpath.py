@@ -7,9 +7,10 @@ It builds the real app (`create_app`) on a temporary SQLite file (or `--database
 start-up, registers one user, takes a token and registers a confidential client (with the
 `introspect` scope and the client credentials grant), then calls each PATH (default:
 /health/live and /users/me) `--requests` times, first plain to print microseconds per
-request (against a bare FastAPI hello world), then under cProfile to print the functions
-that take the time. A PATH is a GET, sent with the user's bearer token, or one of the form
-POSTs by name:
+request (against a bare FastAPI hello world), then 100 times counting the SQL statements it
+sends through the engine (the ORM's; the guards' one-statement reads go around it), then
+under cProfile to print the functions that take the time. A PATH is a GET, sent with the
+user's bearer token, or one of the form POSTs by name:
 
 - `introspect`: `POST /oauth2/introspect` of the user's access token, the client
   authenticated by HTTP Basic;
@@ -35,11 +36,13 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from auth_service import migrate
 from auth_service.app import create_app
@@ -149,6 +152,23 @@ async def per_request(app: Any, case: Case, requests: int) -> float:
     return spent
 
 
+async def statements(app: Any, case: Case, requests: int = 100) -> str:
+    """The SQL statements `case` sends through the app's engine, per request, by verb."""
+    counted: Counter[str] = Counter()
+
+    def count(*execution: Any) -> None:
+        counted[execution[2].split(None, 1)[0].upper()] += 1
+
+    engine = state_of(app).engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(requests):
+            await case.send(app)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return ", ".join(f"{verb} {n / requests:g}" for verb, n in sorted(counted.items())) or "none"
+
+
 def hello_app() -> FastAPI:
     hello = FastAPI()
 
@@ -230,6 +250,9 @@ async def main() -> None:
                 sys.exit(f"{case.name}: {status} {body[:200]!r}")
             spent = await per_request(app, case, args.requests)
             print(f"  {case.name:<32} {spent:8.1f}  ({hello_us / spent:.2f}× hello)")
+        print("statements per request through the engine (the guards' reads have their own):")
+        for case in chosen:
+            print(f"  {case.name:<32} {await statements(app, case)}")
         for case in chosen:
             profiler = cProfile.Profile()
             profiler.enable()

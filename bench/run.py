@@ -9,7 +9,9 @@ served with the same uvicorn options: a FastAPI hello world (the framework ceili
 raw-driver primary-key SELECT per request on the same database (the database ceilings), and a
 downstream service verifying our tokens with `auth_service_verifier`, against its own hello
 world (issue 11). The password limit is `cores / one bcrypt verify` at the configured cost,
-timed in-process.
+timed in-process. On each database it also measures introspection by a client that
+authenticates, the client credentials grant and the refresh grant (issue 11), with a client
+made by `auth-service create-client`.
 
 Load comes from `wrk` (closed loop, one thread, Lua scripts for bearer headers and form
 POSTs) and `hey -q` (a fixed-rate probe, so the probe does not take the CPU it measures);
