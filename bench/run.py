@@ -60,8 +60,8 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 (a sample password)
 ACCOUNTS = 8  # logins rotate over several accounts, as real traffic does
 CONNECTIONS = 32
 GRANT_CONNECTIONS = 8  # within the fair queue's room: a flat-out grant, never a 429
-# The refresh grant's connections, each drawing on a pool of this many fresh tokens more
-# than it has connections: sessions signed in before each load, one chain of rotations each.
+# The refresh grant's connections, and how many fresh tokens its pool holds beyond one per
+# connection: sessions signed in before each load, each then a chain of rotations.
 REFRESH_CONNECTIONS, REFRESH_SPARE = 8, 8
 PROBE_RATE, PROBE_CLIENTS = 100, 4  # hey -q is per client: 4 x 25 = 100 requests/s
 START_TIMEOUT = 60.0
