@@ -9,7 +9,9 @@ served with the same uvicorn options: a FastAPI hello world (the framework ceili
 raw-driver primary-key SELECT per request on the same database (the database ceilings), and a
 downstream service verifying our tokens with `auth_service_verifier`, against its own hello
 world (issue 11). The password limit is `cores / one bcrypt verify` at the configured cost,
-timed in-process.
+timed in-process. On each database it also measures introspection by a client that
+authenticates, the client credentials grant and the refresh grant (issue 11), with a client
+made by `auth-service create-client`.
 
 Load comes from `wrk` (closed loop, one thread, Lua scripts for bearer headers and form
 POSTs) and `hey -q` (a fixed-rate probe, so the probe does not take the CPU it measures);
@@ -21,6 +23,7 @@ with errors is not a result. Only loopback traffic; each load has a fixed durati
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -39,6 +42,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +60,9 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 (a sample password)
 ACCOUNTS = 8  # logins rotate over several accounts, as real traffic does
 CONNECTIONS = 32
 GRANT_CONNECTIONS = 8  # within the fair queue's room: a flat-out grant, never a 429
+# The refresh grant's connections, and how many fresh tokens its pool holds beyond one per
+# connection: sessions signed in before each load, each then a chain of rotations.
+REFRESH_CONNECTIONS, REFRESH_SPARE = 8, 8
 PROBE_RATE, PROBE_CLIENTS = 100, 4  # hey -q is per client: 4 x 25 = 100 requests/s
 START_TIMEOUT = 60.0
 
@@ -130,12 +137,20 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def post(url: str, *, form: dict[str, str] | None = None, data: object = None) -> bytes:
+def post(
+    url: str,
+    *,
+    form: dict[str, str] | None = None,
+    data: object = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     if form is not None:
         body, ctype = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
     else:
         body, ctype = json.dumps(data).encode(), "application/json"
-    request = urllib.request.Request(url, body, {"Content-Type": ctype})  # noqa: S310
+    request = urllib.request.Request(  # noqa: S310
+        url, body, {"Content-Type": ctype, **(headers or {})}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
         payload: bytes = response.read()
         return payload
@@ -223,6 +238,19 @@ def service(database_url: str, options: Options, *, workers: int = 1) -> Server:
     return server
 
 
+def create_client(server: Server) -> dict[str, str]:
+    """A confidential client in the server's database, by the command line an operator uses:
+    the `introspect` scope and the client credentials grant. Its HTTP Basic header."""
+    argv = [str(BIN / "auth-service"), "create-client", "--name", "bench"]
+    argv += ["--scope", "introspect", "--grant-type", "client_credentials"]
+    done = subprocess.run(  # noqa: S603 (our own argv)
+        argv, env=server.env, capture_output=True, text=True, timeout=60, check=True, cwd=ROOT
+    )
+    printed = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    pair = f"{printed['client_id']}:{printed['client_secret']}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
 # --- load ----------------------------------------------------------------------------------
 
 
@@ -269,6 +297,37 @@ def login_lua(emails: list[str]) -> str:
     )
 
 
+def form_lua(form: dict[str, str], headers: dict[str, str]) -> str:
+    """The same form POST again and again, with `headers`."""
+    return (
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        + get_lua(headers)
+        + f"wrk.body = {json.dumps(urllib.parse.urlencode(form))}\n"
+    )
+
+
+def refresh_lua(tokens: list[str]) -> str:
+    """Refreshes that each present a fresh token: a pool of unspent refresh tokens, each
+    taken once; each answer's successor goes back into the pool (wrk runs `response`, with
+    the body, before the connection sends again). A refused refresh returns none: the pool
+    shrinks, and once empty the requests are malformed (400s, counted as errors)."""
+    return (
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f"local fresh = {{{', '.join(json.dumps(t) for t in tokens)}}}\n"
+        "request = function()\n"
+        '  local token = table.remove(fresh) or ""\n'
+        "  return wrk.format(nil, nil, nil,\n"
+        '    "grant_type=refresh_token&refresh_token=" .. token)\n'
+        "end\n"
+        "response = function(status, headers, body)\n"
+        '  local successor = body:match(\'"refresh_token":"([^"]+)"\')\n'
+        "  if successor then fresh[#fresh + 1] = successor end\n"
+        "end\n"
+    )
+
+
 def start_probe(url: str, headers: dict[str, str], *, seconds: float) -> subprocess.Popen[str]:
     argv = ["hey", "-z", f"{max(1, round(seconds))}s", "-c", str(PROBE_CLIENTS)]
     argv += ["-q", str(PROBE_RATE // PROBE_CLIENTS)]
@@ -306,6 +365,15 @@ def preflight(url: str, headers: dict[str, str] | None = None) -> None:
     status, body = get(url, headers)
     if status != 200:
         raise RuntimeError(f"{url}: {status} {body[:200]!r}")
+
+
+def preflight_post(url: str, form: dict[str, str], headers: dict[str, str]) -> dict[str, object]:
+    """One form POST first, which must answer 200: its JSON answer."""
+    try:
+        answer: dict[str, object] = json.loads(post(url, form=form, headers=headers))
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{url}: {error.code} {error.read()[:200]!r}") from None
+    return answer
 
 
 # --- the password limit --------------------------------------------------------------------
@@ -420,6 +488,8 @@ class Suite:
             preflight(me_url, headers)
             me = self.add(f"GET /users/me, {label}", measure(me_url, get_lua(headers), options))
             on_this_server.append(me)
+            introspection, *grants = self._service_clients(server, emails, headers, label)
+            on_this_server += [introspection, *grants]
             if kind == "sqlite":
                 self._verifier(server, headers)
                 on_this_server += self._password_grant(server, emails, headers, cores=cores)
@@ -435,9 +505,60 @@ class Suite:
         self.compare(ceiling, hello.rate, "hello")
         if kind == "sqlite":
             self.compare(me, hello.rate, "hello", at_least=0.50)
+            self.compare(introspection, hello.rate, "hello", at_least=0.50)
+            for grant in grants:
+                self.compare(grant, hello.rate, "hello")
         else:
             self.compare(me, ceiling.rate, "the PostgreSQL ceiling", at_least=0.90)
+            self.compare(introspection, ceiling.rate, "the PostgreSQL ceiling", at_least=0.90)
+            for grant in grants:
+                self.compare(grant, ceiling.rate, "the PostgreSQL ceiling")
         return me
+
+    def _service_clients(
+        self, server: Server, emails: list[str], headers: dict[str, str], label: str
+    ) -> list[Figure]:
+        """Introspection of a user's access token by a client that authenticates (HTTP
+        Basic), the client credentials grant of the same client, and the refresh grant."""
+        options, basic = self.options, create_client(server)
+        access_token = headers["Authorization"].removeprefix("Bearer ")
+        url = server.base + "/oauth2/introspect"
+        form = {"token": access_token}
+        if preflight_post(url, form, basic).get("active") is not True:
+            raise RuntimeError(f"{url}: the bench's access token is not active")
+        load = measure(url, form_lua(form, basic), options)
+        introspection = self.add(f"POST /oauth2/introspect, {label}", load)
+
+        token_url = server.base + "/oauth2/token"
+        form = {"grant_type": "client_credentials"}
+        preflight_post(token_url, form, basic)
+        load = measure(token_url, form_lua(form, basic), options)
+        client_credentials = self.add(f"client credentials grant, {label}", load)
+
+        # Each refresh token is single use: every load gets sessions signed in for it alone.
+        if options.warmup:
+            lua = refresh_lua(self._refresh_tokens(server, emails))
+            wrk(token_url, lua, seconds=options.warmup, connections=REFRESH_CONNECTIONS)
+        lua = refresh_lua(self._refresh_tokens(server, emails))
+        load = wrk(token_url, lua, seconds=options.seconds, connections=REFRESH_CONNECTIONS)
+        refresh = self.add(f"refresh grant, {label}", load)
+        return [introspection, client_credentials, refresh]
+
+    @staticmethod
+    def _refresh_tokens(server: Server, emails: list[str]) -> list[str]:
+        """Fresh refresh tokens, one per new session, enough for the refresh grant's load;
+        the first one is refreshed once here, so a refused refresh stops the run."""
+
+        def sign_in(email: str) -> str:
+            form = {"grant_type": "password", "username": email, "password": PASSWORD}
+            return str(json.loads(post(server.base + "/oauth2/token", form=form))["refresh_token"])
+
+        wanted = [emails[i % len(emails)] for i in range(REFRESH_CONNECTIONS + REFRESH_SPARE)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            tokens = list(pool.map(sign_in, wanted))
+        form = {"grant_type": "refresh_token", "refresh_token": tokens[0]}
+        tokens[0] = str(preflight_post(server.base + "/oauth2/token", form, {})["refresh_token"])
+        return tokens
 
     def _verifier(self, server: Server, headers: dict[str, str]) -> None:
         """A downstream service verifying our tokens locally, against its own hello world."""

@@ -1,7 +1,8 @@
 """`make bench` works: a short run of bench/run.py measures every figure without an error.
 
 A smoke test only (one second per figure, bcrypt at the tests' cost): it proves the servers,
-the baselines, the Lua scripts and the probe work together and that the table is produced.
+the baselines, the Lua scripts (a refresh grant whose every request presents an unspent
+token among them) and the probe work together and that the table is produced.
 It asserts nothing about speed; the figures themselves are `make bench`'s.
 """
 
@@ -48,6 +49,9 @@ def test_a_short_run_measures_every_figure_without_errors(tmp_path: Path) -> Non
         "GET /.well-known/jwks.json",
         "GET /.well-known/openid-configuration",
         "GET /users/me, SQLite",
+        "POST /oauth2/introspect, SQLite",
+        "client credentials grant, SQLite",
+        "refresh grant, SQLite",
         "one SQLite primary-key SELECT (database ceiling)",
         "password grant",
         "GET /users/me at 100/s during the grant",
@@ -60,6 +64,9 @@ def test_a_short_run_measures_every_figure_without_errors(tmp_path: Path) -> Non
     if "postgresql" in databases:
         expected |= {
             "GET /users/me, PostgreSQL",
+            "POST /oauth2/introspect, PostgreSQL",
+            "client credentials grant, PostgreSQL",
+            "refresh grant, PostgreSQL",
             "one PostgreSQL primary-key SELECT (database ceiling)",
         }
     assert expected <= set(figures), sorted(figures)
