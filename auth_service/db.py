@@ -155,12 +155,7 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
-        # A block that never used the session (introspecting an access token reads through
-        # the guards' own connection) has no transaction and holds no object: committing
-        # would begin and commit an empty one through the greenlet bridge, a fifth of such a
-        # request. An object changed after an earlier commit would be in the identity map.
-        if session.in_transaction() or len(session.identity_map):
-            await session.commit()
+        await session.commit()
 
 
 STARTUP_LOCK_ID = 0x61757468  # "auth"
