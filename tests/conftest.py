@@ -8,6 +8,7 @@ the suite; with CI=true it fails.
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import uuid
@@ -41,6 +42,17 @@ SECRET_KEY = "test secret key"
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A command run in-process configures logging for its process; give the tests theirs
+    back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

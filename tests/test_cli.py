@@ -2,9 +2,7 @@
 
 import io
 import json
-import logging
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio.to_thread
@@ -20,17 +18,7 @@ from tests.conftest import (
     register,
 )
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process; give the test process its own back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("restore_logging")]
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ public login clients of AUTH_CLIENT_IDS as rows of the same table."""
 
 import base64
 import hashlib
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -425,17 +423,7 @@ async def test_an_audience_nobody_allowed_is_refused_before_the_password_is_chec
 # --- the command line --------------------------------------------------------------------
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process; give the test process its own back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.usefixtures("restore_logging")
 async def test_create_client_prints_the_secret_once_and_it_works(
     database: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -461,7 +449,7 @@ async def test_create_client_prints_the_secret_once_and_it_works(
     assert response.json()["scope"] == "billing:read"
 
 
-@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.usefixtures("restore_logging")
 def test_create_client_refuses_bad_input_in_one_line(
     database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

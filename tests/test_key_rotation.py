@@ -414,17 +414,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
     return database
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for its process; give the test process its own back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.usefixtures("restore_logging")
 async def test_rotate_keys_command_reaches_a_running_service(
     cli_env: str, make_client: ClientFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,9 @@ from urllib.parse import unquote_plus
 
 from auth_service.errors import InvalidClient, InvalidRequest
 from auth_service.oauth import forms
+from auth_service.services import clients
+from auth_service.services.clients import Client
+from auth_service.state import AppState
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +51,15 @@ def presented(authorization: str | None, form: forms.Form) -> ClientCredentials:
     if in_form.client_id and in_header.client_id and in_form.client_id != in_header.client_id:
         raise InvalidRequest("The client is identified twice, differently.")
     return ClientCredentials(in_header.client_id or in_form.client_id, in_header.secret)
+
+
+async def authenticate(authorization: str | None, form: forms.Form, *, state: AppState) -> Client:
+    """The client a request with this `Authorization` header and form authenticates as (a
+    public one by naming itself); InvalidClient when it is none."""
+    credentials = presented(authorization, form)
+    return await clients.authenticate(
+        states=state.user_states,
+        client_id=credentials.client_id,
+        secret=credentials.secret,
+        settings=state.settings,
+    )

@@ -24,16 +24,6 @@ from auth_service.services.access import ClientPrincipal, Principal
 from auth_service.state import AppState
 
 INACTIVE: dict[str, Any] = {"active": False}
-PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "required": ["token"],
-    "properties": {
-        "token": {"type": "string", "format": "password"},
-        "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
-        "client_id": {"type": "string"},
-        "client_secret": {"type": "string", "format": "password"},
-    },
-}
 # §2.2: the members an active access token's answer takes from its claims.
 _CLAIMS = ("scope", "client_id", "exp", "iat", "nbf", "sub", "aud", "iss", "jti")
 

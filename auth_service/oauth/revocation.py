@@ -12,11 +12,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import InvalidGrant, InvalidToken
 from auth_service.oauth import client_auth, forms
-from auth_service.services import access, clients, revocation, sessions
+from auth_service.services import access, revocation, sessions
 from auth_service.services.clients import Client
 from auth_service.state import AppState
 
 NOT_YOURS = "The token was not issued to this client."
+# The form of revocation and of introspection alike (RFC 7009 §2.1, RFC 7662 §2.1).
 PARAMETERS: dict[str, Any] = {
     "type": "object",
     "required": ["token"],
@@ -49,13 +50,7 @@ class RevocationEndpoint:
         token = forms.required(form, "token")
         # §2.1: only a hint; each kind of token is told by its form anyway.
         forms.optional(form, "token_type_hint")
-        presented = client_auth.presented(authorization, form)
-        client = await clients.authenticate(
-            states=state.user_states,
-            client_id=presented.client_id,
-            secret=presented.secret,
-            settings=state.settings,
-        )
+        client = await client_auth.authenticate(authorization, form, state=state)
         if is_jwt(token):
             await self._revoke_access_token(token, client=client, state=state, session=session)
         else:

@@ -19,7 +19,6 @@ from auth_service.oauth.grants import Grant, TokenRequest
 from auth_service.observability import Metrics
 from auth_service.schemas import TokenResponse
 from auth_service.security.fair_queue import QueueRefused
-from auth_service.services import clients
 from auth_service.services.sessions import Device
 from auth_service.state import AppState
 
@@ -69,13 +68,7 @@ class TokenEndpoint:
                 supported = ", ".join(self._grants)
                 raise UnsupportedGrantType(f"The grant types supported are: {supported}.")
             counted.grant_type = grant_type
-            presented = client_auth.presented(authorization, form)
-            client = await clients.authenticate(
-                states=state.user_states,
-                client_id=presented.client_id,
-                secret=presented.secret,
-                settings=state.settings,
-            )
+            client = await client_auth.authenticate(authorization, form, state=state)
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"This client may not use the {grant_type} grant.")
             request = TokenRequest(

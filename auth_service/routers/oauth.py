@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from auth_service.deps import SessionDep, client_key, state_of
 from auth_service.guards import TOKEN_URL
-from auth_service.oauth import introspection, revocation
+from auth_service.oauth import revocation
 from auth_service.oauth.server import introspection_endpoint, revocation_endpoint, token_endpoint
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.services.sessions import Device
@@ -92,7 +92,7 @@ async def revoke(request: Request, session: SessionDep) -> Response:
         **_ERRORS,
         403: {"model": OAuth2ErrorResponse, "description": "insufficient_scope"},
     },
-    openapi_extra=_form_body(introspection.PARAMETERS),
+    openapi_extra=_form_body(revocation.PARAMETERS),
 )
 async def introspect(request: Request) -> JSONResponse:
     """Is this token active, and what is it (RFC 7662)? For service clients with the

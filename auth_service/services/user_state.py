@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -233,21 +233,7 @@ class _Compiled:
         return [[p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows]
 
 
-class UserStates(Protocol):
-    async def read(
-        self,
-        *,
-        user_id: uuid.UUID | None = None,
-        session_id: uuid.UUID | None = None,
-        jti: str | None = None,
-        client_id: str | None = None,
-        caller_id: str | None = None,
-    ) -> TokenState: ...
-    async def credentials(self, email_key: str) -> Credentials | None: ...
-    async def close(self) -> None: ...
-
-
-class _Reads(ABC):
+class UserStates(ABC):
     """The reads, over a backend's `_fetch` of a compiled statement."""
 
     _state: _Compiled
@@ -256,6 +242,10 @@ class _Reads(ABC):
     @abstractmethod
     async def _fetch(self, query: _Compiled, values: Mapping[str, Any]) -> list[list[Any]]:
         """The rows of `query` with `values`, converted to Python values."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connections the reads keep."""
 
     async def read(
         self,
@@ -279,7 +269,7 @@ class _Reads(ABC):
         return _credentials(await self._fetch(self._credentials, {"key": email_key}))
 
 
-class SQLiteUserStates(_Reads):
+class SQLiteUserStates(UserStates):
     def __init__(self, path: str, *, timeout: float) -> None:
         self._path, self._timeout = path, timeout
         dialect = sqlite.dialect()
@@ -324,7 +314,7 @@ class SQLiteUserStates(_Reads):
             self._connection = None
 
 
-class PostgresUserStates(_Reads):
+class PostgresUserStates(UserStates):
     """Up to `size` autocommit psycopg connections, opened as reads need them and kept."""
 
     def __init__(
