@@ -20,6 +20,8 @@ from auth_service.services import access
 from auth_service.services.access import ClientPrincipal, Principal
 
 TOKEN_URL = "/oauth2/token"  # noqa: S105 (a path, not a secret)
+# The OAuth endpoints' client authentication (HTTP Basic), as the OpenAPI document names it.
+CLIENT_SCHEME = "ClientSecretBasic"
 
 
 class BearerGuard(OAuth2PasswordBearer):

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 
 from auth_service.deps import get_session, password_turn
 from auth_service.errors import OAUTH_PATHS
-from auth_service.guards import TOKEN_URL, current_principal
+from auth_service.guards import CLIENT_SCHEME, TOKEN_URL, current_principal
 from auth_service.schemas import ErrorResponse, OAuth2ErrorResponse, UnprocessableResponse
 from auth_service.security import password_policy
 
@@ -139,6 +139,13 @@ def install(app: FastAPI, *, max_body_bytes: int, password_min_length: int) -> N
         if app.openapi_schema is None:
             document = FastAPI.openapi(app)  # FastAPI's own, which it caches in openapi_schema
             document = _with_errors(document, app.routes, max_body_bytes=max_body_bytes)
+            schemes = document["components"].setdefault("securitySchemes", {})
+            schemes[CLIENT_SCHEME] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "A confidential client's id and secret (RFC 6749 §2.3.1), "
+                "for revocation and introspection.",
+            }
             app.openapi_schema = _with_password_policy(document, password_min_length)
         return app.openapi_schema
 

@@ -147,7 +147,9 @@ async def test_openapi_declares_the_oauth2_password_flow(client: httpx.AsyncClie
 
 async def test_admin_routes_require_the_admin_scope_in_openapi(client: httpx.AsyncClient) -> None:
     document = await _openapi(client)
-    (scheme,) = [k for k, s in document["components"]["securitySchemes"].items()]
+    (scheme,) = [
+        k for k, s in document["components"]["securitySchemes"].items() if s["type"] == "oauth2"
+    ]
 
     admin_operations = [
         (path, method, operation)
@@ -185,6 +187,19 @@ async def test_public_routes_require_nothing_in_openapi(client: httpx.AsyncClien
         ("/.well-known/jwks.json", "get"),
     ]:
         assert not paths[path][method].get("security"), (path, method)
+
+
+async def test_the_client_authenticated_endpoints_offer_http_basic(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await _openapi(client)
+
+    scheme = document["components"]["securitySchemes"]["ClientSecretBasic"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "basic")
+    paths = document["paths"]
+    assert paths["/oauth2/introspect"]["post"]["security"] == [{"ClientSecretBasic": []}]
+    # Revocation: a public client authenticates with nothing.
+    assert paths["/oauth2/revoke"]["post"]["security"] == [{}, {"ClientSecretBasic": []}]
 
 
 async def test_the_token_endpoint_is_documented_as_a_form(client: httpx.AsyncClient) -> None:

@@ -48,9 +48,11 @@ class IntrospectionEndpoint:
     ) -> dict[str, Any]:
         """The RFC 7662 §2.2 answer for the token of this request."""
         form = forms.parse(content_type, body)
+        # §2.1: the caller first; who it is decides whether it learns anything, even that
+        # its request lacks a token.
+        caller_id, secret = await self._caller(authorization, form, state)
         token = forms.required(form, "token")
         forms.optional(form, "token_type_hint")  # §2.1: a hint; the token's form tells
-        caller_id, secret = await self._caller(authorization, form, state)
         if is_jwt(token):
             inspection = await access.inspect(
                 token,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from auth_service.deps import SessionDep, client_key, state_of
-from auth_service.guards import TOKEN_URL
+from auth_service.guards import CLIENT_SCHEME, TOKEN_URL
 from auth_service.oauth import revocation
 from auth_service.oauth.server import introspection_endpoint, revocation_endpoint, token_endpoint
 from auth_service.schemas import OAuth2ErrorResponse, TokenResponse
@@ -63,7 +63,11 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
     "/oauth2/revoke",
     response_class=Response,
     responses={200: {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2)."}, **_ERRORS},
-    openapi_extra=_form_body(revocation.PARAMETERS),
+    # A public client names itself in the form; a confidential one authenticates.
+    openapi_extra={
+        **_form_body(revocation.PARAMETERS),
+        "security": [{}, {CLIENT_SCHEME: []}],
+    },
 )
 async def revoke(request: Request, session: SessionDep) -> Response:
     """Revoke a refresh token (its whole session) or an access token (RFC 7009).
@@ -92,7 +96,7 @@ async def revoke(request: Request, session: SessionDep) -> Response:
         **_ERRORS,
         403: {"model": OAuth2ErrorResponse, "description": "insufficient_scope"},
     },
-    openapi_extra=_form_body(revocation.PARAMETERS),
+    openapi_extra={**_form_body(revocation.PARAMETERS), "security": [{CLIENT_SCHEME: []}]},
 )
 async def introspect(request: Request) -> JSONResponse:
     """Is this token active, and what is it (RFC 7662)? For service clients with the
