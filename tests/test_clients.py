@@ -489,3 +489,12 @@ async def test_token_requests_are_counted_by_grant_type(client: httpx.AsyncClien
         in metrics
     )
     assert 'auth_logins_total{outcome="success"} 1.0' in metrics  # the admin's, not the client's
+
+
+def test_the_grant_types_a_client_may_have_are_those_the_token_endpoint_serves() -> None:
+    from typing import get_args
+
+    from auth_service.oauth.server import token_endpoint
+    from auth_service.schemas import GrantType
+
+    assert set(get_args(GrantType)) == set(token_endpoint.grant_types)

@@ -56,7 +56,12 @@ async def authenticate(
 ) -> Client:
     """The client these credentials identify; InvalidClient when they identify none."""
     client_id = client_id or settings.default_client_id
-    client = (await states.read(caller_id=client_id)).caller
+    return verify((await states.read(caller_id=client_id)).caller, secret)
+
+
+def verify(client: ClientState | None, secret: str | None) -> Client:
+    """`client` (as read, None when there is none), if `secret` is what it must present: its
+    secret for a confidential client, nothing for a public one; InvalidClient otherwise."""
     # The digest is computed whether or not the client exists: one cost for every failure.
     presented = secret_digest(secret) if secret is not None else None
     if client is None or not client.is_active:
@@ -67,31 +72,18 @@ async def authenticate(
         return client
     if presented is None:
         raise InvalidClient("This client must authenticate with its secret.")
-    if not _matches(client.secret_digest, presented):
+    if client.secret_digest is None or not hmac.compare_digest(client.secret_digest, presented):
         raise InvalidClient("Client authentication failed.")
     return client
-
-
-def _matches(stored: bytes | None, presented: bytes | None) -> bool:
-    if stored is None or presented is None:
-        return False
-    return hmac.compare_digest(stored, presented)
 
 
 def authenticated_caller(found: ClientState | None, secret: str, *, scope: str) -> ClientState:
     """The confidential client `found` (read with the request's other state), if `secret`
     is its secret and its list holds `scope`; InvalidClient otherwise."""
-    presented = secret_digest(secret)
-    if (
-        found is None
-        or not found.is_active
-        or not found.is_confidential
-        or not _matches(found.secret_digest, presented)
-    ):
-        raise InvalidClient("Client authentication failed.")
-    if scope not in found.scopes:
+    client = verify(found, secret)  # with a secret presented, only a confidential one passes
+    if scope not in client.scopes:
         raise InvalidClient(f"This client lacks the scope {scope}.")
-    return found
+    return client
 
 
 def _check(*, confidential: bool, grant_types: Sequence[str]) -> None:
