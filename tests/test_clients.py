@@ -498,3 +498,13 @@ def test_the_grant_types_a_client_may_have_are_those_the_token_endpoint_serves()
     from auth_service.schemas import GrantType
 
     assert set(get_args(GrantType)) == set(token_endpoint.grant_types)
+
+
+async def test_a_clients_own_token_acts_for_no_user(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+    token = (await client_token(client, registered)).json()["access_token"]
+
+    for path in ("/users/me", "/userinfo", "/users/me/sessions"):
+        response = await client.get(path, headers=bearer(token))
+        assert response.status_code == 403, (path, response.text)
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
