@@ -108,29 +108,26 @@ def _use_hasher(client: httpx.AsyncClient, *, max_waiting: int) -> PasswordHashe
     return hasher
 
 
-async def _together(
-    *requests: Callable[[], Awaitable[httpx.Response]],
-) -> list[httpx.Response]:
-    """Send the requests concurrently, each a moment after the one before; their answers."""
-    answers: dict[int, httpx.Response] = {}
-
-    async def send(index: int) -> None:
-        answers[index] = await requests[index]()
-
-    async with anyio.create_task_group() as tasks:
-        for index in range(len(requests)):
-            tasks.start_soon(send, index)
-            await anyio.sleep(0.02)
-    return [answers[index] for index in range(len(requests))]
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (10 s at most) until `condition()` holds."""
+    for _ in range(2000):
+        if condition():
+            return
+        await anyio.sleep(0.005)
+    pytest.fail(f"never: {what}")
 
 
 async def _queue_full(hasher: PasswordHasher, max_waiting: int) -> None:
-    """Wait (10 s at most) until `max_waiting` requests wait for the hasher's one slot."""
-    for _ in range(2000):
-        if hasher.queue.waiting >= max_waiting:
-            return
-        await anyio.sleep(0.005)
-    pytest.fail("the password queue never filled")
+    await _until(lambda: hasher.queue.waiting >= max_waiting, "the password queue filled")
+
+
+async def _queued(hasher: PasswordHasher, client: str, places: int) -> None:
+    await _until(lambda: hasher.queue.places(client) >= places, f"{client} queued")
+
+
+# Each flood below starts with the hasher's one slot held in the flooding client's name, as if
+# its first request were hashing, and lets it go only once every request is in the queue: the
+# queue is full however slowly requests arrive, and nobody leaves it before the test is ready.
 
 
 async def test_one_clients_concurrent_logins_all_succeed_while_the_queue_has_room(
@@ -158,23 +155,31 @@ async def test_a_flood_from_one_address_cannot_refuse_a_login_from_another(
         await register(client, "alice@example.com")
         hasher = _use_hasher(client, max_waiting=4)
         flood: list[httpx.Response] = []
+        answers: list[httpx.Response] = []
         async with peer(client, "203.0.113.7") as attacker, peer(client, "198.51.100.2") as alice:
 
             async def junk() -> None:  # no credentials worth anything
                 flood.append(await request_token(attacker, "nobody@example.com", "x" * 20))
 
+            async def log_in() -> None:
+                answers.append(await request_token(alice, "alice@example.com"))
+
             async with anyio.create_task_group() as tasks:
-                for _ in range(12):
-                    tasks.start_soon(junk)
-                await _queue_full(hasher, 4)
-                legitimate = await request_token(alice, "alice@example.com")
+                async with hasher.queue.slot("203.0.113.7"):
+                    for _ in range(11):
+                        tasks.start_soon(junk)
+                    await _until(lambda: len(flood) == 7, "seven of the flood refused")
+                    await _queue_full(hasher, 4)
+                    tasks.start_soon(log_in)
+                    await _queued(hasher, "198.51.100.2", 1)
         metrics = (await client.get("/metrics")).text
 
+    [legitimate] = answers
     assert legitimate.status_code == 200, legitimate.text
     # One hashing and four waiting; seven refused at once, and one waiter gave up its place
     # to alice. The rest were checked, and failed.
     refused = [r for r in flood if r.status_code == 429]
-    assert sorted(r.status_code for r in flood) == [400] * 4 + [429] * 8
+    assert sorted(r.status_code for r in flood) == [400] * 3 + [429] * 8
     for response in refused:
         assert response.headers["retry-after"] == "1"
         assert response.headers["cache-control"] == "no-store"
@@ -190,25 +195,31 @@ async def test_ipv6_clients_are_grouped_by_their_64_bit_prefix(
         await register(client, "v6@example.com")
         hasher = _use_hasher(client, max_waiting=2)
         flood: list[httpx.Response] = []
+        answers: list[httpx.Response] = []
 
         async def junk(host: str) -> None:
             async with peer(client, host) as attacker:
                 flood.append(await request_token(attacker, "nobody@example.com", "x" * 20))
 
-        async with anyio.create_task_group() as tasks:
-            for i in range(3):  # three addresses, one /64: one client holding every place
-                tasks.start_soon(junk, f"2001:db8:0:1::{i + 1}")
-            await _queue_full(hasher, 2)
-            async with (
-                peer(client, "2001:db8:0:1:ffff::9") as same,
-                peer(client, "2001:db8:0:2::1") as other,
-            ):
-                same_prefix = await request_token(same, "v6@example.com")
-                other_prefix = await request_token(other, "v6@example.com")
+        async def log_in(host: str) -> None:
+            async with peer(client, host) as user:
+                answers.append(await request_token(user, "v6@example.com"))
 
+        async with anyio.create_task_group() as tasks:
+            # Three addresses, one /64: one client holding every place.
+            async with hasher.queue.slot("2001:db8:0:1::/64"):
+                for i in range(2):
+                    tasks.start_soon(junk, f"2001:db8:0:1::{i + 1}")
+                await _queue_full(hasher, 2)
+                async with peer(client, "2001:db8:0:1:ffff::9") as same:
+                    same_prefix = await request_token(same, "v6@example.com")
+                tasks.start_soon(log_in, "2001:db8:0:2::1")
+                await _queued(hasher, "2001:db8:0:2::/64", 1)
+
+    [other_prefix] = answers
     assert same_prefix.status_code == 429
     assert other_prefix.status_code == 200
-    assert sorted(r.status_code for r in flood) == [400, 400, 429]
+    assert sorted(r.status_code for r in flood) == [400, 429]
 
 
 async def test_registration_and_password_change_wait_in_the_same_fair_queue(
@@ -219,33 +230,42 @@ async def test_registration_and_password_change_wait_in_the_same_fair_queue(
         headers = await auth_headers(client, "bob@example.com")
         hasher = _use_hasher(client, max_waiting=2)
         change = {"current_password": STRONG_PASSWORD, "new_password": "another long passphrase"}
+        answers: dict[str, httpx.Response] = {}
         async with peer(client, "203.0.113.7") as attacker, peer(client, "198.51.100.2") as bob:
 
             async def junk() -> None:
                 await request_token(attacker, "nobody@example.com", "x" * 20)
 
+            async def register_carol() -> None:
+                carol = {"email": "carol@example.com", "password": STRONG_PASSWORD}
+                answers["registered"] = await bob.post("/users", json=carol)
+
+            async def change_password() -> None:
+                answers["changed"] = await bob.post(
+                    "/users/me/password", json=change, headers=headers
+                )
+
             async with anyio.create_task_group() as tasks:
-                for _ in range(4):
-                    tasks.start_soon(junk)
-                await _queue_full(hasher, 2)
-                refused = await attacker.post(
-                    "/users", json={"email": "mallory@example.com", "password": STRONG_PASSWORD}
-                )
-                # Bob holds no place, then one against the flood's two: both get in.
-                registered, changed = await _together(
-                    lambda: bob.post(
-                        "/users", json={"email": "carol@example.com", "password": STRONG_PASSWORD}
-                    ),
-                    lambda: bob.post("/users/me/password", json=change, headers=headers),
-                )
+                async with hasher.queue.slot("203.0.113.7"):
+                    for _ in range(2):
+                        tasks.start_soon(junk)
+                    await _queue_full(hasher, 2)
+                    refused = await attacker.post(
+                        "/users", json={"email": "mallory@example.com", "password": STRONG_PASSWORD}
+                    )
+                    # Bob holds no place, then one against the flood's two: both get in.
+                    tasks.start_soon(register_carol)
+                    await _queued(hasher, "198.51.100.2", 1)
+                    tasks.start_soon(change_password)
+                    await _queued(hasher, "198.51.100.2", 2)
 
     assert refused.status_code == 429
     assert refused.json() == {
         "detail": "Too many password checks from this address are waiting; retry in a moment."
     }
     assert refused.headers["retry-after"] == "1"
-    assert registered.status_code == 201, registered.text
-    assert changed.status_code == 204, changed.text
+    assert answers["registered"].status_code == 201, answers["registered"].text
+    assert answers["changed"].status_code == 204, answers["changed"].text
 
 
 def _nice_values_of_threads() -> dict[int, int]:
