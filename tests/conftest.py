@@ -22,7 +22,8 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
-from psycopg import sql
+from psycopg.sql import SQL, Identifier
+from sqlalchemy import text
 
 from auth_service import migrate, startup
 from auth_service.app import create_app
@@ -96,11 +97,11 @@ def scratch_postgres(prefix: str) -> Iterator[tuple[str, psycopg.Connection[Any]
         pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
         try:
             yield with_database(POSTGRES_URL, name), admin
         finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +188,13 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
 def app_state(client: httpx.AsyncClient) -> AppState:
     """The state of the app an in-process client calls: its engine, hasher, keys..."""
     return state_of(app_of(client))
+
+
+async def sql(client: httpx.AsyncClient, statement: str, **params: Any) -> list[Any]:
+    """Run one statement on the app's database, committed; the rows it returns, if any."""
+    async with app_state(client).engine.begin() as connection:
+        result = await connection.execute(text(statement), params)
+        return list(result.all()) if result.returns_rows else []
 
 
 async def drop_connections(client: httpx.AsyncClient) -> None:

@@ -10,7 +10,6 @@ import anyio.to_thread
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
 
 from tests.conftest import (
     ADMIN_EMAIL,
@@ -18,12 +17,12 @@ from tests.conftest import (
     SECRET_KEY,
     ClientFactory,
     admin_headers,
-    app_state,
     auth_headers,
     bearer,
     login,
     register,
     request_token,
+    sql,
 )
 
 pytestmark = pytest.mark.anyio
@@ -64,11 +63,6 @@ def assert_oauth_error(response: httpx.Response, status: int, error: str) -> Non
     assert response.headers["cache-control"] == "no-store"
 
 
-async def rows(client: httpx.AsyncClient, statement: str) -> list[Any]:
-    async with app_state(client).engine.begin() as connection:
-        return list((await connection.execute(text(statement))).all())
-
-
 # --- registration ------------------------------------------------------------------------
 
 
@@ -89,7 +83,7 @@ async def test_a_new_confidential_client_gets_its_secret_once_and_only_its_diges
     assert len(secret) >= 7 + 43
     assert created["is_confidential"] is True
     assert created["grant_types"] == ["client_credentials"]
-    [(digest,)] = await rows(
+    [(digest,)] = await sql(
         client, "SELECT secret_digest FROM clients WHERE secret_digest IS NOT NULL"
     )
     assert bytes(digest) == hashlib.sha256(secret.encode()).digest()
@@ -136,7 +130,7 @@ async def test_a_client_that_cannot_work_is_refused_and_nothing_is_stored(
     response = await client.post("/admin/clients", json=body, headers=await admin_headers(client))
 
     assert response.status_code == 422, response.text
-    assert await rows(client, "SELECT client_id FROM clients") == [("auth-service",)]
+    assert await sql(client, "SELECT client_id FROM clients") == [("auth-service",)]
 
 
 async def test_only_an_admin_with_the_clients_scope_manages_clients(
@@ -195,7 +189,7 @@ async def test_client_credentials_issue_a_token_for_the_client_itself(
     assert claims["aud"] == "http://testserver"
     assert "sid" not in claims
     assert "roles" not in claims
-    assert await rows(client, "SELECT client_id FROM sessions") == [("auth-service",)]  # admin
+    assert await sql(client, "SELECT client_id FROM sessions") == [("auth-service",)]  # admin
 
 
 async def test_nothing_requested_grants_every_scope_of_the_client(
@@ -241,11 +235,11 @@ async def test_a_public_client_cannot_use_client_credentials(client: httpx.Async
     )
     unnamed = await client.post(TOKEN_URL, data={"grant_type": "client_credentials"})
     # Even one whose grant list an admin widened: RFC 6749 §4.4 is for confidential clients.
-    async with app_state(client).engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE clients SET grant_types = :g WHERE client_id = 'auth-service'"),
-            {"g": '["client_credentials", "password", "refresh_token"]'},
-        )
+    await sql(
+        client,
+        "UPDATE clients SET grant_types = :g WHERE client_id = 'auth-service'",
+        g='["client_credentials", "password", "refresh_token"]',
+    )
     widened = await client.post(
         TOKEN_URL, data={"grant_type": "client_credentials", "client_id": "auth-service"}
     )
@@ -318,7 +312,7 @@ async def test_deleting_a_login_client_ends_the_sessions_signed_in_through_it(
     assert me.status_code == 401
     web = await client.get("/users/me", headers=bearer(on_web.json()["access_token"]))
     assert web.status_code == 200
-    assert {row[0] for row in await rows(client, "SELECT client_id FROM sessions")} == {
+    assert {row[0] for row in await sql(client, "SELECT client_id FROM sessions")} == {
         "auth-service"
     }
 

@@ -9,16 +9,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
 
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
-    app_state,
     bearer,
     register,
     request_token,
+    sql,
 )
 
 pytestmark = pytest.mark.anyio
@@ -43,13 +42,6 @@ def assert_invalid_grant(response: httpx.Response) -> None:
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_grant"
     assert response.headers["cache-control"] == "no-store"
-
-
-async def sql(client: httpx.AsyncClient, statement: str, **params: Any) -> list[Any]:
-    """Run one statement on the app's database, committed; the rows it returns, if any."""
-    async with app_state(client).engine.begin() as connection:
-        result = await connection.execute(text(statement), params)
-        return list(result.all()) if result.returns_rows else []
 
 
 def claims_of(access_token: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
 
 from auth_service.models import utcnow
 from auth_service.services import revocation
@@ -22,6 +21,7 @@ from tests.conftest import (
     bearer,
     register,
     request_token,
+    sql,
 )
 
 pytestmark = pytest.mark.anyio
@@ -70,12 +70,6 @@ class Introspector:
 @pytest.fixture
 async def introspector(client: httpx.AsyncClient) -> Introspector:
     return Introspector(await new_client(client))
-
-
-async def sql(client: httpx.AsyncClient, statement: str, **params: Any) -> list[Any]:
-    async with app_state(client).engine.begin() as connection:
-        result = await connection.execute(text(statement), params)
-        return list(result.all()) if result.returns_rows else []
 
 
 # --- revocation --------------------------------------------------------------------------

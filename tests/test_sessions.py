@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 
 from auth_service.models import LoginSession
 from tests.conftest import (
@@ -22,6 +22,7 @@ from tests.conftest import (
     peer,
     register,
     request_token,
+    sql,
 )
 
 pytestmark = pytest.mark.anyio
@@ -78,13 +79,6 @@ async def listed(
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def sql(client: httpx.AsyncClient, statement: str, **params: Any) -> list[Any]:
-    """Run one statement on the app's database, committed; the rows it returns, if any."""
-    async with app_state(client).engine.begin() as connection:
-        result = await connection.execute(text(statement), params)
-        return list(result.all()) if result.returns_rows else []
 
 
 async def expire(client: httpx.AsyncClient, tokens: dict[str, Any], **ends: datetime) -> None:
