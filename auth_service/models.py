@@ -154,7 +154,8 @@ class RefreshToken(SQLModel, table=True):
 class OAuthClient(SQLModel, table=True):
     """An OAuth client (RFC 6749 §2): a login form that holds no secret (public), or a
     service that authenticates with one (confidential). Only the SHA-256 digest of the
-    secret is stored; the secret itself is shown once, when it is made."""
+    secret is stored; the secret itself is shown once, when it is made. After a rotation the
+    previous secret may keep working for a grace period of the admin's choosing."""
 
     __tablename__ = "clients"
 
@@ -173,6 +174,10 @@ class OAuthClient(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     secret_rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The secret a rotation replaced, still accepted until `previous_secret_expires_at`, so
+    # the services holding it can move to the new one without a moment of refusals.
+    previous_secret_digest: bytes | None = Field(default=None, sa_type=LargeBinary(32))
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RevokedAccessToken(SQLModel, table=True):

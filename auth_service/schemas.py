@@ -245,6 +245,8 @@ ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E
 GrantType = Literal["password", "refresh_token", "client_credentials"]
 # An audience: an API's name or URI, printable, no white space (RFC 7519 §4.1.3 StringOrURI).
 Audience = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
+# The longest a replaced client secret may keep working.
+MAX_SECRET_GRACE_SECONDS = 30 * 24 * 3600
 RedirectURI = Annotated[str, StringConstraints(pattern=r"^https?://[\x21-\x7E]{1,2040}$")]
 
 
@@ -292,6 +294,10 @@ class ClientPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     secret_rotated_at: datetime | None
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when the secret the last rotation replaced is still accepted "
+        "(null: it stopped at once)."
+    )
 
 
 class ClientCreated(ClientPublic):
@@ -300,9 +306,24 @@ class ClientCreated(ClientPublic):
     )
 
 
+class SecretRotation(_Input):
+    grace_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SECRET_GRACE_SECONDS,
+        description="How long the secret being replaced keeps working, so the services "
+        "holding it can move to the new one without a moment of refusals: 0 (the default) "
+        "ends it at once, as after a leak; at most 30 days. A secret replaced earlier stops "
+        "now either way.",
+    )
+
+
 class ClientSecret(BaseModel):
     client_id: str
     client_secret: str = Field(description="Shown this once: only its digest is kept.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when the secret it replaces is still accepted (null: no longer)."
+    )
 
 
 class ClientsPublic(BaseModel):

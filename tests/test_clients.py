@@ -4,6 +4,7 @@ public login clients of AUTH_CLIENT_IDS as rows of the same table."""
 
 import base64
 import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -271,8 +272,101 @@ async def test_a_rotated_secret_replaces_the_old_one_at_once(client: httpx.Async
     assert rotated.status_code == 200
     assert rotated.headers["cache-control"] == "no-store"
     assert_oauth_error(await client_token(client, registered), 401, "invalid_client")
+    assert rotated.json()["previous_secret_expires_at"] is None
     renewed = {**registered, "client_secret": rotated.json()["client_secret"]}
     assert (await client_token(client, renewed)).status_code == 200
+
+
+async def rotate(
+    client: httpx.AsyncClient, registered: dict[str, Any], **body: Any
+) -> dict[str, Any]:
+    """Rotate the client's secret (with `body`, if any); `registered` with the new one."""
+    rotated = await client.post(
+        f"/admin/clients/{registered['client_id']}/secret",
+        json=body or None,
+        headers=await admin_headers(client),
+    )
+    assert rotated.status_code == 200, rotated.text
+    answer: dict[str, Any] = rotated.json()
+    return {**registered, **answer}
+
+
+async def test_a_grace_period_keeps_the_replaced_secret_working_until_it_ends(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await new_client(client, scopes=["introspect", "orders:read"])
+    before = datetime.now(UTC)
+
+    second = await rotate(client, first, grace_seconds=3600)
+
+    ends = datetime.fromisoformat(second["previous_secret_expires_at"])
+    assert before + timedelta(seconds=3600) <= ends <= datetime.now(UTC) + timedelta(seconds=3600)
+    shown = await client.get(
+        f"/admin/clients/{first['client_id']}", headers=await admin_headers(client)
+    )
+    assert datetime.fromisoformat(shown.json()["previous_secret_expires_at"]) == ends
+    # Both secrets work meanwhile, at the token endpoint and as introspection's caller.
+    for registered in (first, second):
+        issued = await client_token(client, registered)
+        assert issued.status_code == 200, issued.text
+        introspected = await client.post(
+            "/oauth2/introspect",
+            data={"token": issued.json()["access_token"]},
+            headers=basic(registered["client_id"], registered["client_secret"]),
+        )
+        assert introspected.status_code == 200, introspected.text
+        assert introspected.json()["active"] is True
+
+    await sql(
+        client,
+        "UPDATE clients SET previous_secret_expires_at = :ended",
+        ended=datetime.now(UTC) - timedelta(seconds=1),
+    )
+
+    assert_oauth_error(await client_token(client, first), 401, "invalid_client")
+    assert (await client_token(client, second)).status_code == 200
+
+
+async def test_a_rotation_ends_any_earlier_secret_at_once(client: httpx.AsyncClient) -> None:
+    first = await new_client(client)
+    second = await rotate(client, first, grace_seconds=3600)
+
+    third = await rotate(client, second, grace_seconds=3600)  # the second is the one kept
+    fourth = await rotate(client, third)  # no grace: an emergency, after a leak
+
+    assert third["previous_secret_expires_at"] is not None
+    assert fourth["previous_secret_expires_at"] is None
+    for replaced in (first, second, third):
+        assert_oauth_error(await client_token(client, replaced), 401, "invalid_client")
+    assert (await client_token(client, fourth)).status_code == 200
+    assert await sql(client, "SELECT previous_secret_digest FROM clients") == [(None,)] * 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"grace_seconds": -1},
+        {"grace_seconds": 30 * 24 * 3600 + 1},
+        {"grace_seconds": "an hour"},
+        {"grace_seconds": 1.5},
+        {"grace_seconds": 60, "keep": True},
+        ["grace_seconds"],
+    ],
+)
+async def test_a_bad_grace_period_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, body: Any
+) -> None:
+    registered = await new_client(client)
+
+    refused = await client.post(
+        f"/admin/clients/{registered['client_id']}/secret",
+        json=body,
+        headers=await admin_headers(client),
+    )
+
+    assert refused.status_code == 422, refused.text
+    assert "client_secret" not in refused.text
+    assert (await client_token(client, registered)).status_code == 200
 
 
 async def test_a_deactivated_client_gets_no_tokens(client: httpx.AsyncClient) -> None:

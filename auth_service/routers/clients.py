@@ -1,8 +1,9 @@
 """OAuth client administration, for holders of the `admin` role with the `admin:clients` scope."""
 
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from auth_service.deps import SessionDep, SettingsDep
@@ -16,6 +17,7 @@ from auth_service.schemas import (
     ClientsPublic,
     ClientUpdate,
     ErrorResponse,
+    SecretRotation,
 )
 from auth_service.scopes import Scope
 from auth_service.services import clients
@@ -94,13 +96,27 @@ async def update_client(
     return ClientPublic.model_validate(updated)
 
 
-@router.post("/{client_id}/secret", response_model=ClientSecret, responses=_CONFLICT)
-async def rotate_secret(client_id: ClientId, session: SessionDep) -> JSONResponse:
-    """A new secret for a confidential client, shown once; the old one stops working."""
+@router.post(
+    "/{client_id}/secret",
+    response_model=ClientSecret,
+    responses={**_CONFLICT, 422: {"model": ErrorResponse}},
+)
+async def rotate_secret(
+    client_id: ClientId,
+    session: SessionDep,
+    data: Annotated[SecretRotation | None, Body()] = None,
+) -> JSONResponse:
+    """A new secret for a confidential client, shown once. The old one stops working at
+    once, or after `grace_seconds` while its services move to the new one."""
     client = await clients.get_client(session=session, client_id=client_id)
-    secret = await clients.rotate_secret(session=session, client=client)
-    body = ClientSecret(client_id=client.client_id, client_secret=secret)
-    return JSONResponse(body.model_dump(), headers=_NO_STORE)
+    grace = timedelta(seconds=data.grace_seconds if data else 0)
+    secret = await clients.rotate_secret(session=session, client=client, grace=grace)
+    body = ClientSecret(
+        client_id=client.client_id,
+        client_secret=secret,
+        previous_secret_expires_at=client.previous_secret_expires_at,
+    )
+    return JSONResponse(body.model_dump(mode="json"), headers=_NO_STORE)
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)

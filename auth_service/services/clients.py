@@ -3,9 +3,10 @@
 A public client (a login form, Swagger UI) holds no secret; a confidential one (a backend
 service) authenticates with `client_secret_basic` or `client_secret_post`. A secret is 256
 random bits behind a prefix a secret scanner can spot, shown once, stored only as its
-SHA-256 digest and compared in constant time. The public clients AUTH_CLIENT_IDS names are
-rows like any other, created at start-up; a request that names no client is taken to come
-from the first of them.
+SHA-256 digest and compared in constant time; a rotation may leave the secret it replaces
+working for a grace period, so the services holding it move over without downtime. The
+public clients AUTH_CLIENT_IDS names are rows like any other, created at start-up; a request
+that names no client is taken to come from the first of them.
 
 Functions take `session` as a keyword and never commit.
 """
@@ -15,6 +16,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import delete, func
 from sqlmodel import col, select
@@ -72,9 +74,19 @@ def verify(client: ClientState | None, secret: str | None) -> Client:
         return client
     if presented is None:
         raise InvalidClient("This client must authenticate with its secret.")
-    if client.secret_digest is None or not hmac.compare_digest(client.secret_digest, presented):
+    if not _matches(client, presented):
         raise InvalidClient("Client authentication failed.")
     return client
+
+
+def _matches(client: ClientState, presented: bytes) -> bool:
+    """Whether `presented` is the digest of the client's secret, or of the one its last
+    rotation replaced while that is still accepted. Both comparisons always run, in constant
+    time: how long a failure takes tells nothing."""
+    current = hmac.compare_digest(client.secret_digest or b"", presented)
+    previous = hmac.compare_digest(client.previous_secret_digest or b"", presented)
+    expires = client.previous_secret_expires_at
+    return current or (previous and expires is not None and utcnow() < expires)
 
 
 def authenticated_caller(found: ClientState | None, secret: str, *, scope: str) -> ClientState:
@@ -190,13 +202,22 @@ async def update_client(
     return client
 
 
-async def rotate_secret(*, session: AsyncSession, client: OAuthClient) -> str:
-    """A new secret for a confidential client; the old one stops working at once."""
+async def rotate_secret(
+    *, session: AsyncSession, client: OAuthClient, grace: timedelta = timedelta(0)
+) -> str:
+    """A new secret for a confidential client. The one it replaces keeps working for
+    `grace` (none: it stops at once, as after a leak); any earlier one stops now."""
     if not client.is_confidential:
         raise Conflict("A public client has no secret.")
     secret = new_secret()
+    now = utcnow()
+    if grace > timedelta(0):
+        client.previous_secret_digest = client.secret_digest
+        client.previous_secret_expires_at = now + grace
+    else:
+        client.previous_secret_digest = client.previous_secret_expires_at = None
     client.secret_digest = secret_digest(secret)
-    client.secret_rotated_at = client.updated_at = utcnow()
+    client.secret_rotated_at = client.updated_at = now
     session.add(client)
     await session.flush()
     return secret

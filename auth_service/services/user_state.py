@@ -77,6 +77,8 @@ class ClientState:
     scopes: frozenset[str]
     grant_types: frozenset[str]
     audiences: frozenset[str]
+    previous_secret_digest: bytes | None  # accepted too, until the time below
+    previous_secret_expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,10 @@ _CLIENT_COLUMNS = (
     "scopes",
     "grant_types",
     "audiences",
+    "previous_secret_digest",
+    "previous_secret_expires_at",
 )
+_CLIENT, _CALLER = 10, 10 + len(_CLIENT_COLUMNS)  # where each client's columns start in a row
 # One row whatever is found: every part joins a one-row anchor on its own key (a NULL key
 # finds nothing), one row per role of the user.
 _anchor = select(literal_column("1").label("one")).subquery("anchor")
@@ -154,18 +159,34 @@ _CREDENTIALS = select(
 _CREDENTIAL_PARAMETERS = {"key": _users.c.email_key}
 
 
+def _bytes(value: Any) -> bytes | None:
+    return bytes(value) if value is not None else None  # a driver may give a memoryview
+
+
 def _client_state(columns: Sequence[Any]) -> ClientState | None:
-    client_id, is_active, is_confidential, secret_digest, scopes, grant_types, audiences = columns
+    (
+        client_id,
+        is_active,
+        is_confidential,
+        secret_digest,
+        scopes,
+        grant_types,
+        audiences,
+        previous_secret_digest,
+        previous_secret_expires_at,
+    ) = columns
     if client_id is None:
         return None
     return ClientState(
         client_id=client_id,
         is_active=is_active,
         is_confidential=is_confidential,
-        secret_digest=bytes(secret_digest) if secret_digest is not None else None,
+        secret_digest=_bytes(secret_digest),
         scopes=frozenset(scopes),
         grant_types=frozenset(grant_types),
         audiences=frozenset(audiences),
+        previous_secret_digest=_bytes(previous_secret_digest),
+        previous_secret_expires_at=previous_secret_expires_at,
     )
 
 
@@ -190,8 +211,8 @@ def _state(rows: Sequence[Sequence[Any]]) -> TokenState:
         user=user,
         session_alive=bool(first[8]),
         revoked=bool(first[9]),
-        client=_client_state(first[10:17]),
-        caller=_client_state(first[17:24]),
+        client=_client_state(first[_CLIENT:_CALLER]),
+        caller=_client_state(first[_CALLER : _CALLER + len(_CLIENT_COLUMNS)]),
     )
 
 
