@@ -61,7 +61,8 @@ async def test_a_sign_in_gets_an_opaque_refresh_token_stored_only_as_its_digest(
 
     token = body["refresh_token"]
     assert "." not in token  # opaque, not a JWT
-    assert len(token) >= 43  # 256 bits of base64url
+    assert token.startswith("ast_rt_")  # for secret scanners
+    assert len(token.removeprefix("ast_rt_")) >= 43  # 256 bits of base64url
     rows = await sql(client, "SELECT digest, scope FROM refresh_tokens")
     assert [(bytes(r[0]), r[1]) for r in rows] == [
         (hashlib.sha256(token.encode()).digest(), body["scope"])
@@ -109,7 +110,17 @@ async def test_presenting_a_spent_token_again_ends_the_whole_session(
 
 
 @pytest.mark.parametrize(
-    "token", ["", "x", "not-a-token", "A" * 43, "é" * 50, "a" * 5000, "Bearer abc.def.ghi"]
+    "token",
+    [
+        "",
+        "x",
+        "not-a-token",
+        "A" * 43,
+        "ast_rt_" + "A" * 43,
+        "é" * 50,
+        "a" * 5000,
+        "Bearer abc.def.ghi",
+    ],
 )
 async def test_unknown_tokens_are_invalid_grant_and_change_nothing(
     client: httpx.AsyncClient, token: str

@@ -3,8 +3,8 @@
 A sign-in starts a session and gives it its first refresh token. Refreshing spends the
 token presented and issues its successor in the same session; presenting a spent token
 again is reuse, a sign that the token was stolen (or that the client raced itself), and
-ends the whole session, its newest token included. Tokens are opaque, 256 random bits, and
-stored only as SHA-256 digests.
+ends the whole session, its newest token included. Tokens are opaque, 256 random bits behind
+a prefix a secret scanner can spot, and stored only as SHA-256 digests.
 
 Functions take `session` (the request's database transaction) as their first argument and
 never commit, except where they say so.
@@ -26,11 +26,12 @@ from auth_service.models import LoginSession, RefreshToken, User
 from auth_service.services.repositories import sessions as repository
 
 TOKEN_BYTES = 32  # 256 bits (RFC 9700 §4.14.2; RFC 6749 §10.10)
+TOKEN_PREFIX = "ast_rt_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT_MAX = 512
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def digest(token: str) -> bytes:
