@@ -339,6 +339,19 @@ async def test_revoking_an_unknown_kid_is_404(
     assert _stored(database) == stored
 
 
+# NUL above all: PostgreSQL refuses it in text, which was a 500.
+@pytest.mark.parametrize("kid", ["a%00b", "a%20b", "%C3%A9", "x" * 65])
+async def test_a_kid_that_no_key_could_have_is_422(
+    client: httpx.AsyncClient, database: str, kid: str
+) -> None:
+    stored = _stored(database)
+
+    response = await client.post(f"/admin/keys/{kid}/revoke", headers=await admin_headers(client))
+
+    assert response.status_code == 422, response.text
+    assert _stored(database) == stored
+
+
 # --- who may -----------------------------------------------------------------------------------
 
 

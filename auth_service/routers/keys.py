@@ -47,7 +47,14 @@ async def _changing_session(request: Request) -> AsyncIterator[AsyncSession]:
 KeyRingDep = Annotated[KeyRing, Depends(_key_ring)]
 # scope="function": committed and loaded before the response goes out.
 ChangingSessionDep = Annotated[AsyncSession, Depends(_changing_session, scope="function")]
-Kid = Annotated[str, Path(max_length=64, description="The key's `kid`, as in the JWK Set.")]
+Kid = Annotated[
+    str,
+    Path(
+        max_length=64,
+        pattern=r"^[\x21-\x7E]+$",  # printable ASCII, as every kid is (base64url)
+        description="The key's `kid`, as in the JWK Set.",
+    ),
+]
 
 
 @router.get("")
