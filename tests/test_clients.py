@@ -6,6 +6,7 @@ import base64
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
 import anyio.to_thread
 import httpx
@@ -39,8 +40,12 @@ async def new_client(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]
     return created
 
 
+def basic_of(credentials: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
 def basic(client_id: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+    return basic_of(f"{client_id}:{secret}")
 
 
 async def client_token(
@@ -228,6 +233,44 @@ async def test_a_wrong_or_missing_secret_is_invalid_client_with_a_basic_challeng
         data={"grant_type": "client_credentials", "client_id": registered["client_id"]},
     )
     assert_oauth_error(no_secret, 401, "invalid_client")
+
+
+# No client could have these ids (RFC 6749 Appendix A.1: VSCHAR), and PostgreSQL refuses NUL
+# in text: refused before any lookup, at each endpoint that authenticates clients.
+@pytest.mark.parametrize("client_id", ["svc\x00x", "svc\x1bx", "svc\u00e9", "s" * 256])
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        (TOKEN_URL, {"grant_type": "client_credentials"}),
+        ("/oauth2/revoke", {"token": "ast_rt_unknown"}),
+        ("/oauth2/introspect", {"token": "a.b.c"}),
+    ],
+)
+@pytest.mark.parametrize("where", ["form", "basic"])
+async def test_a_client_id_no_client_could_have_is_invalid_client(
+    client: httpx.AsyncClient, client_id: str, path: str, form: dict[str, str], where: str
+) -> None:
+    credentials = {"client_id": client_id, "client_secret": "ast_cs_whatever"}
+    if where == "form":
+        response = await client.post(path, data={**form, **credentials})
+    else:
+        encoded = f"{quote_plus(client_id)}:ast_cs_whatever"
+        response = await client.post(path, data=form, headers=basic_of(encoded))
+
+    assert_oauth_error(response, 401, "invalid_client")
+
+
+async def test_basic_credentials_must_name_their_client(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+
+    # RFC 6749 §2.3.1: the id is Basic's user-id; one from the form would mix two methods.
+    response = await client.post(
+        TOKEN_URL,
+        data={"grant_type": "client_credentials", "client_id": registered["client_id"]},
+        headers=basic_of(":" + registered["client_secret"]),
+    )
+
+    assert_oauth_error(response, 401, "invalid_client")
 
 
 async def test_a_public_client_cannot_use_client_credentials(client: httpx.AsyncClient) -> None:

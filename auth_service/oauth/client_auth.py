@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -10,6 +11,9 @@ from auth_service.oauth import forms
 from auth_service.services import clients
 from auth_service.services.clients import Client
 from auth_service.state import AppState
+
+# RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); and no longer than a stored one.
+_CLIENT_ID = re.compile(r"[\x20-\x7E]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +36,26 @@ def _from_basic(header: str) -> ClientCredentials:
     if not colon:
         raise InvalidClient("The Basic credentials are malformed.")
     # Both are form-urlencoded before they are joined (RFC 6749 §2.3.1).
-    return ClientCredentials(unquote_plus(client_id) or None, unquote_plus(secret) or None)
+    credentials = ClientCredentials(unquote_plus(client_id) or None, unquote_plus(secret) or None)
+    if credentials.secret is not None and credentials.client_id is None:
+        # The id of a client authenticating by Basic is its user-id, not a form parameter.
+        raise InvalidClient("The Basic credentials name no client.")
+    return credentials
 
 
 def presented(authorization: str | None, form: forms.Form) -> ClientCredentials:
-    """The client credentials of a request with this `Authorization` header and form."""
+    """The client credentials of a request with this `Authorization` header and form.
+
+    A client id no client could have (a control character, too long) fails here, before
+    any lookup: InvalidClient.
+    """
+    credentials = _presented(authorization, form)
+    if credentials.client_id is not None and not _CLIENT_ID.fullmatch(credentials.client_id):
+        raise InvalidClient("Client authentication failed.")
+    return credentials
+
+
+def _presented(authorization: str | None, form: forms.Form) -> ClientCredentials:
     in_form = ClientCredentials(
         forms.optional(form, "client_id"), forms.optional(form, "client_secret")
     )
