@@ -178,6 +178,9 @@ class OAuthClient(SQLModel, table=True):
     # the services holding it can move to the new one without a moment of refusals.
     previous_secret_digest: bytes | None = Field(default=None, sa_type=LargeBinary(32))
     previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Stamped into the client's own tokens; raised when it is deactivated or its secret is
+    # replaced without a grace period (a leak), which refuses every token it had, for good.
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RevokedAccessToken(SQLModel, table=True):

@@ -385,6 +385,75 @@ async def test_a_rotation_ends_any_earlier_secret_at_once(client: httpx.AsyncCli
     assert await sql(client, "SELECT previous_secret_digest FROM clients") == [(None,)] * 2
 
 
+async def introspected(
+    client: httpx.AsyncClient, token: str, caller: dict[str, Any]
+) -> dict[str, Any]:
+    """What introspection answers `caller` (a registered client) about `token`."""
+    response = await client.post(
+        "/oauth2/introspect",
+        data={"token": token},
+        headers=basic(caller["client_id"], caller["client_secret"]),
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_a_rotation_after_a_leak_refuses_the_clients_tokens_and_a_planned_one_keeps_them(
+    client: httpx.AsyncClient,
+) -> None:
+    gateway = await new_client(client, name="gateway", scopes=["introspect"])
+    leaky = await new_client(client)
+    before = (await client_token(client, leaky)).json()["access_token"]
+
+    planned = await rotate(client, leaky, grace_seconds=60)
+    kept = await introspected(client, before, gateway)
+    during = (await client_token(client, planned)).json()["access_token"]
+    await rotate(client, planned)  # no grace: the secret leaked
+
+    assert kept["active"] is True
+    assert await introspected(client, before, gateway) == {"active": False}
+    assert await introspected(client, during, gateway) == {"active": False}
+
+
+async def test_a_deactivated_clients_tokens_stay_refused_when_it_comes_back(
+    client: httpx.AsyncClient,
+) -> None:
+    gateway = await new_client(client, name="gateway", scopes=["introspect"])
+    registered = await new_client(client)
+    stolen = (await client_token(client, registered)).json()["access_token"]
+    path, admin = f"/admin/clients/{registered['client_id']}", await admin_headers(client)
+
+    for active in (False, True):
+        patched = await client.patch(path, json={"is_active": active}, headers=admin)
+        assert patched.status_code == 200, patched.text
+
+    assert await introspected(client, stolen, gateway) == {"active": False}
+    fresh = (await client_token(client, registered)).json()["access_token"]
+    assert (await introspected(client, fresh, gateway))["active"] is True
+
+
+async def test_a_scope_taken_from_a_client_is_refused_to_its_tokens_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    gateway = await new_client(client, name="gateway", scopes=["introspect"])
+    registered = await new_client(client, scopes=["introspect", "orders:read"])
+    token = (await client_token(client, registered)).json()["access_token"]
+
+    patched = await client.patch(
+        f"/admin/clients/{registered['client_id']}",
+        json={"scopes": ["orders:read"]},
+        headers=await admin_headers(client),
+    )
+
+    assert patched.status_code == 200, patched.text
+    assert (await introspected(client, token, gateway))["scope"] == "orders:read"
+    # Its token no longer lets it introspect, as its secret no longer does.
+    by_token = await client.post("/oauth2/introspect", data={"token": token}, headers=bearer(token))
+    assert by_token.status_code == 403
+    assert 'scope="introspect"' in by_token.headers["www-authenticate"]
+
+
 @pytest.mark.parametrize(
     "body",
     [

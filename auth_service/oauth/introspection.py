@@ -18,7 +18,7 @@ from auth_service.errors import InsufficientScope, InvalidClient
 from auth_service.models import utcnow
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.revocation import is_jwt
-from auth_service.scopes import Scope
+from auth_service.scopes import Scope, format_scope
 from auth_service.services import access, clients, sessions
 from auth_service.services.access import ClientPrincipal, Principal
 from auth_service.state import AppState
@@ -34,6 +34,8 @@ def _access_token(principal: Principal | ClientPrincipal) -> dict[str, Any]:
     answer |= {name: claims[name] for name in _CLAIMS if name in claims}
     if isinstance(principal, Principal):
         answer["username"] = principal.user.email
+    else:  # the scopes the client still has, not all those it had
+        answer["scope"] = format_scope(principal.scopes)
     return answer
 
 

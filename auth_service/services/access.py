@@ -7,8 +7,9 @@ its `jti` was not revoked (RFC 7009), and what it acts for is still there:
 - a user's token (`sub` a user id): the user exists and is active, the token was issued at
   the user's current token version (no password change or deactivation since), and the
   session it names (`sid`), if any, has not ended;
-- a client's own token (client credentials: `sub` is its `client_id`): the client exists
-  and is active.
+- a client's own token (client credentials: `sub` is its `client_id`): the client exists,
+  is active, and has not been deactivated or had its secret replaced after a leak since the
+  token was issued; its scopes are those the client still has.
 
 All of it is read in one statement on every call, never cached, so a change through any
 worker or replica counts at once.
@@ -123,9 +124,11 @@ def _judge(
     if state.revoked:
         raise InvalidToken(REVOKED)
     if subject.client_id is not None:
-        if state.client is None or not state.client.is_active:
+        client = state.client
+        if client is None or not client.is_active or is_revoked(claims, client):
             raise InvalidToken(REVOKED)
-        return ClientPrincipal(claims=claims, scopes=scopes, client=state.client)
+        # The client's list as it is now: a scope taken away counts at once.
+        return ClientPrincipal(claims=claims, scopes=scopes & client.scopes, client=client)
     user = state.user
     if (
         user is None

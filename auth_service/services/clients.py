@@ -180,7 +180,7 @@ async def update_client(
     is_active: bool | None = None,
 ) -> OAuthClient:
     """Change what is given (None: unchanged). Deactivation ends the client's sessions and
-    refuses its tokens at once."""
+    refuses its tokens at once and for good; scopes taken away are refused at once."""
     if grant_types is not None:
         _check(confidential=client.is_confidential, grant_types=grant_types)
         client.grant_types = sorted(set(grant_types))
@@ -195,6 +195,7 @@ async def update_client(
     if is_active is not None:
         if client.is_active and not is_active:
             await _end_sessions(session, client.client_id)
+            client.token_version += 1  # its own tokens stay refused if it comes back
         client.is_active = is_active
     client.updated_at = utcnow()
     session.add(client)
@@ -206,7 +207,8 @@ async def rotate_secret(
     *, session: AsyncSession, client: OAuthClient, grace: timedelta = timedelta(0)
 ) -> str:
     """A new secret for a confidential client. The one it replaces keeps working for
-    `grace` (none: it stops at once, as after a leak); any earlier one stops now."""
+    `grace`; without one it stops at once and the client's own tokens are refused, as after
+    a leak. Any earlier secret stops now."""
     if not client.is_confidential:
         raise Conflict("A public client has no secret.")
     secret = new_secret()
@@ -216,6 +218,7 @@ async def rotate_secret(
         client.previous_secret_expires_at = now + grace
     else:
         client.previous_secret_digest = client.previous_secret_expires_at = None
+        client.token_version += 1  # a leak: what the old secret obtained goes with it
     client.secret_digest = secret_digest(secret)
     client.secret_rotated_at = client.updated_at = now
     session.add(client)

@@ -128,6 +128,13 @@ def issue_access_token(
     )
 
 
+def client_claims(client: Client) -> dict[str, Any]:
+    """What a client's own access token carries besides RFC 9068's claims: the client's
+    token version, which refuses the token once the client is deactivated or its secret
+    replaced after a leak."""
+    return {TOKEN_VERSION_CLAIM: client.token_version}
+
+
 def user_claims(user: User, *, session_id: uuid.UUID) -> dict[str, Any]:
     """What a user's access token carries besides RFC 9068's claims. `sid` names the session
     it was issued in, which ends it when the session ends."""
@@ -139,8 +146,9 @@ def user_claims(user: User, *, session_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def is_revoked(claims: dict[str, Any], user: User | UserState) -> bool:
-    """Was the token issued before the user's latest password change or deactivation?
+def is_revoked(claims: dict[str, Any], user: User | UserState | Client) -> bool:
+    """Was the token issued before the user's latest password change or deactivation (or
+    the client's latest deactivation or emergency rotation)?
 
     `jwt.decode` has checked the claim is an int (`False` and `0.0` would equal 0).
     """

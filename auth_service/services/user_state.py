@@ -79,6 +79,7 @@ class ClientState:
     audiences: frozenset[str]
     previous_secret_digest: bytes | None  # accepted too, until the time below
     previous_secret_expires_at: datetime | None
+    token_version: int  # its own tokens must carry it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ _CLIENT_COLUMNS = (
     "audiences",
     "previous_secret_digest",
     "previous_secret_expires_at",
+    "token_version",
 )
 _CLIENT, _CALLER = 10, 10 + len(_CLIENT_COLUMNS)  # where each client's columns start in a row
 # One row whatever is found: every part joins a one-row anchor on its own key (a NULL key
@@ -174,6 +176,7 @@ def _client_state(columns: Sequence[Any]) -> ClientState | None:
         audiences,
         previous_secret_digest,
         previous_secret_expires_at,
+        token_version,
     ) = columns
     if client_id is None:
         return None
@@ -187,6 +190,7 @@ def _client_state(columns: Sequence[Any]) -> ClientState | None:
         audiences=frozenset(audiences),
         previous_secret_digest=_bytes(previous_secret_digest),
         previous_secret_expires_at=previous_secret_expires_at,
+        token_version=token_version,
     )
 
 

@@ -1,4 +1,4 @@
-"""client secret grace period: the secret a rotation replaced, accepted until a set time
+"""clients: the secret a rotation replaced, accepted until a set time; a token version
 
 Revision ID: 5c1e7a9d2b40
 Revises: bdcfbee60eb9
@@ -24,9 +24,13 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("previous_secret_expires_at", sa.DateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column("token_version", sa.Integer(), server_default="0", nullable=False)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.drop_column("token_version")
         batch_op.drop_column("previous_secret_expires_at")
         batch_op.drop_column("previous_secret_digest")

@@ -48,6 +48,7 @@ class ClientCredentialsGrant(Grant):
             audience=audience,
             keys=request.state.keys,
             settings=settings,
+            claims=tokens.client_claims(client),
         )
         return TokenResponse(
             access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope
