@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from auth_service.config import Settings
@@ -105,16 +106,21 @@ def issue_access_token(
     keys: KeySet,
     settings: Settings,
     claims: Mapping[str, Any] | None = None,
+    not_after: datetime | None = None,
 ) -> IssuedToken:
     """An RFC 9068 access token for `subject` (a user's id, or the client's own for client
-    credentials), with `claims` added."""
+    credentials), with `claims` added, expiring after AUTH_ACCESS_TOKEN_TTL or at
+    `not_after` (its session's end), whichever comes first."""
     now = int(time.time())
+    exp = now + settings.access_token_ttl
+    if not_after is not None:
+        exp = min(exp, int(not_after.timestamp()))
     scope = format_scope(scopes)
     payload: dict[str, Any] = {
         "iss": settings.issuer,
         "sub": subject,
         "aud": audience,
-        "exp": now + settings.access_token_ttl,
+        "exp": exp,
         "iat": now,
         "jti": secrets.token_urlsafe(16),
         "client_id": client_id,
@@ -123,7 +129,7 @@ def issue_access_token(
     }
     return IssuedToken(
         access_token=jwt.encode(payload, keys.signing),
-        expires_in=settings.access_token_ttl,
+        expires_in=exp - now,
         scope=scope,
     )
 

@@ -85,6 +85,7 @@ def token_response(
         keys=request.state.keys,
         settings=settings,
         claims=tokens.user_claims(user, session_id=login.id),
+        not_after=login.expires_at,  # a token never outlives its session
     )
     return TokenResponse(
         access_token=issued.access_token,
