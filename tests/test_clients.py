@@ -17,6 +17,7 @@ from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     SECRET_KEY,
+    STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
     auth_headers,
@@ -600,6 +601,27 @@ async def test_a_users_session_keeps_the_audience_it_signed_in_for(
     assert claims_of(refreshed.json()["access_token"])["aud"] == "orders-api"
     assert_oauth_error(elsewhere, 400, "invalid_target")
     assert me.status_code == 401
+
+
+async def test_a_session_loses_an_audience_its_client_no_longer_has(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "amy@example.com")
+    admin, path = await admin_headers(client), "/admin/clients/auth-service"
+    await client.patch(path, json={"audiences": ["orders-api"]}, headers=admin)
+    form = {"grant_type": "password", "username": "amy@example.com", "password": STRONG_PASSWORD}
+    signed_in = await client.post(TOKEN_URL, data={**form, "audience": "orders-api"})
+    assert signed_in.status_code == 200, signed_in.text
+
+    await client.patch(path, json={"audiences": []}, headers=admin)
+    refreshed = await client.post(
+        TOKEN_URL,
+        data={"grant_type": "refresh_token", "refresh_token": signed_in.json()["refresh_token"]},
+    )
+
+    assert_oauth_error(refreshed, 400, "invalid_target")
+    [(spent,)] = await sql(client, "SELECT count(*) FROM refresh_tokens WHERE spent_at IS NOT NULL")
+    assert spent == 0  # refused: nothing changed, the token may be presented again
 
 
 async def test_an_audience_nobody_allowed_is_refused_before_the_password_is_checked(

@@ -148,7 +148,7 @@ async def test_an_access_token_is_no_refresh_token(client: httpx.AsyncClient) ->
 # --- scope ----------------------------------------------------------------------------------
 
 
-async def test_a_refresh_may_narrow_the_scope_and_the_successor_keeps_it(
+async def test_a_refresh_may_narrow_its_access_token_and_the_successor_keeps_the_grant(
     client: httpx.AsyncClient,
 ) -> None:
     await register(client, "fay@example.com")
@@ -159,9 +159,12 @@ async def test_a_refresh_may_narrow_the_scope_and_the_successor_keeps_it(
     assert narrowed.status_code == 200, narrowed.text
     assert narrowed.json()["scope"] == "openid"
     assert claims_of(narrowed.json()["access_token"])["scope"] == "openid"
+    # RFC 6749 §6: the new refresh token's scope is identical to the presented one's.
+    [(kept,)] = await sql(client, "SELECT scope FROM refresh_tokens WHERE spent_at IS NULL")
+    assert kept == "account openid profile"
     again = await refresh(client, narrowed.json()["refresh_token"])
-    assert again.json()["scope"] == "openid"
-    widened = await refresh(client, again.json()["refresh_token"], scope="openid profile")
+    assert again.json()["scope"] == "account openid profile"
+    widened = await refresh(client, again.json()["refresh_token"], scope="openid email")
     assert widened.status_code == 400
     assert widened.json()["error"] == "invalid_scope"
 
@@ -249,6 +252,19 @@ async def test_a_session_ends_at_its_maximum_age_however_often_it_refreshes(
         await sql(client, "UPDATE sessions SET expires_at = :past", past=_ago(seconds=1))
 
         assert_invalid_grant(await refresh(client, token))
+
+
+async def test_an_access_token_never_outlives_its_session(client: httpx.AsyncClient) -> None:
+    await register(client, "lee@example.com")
+    token = (await sign_in(client, "lee@example.com"))["refresh_token"]
+    ends = datetime.now(UTC) + timedelta(seconds=60)  # sooner than an access token's TTL
+    await sql(client, "UPDATE sessions SET expires_at = :ends", ends=ends)
+
+    refreshed = await refresh(client, token)
+
+    assert refreshed.status_code == 200, refreshed.text
+    assert claims_of(refreshed.json()["access_token"])["exp"] <= ends.timestamp()
+    assert 0 < refreshed.json()["expires_in"] <= 60
 
 
 def _ago(*, seconds: int) -> datetime:

@@ -9,6 +9,7 @@ share one successor and the session never forks; after the interval, reuse ends 
 """
 
 from datetime import timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 from auth_service.errors import InvalidGrant, InvalidTarget
@@ -63,19 +64,27 @@ class RefreshTokenGrant(Grant):
         user = await db.get(User, presented.login.user_id)
         if user is None or not user.is_active:
             raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
-        # RFC 8707 §2.2: a refresh may name the audience its session was granted, no other.
+        # RFC 8707 §2.2: a refresh may name the audience its session was granted, no other,
+        # and only while the client or the settings still allow it.
         if audience is not None and audience != (
             presented.login.audience or state.settings.token_audience
         ):
             raise InvalidTarget("A refresh keeps the audience of its sign-in.")
-        scopes = tokens.refresh_scopes(
-            requested,
+        tokens.audience_for(
+            presented.login.audience, client=request.client, settings=state.settings
+        )
+        # RFC 6749 §6: the successor keeps the presented token's scope (less what the user or
+        # the client has lost since); a narrower request narrows this access token alone.
+        scopes_of = partial(
+            tokens.refresh_scopes,
             granted=presented.token.scope,
             roles=user.roles,
             client_scopes=request.client.scopes,
         )
+        whole = scopes_of(None)
+        scopes = whole if requested is None else scopes_of(requested)
         successor = await sessions.rotate(
-            db, presented, scope=format_scope(scopes), settings=state.settings, now=now
+            db, presented, scope=format_scope(whole), settings=state.settings, now=now
         )
         answer = token_response(
             request,
