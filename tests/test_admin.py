@@ -5,8 +5,11 @@ import uuid
 
 import httpx
 import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service import migrate
+from auth_service.models import User
+from auth_service.services import users
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -304,6 +307,56 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
     listing = await client.get("/admin/users", headers=survivor)
     admins = [u for u in listing.json()["data"] if "admin" in u["roles"] and u["is_active"]]
     assert len(admins) == 1
+
+
+@pytest.mark.parametrize("change", ["demote", "deactivate", "delete"])
+async def test_a_removal_that_loaded_its_target_before_it_became_the_last_admin_is_refused(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    root = await admin_headers(client)
+    root_id = await _admin_id(client, root)
+    heir = await register(client, "late-heir@example.com")
+    # The removal's route loads its target, then waits while the others act.
+    loaded, go_on = asyncio.Event(), asyncio.Event()
+    get_user = users.get_user
+
+    async def get_user_then_wait(*, session: AsyncSession, user_id: uuid.UUID) -> User:
+        user = await get_user(session=session, user_id=user_id)
+        if str(user_id) == heir["id"] and not loaded.is_set():
+            loaded.set()
+            await go_on.wait()
+        return user
+
+    monkeypatch.setattr(users, "get_user", get_user_then_wait)
+
+    async def remove() -> httpx.Response:
+        if change == "delete":
+            return await client.delete(f"/admin/users/{heir['id']}", headers=root)
+        body: dict[str, object] = {"roles": []} if change == "demote" else {"is_active": False}
+        return await client.patch(f"/admin/users/{heir['id']}", json=body, headers=root)
+
+    removal = asyncio.create_task(remove())
+    try:
+        async with asyncio.timeout(10):
+            await loaded.wait()  # the heir as loaded: no admin
+        # Meanwhile the heir is made admin, and root steps down (the heir remains: allowed).
+        promoted = await client.patch(
+            f"/admin/users/{heir['id']}", json={"roles": ["admin"]}, headers=root
+        )
+        stepped_down = await client.patch(
+            f"/admin/users/{root_id}", json={"roles": []}, headers=root
+        )
+    finally:
+        go_on.set()
+        removed = await removal
+
+    assert promoted.status_code == 200, promoted.text
+    assert stepped_down.status_code == 200, stepped_down.text
+    assert removed.status_code == 409, removed.text
+    assert removed.json() == {"detail": "This change would leave no active admin."}
+    listing = await client.get("/admin/users", headers=await auth_headers(client, heir["email"]))
+    admins = [u["id"] for u in listing.json()["data"] if "admin" in u["roles"] and u["is_active"]]
+    assert admins == [heir["id"]]
 
 
 async def test_a_mixed_case_bootstrap_address_logs_in_as_typed_or_lowered(

@@ -7,11 +7,12 @@ never commit: the request's session dependency commits once or rolls back.
 
 import enum
 import logging
+import uuid
 from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.errors import LastAdmin
+from auth_service.errors import LastAdmin, NotFound
 from auth_service.models import ADMIN_ROLE, User, utcnow
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services import users
@@ -36,10 +37,31 @@ async def list_users(
     return await repository.search(session, limit=limit, offset=offset, q=q)
 
 
-async def _ensure_other_active_admin(*, session: AsyncSession, user: User) -> None:
-    """Refuse a change to `user` that would leave no active admin (see
+def _is_active_admin(user: User) -> bool:
+    return ADMIN_ROLE in user.roles and user.is_active
+
+
+async def _reread_under_admin_lock(
+    *, session: AsyncSession, user: User
+) -> tuple[User, list[uuid.UUID]]:
+    """Lock the active admins, then read `user` again: (the user as it is now, the ids of
+    the active admins). NotFound when the user was deleted meanwhile.
+
+    Whether a change takes away an active admin is decided on this copy, never on one
+    loaded before the lock: meanwhile another admin may have made the user an admin and
+    stepped down, leaving the user the last one.
+    """
+    admins = await repository.lock_active_admins(session)
+    fresh = await repository.reread_locked(session, user)
+    if fresh is None:
+        raise NotFound("No such user.")
+    return fresh, admins
+
+
+def _ensure_other_active_admin(*, user: User, admins: list[uuid.UUID]) -> None:
+    """Refuse a change that takes `user` out of the active `admins` (locked by
     `repository.lock_active_admins`: two admins demoting each other at once cannot both win)."""
-    if not [admin for admin in await repository.lock_active_admins(session) if admin != user.id]:
+    if not [admin for admin in admins if admin != user.id]:
         raise LastAdmin
 
 
@@ -53,20 +75,26 @@ async def update_user(
     is_verified: bool | None = None,
 ) -> User:
     """Change what is given (None: unchanged; for the name, KEEP, as None clears it).
-    Deactivation ends every session of the user at once."""
-    roles = list(roles) if roles is not None else user.roles
-    is_active = is_active if is_active is not None else user.is_active
-    if ADMIN_ROLE in user.roles and user.is_active and not (ADMIN_ROLE in roles and is_active):
-        await _ensure_other_active_admin(session=session, user=user)
+    Deactivation ends every session of the user at once.
+
+    `user` may have been loaded before a concurrent change: a change of roles or of
+    activity reads it again under the admin lock, and what is returned is that copy.
+    """
+    if roles is not None or is_active is not None:
+        user, admins = await _reread_under_admin_lock(session=session, user=user)
+        new_roles = list(roles) if roles is not None else user.roles
+        active = is_active if is_active is not None else user.is_active
+        if _is_active_admin(user) and not (ADMIN_ROLE in new_roles and active):
+            _ensure_other_active_admin(user=user, admins=admins)
+        user.set_roles(new_roles)
+        if active != user.is_active:
+            user.is_active = active
+            if not active:
+                await end_every_session(session, user)
     if name is not KEEP:
         user.name = name
-    user.set_roles(roles)
     if is_verified is not None:
         user.is_verified = is_verified
-    if is_active != user.is_active:
-        user.is_active = is_active
-        if not is_active:
-            await end_every_session(session, user)
     user.updated_at = utcnow()
     session.add(user)
     await session.flush()
@@ -74,8 +102,10 @@ async def update_user(
 
 
 async def delete_user(*, session: AsyncSession, user: User) -> None:
-    if ADMIN_ROLE in user.roles and user.is_active:
-        await _ensure_other_active_admin(session=session, user=user)
+    """Delete `user` for good (read again under the admin lock, as in `update_user`)."""
+    user, admins = await _reread_under_admin_lock(session=session, user=user)
+    if _is_active_admin(user):
+        _ensure_other_active_admin(user=user, admins=admins)
     await session.delete(user)
     await session.flush()
 

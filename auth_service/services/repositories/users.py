@@ -76,6 +76,23 @@ async def lock_active_admins(session: AsyncSession) -> list[uuid.UUID]:
     return list(admins.all())
 
 
+async def reread_locked(session: AsyncSession, user: User) -> User | None:
+    """`user` read again from the database, roles included, over what the session holds;
+    None when it was deleted meanwhile. PostgreSQL: its row stays locked until the
+    transaction ends.
+
+    After `lock_active_admins`, what it returns is what the admin rule must decide on: the
+    copy loaded before the lock may be stale (promoted, demoted or deactivated meanwhile).
+    """
+    found = await session.exec(
+        select(User)
+        .where(col(User.id) == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
 async def replace_hash(session: AsyncSession, user: User, new_hash: str) -> None:
     """Store `new_hash` for `user`, but only if the hash is still the one `user` holds, so a
     password change that landed meanwhile is never undone."""
