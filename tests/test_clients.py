@@ -13,6 +13,7 @@ import httpx
 import jwt
 import pytest
 
+from auth_service.services import authentication
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -522,6 +523,39 @@ async def test_deleting_a_login_client_ends_the_sessions_signed_in_through_it(
     assert {row[0] for row in await sql(client, "SELECT client_id FROM sessions")} == {
         "auth-service"
     }
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+async def test_a_login_client_removed_during_a_sign_in_leaves_no_session(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    await register(client, "bob@example.com")
+    web = await new_client(
+        client,
+        name="web",
+        confidential=False,
+        scopes=["openid", "account"],
+        grant_types=["password", "refresh_token"],
+    )
+    path, admin = f"/admin/clients/{web['client_id']}", await admin_headers(client)
+    check_password = authentication.authenticate
+
+    async def removed_meanwhile(**arguments: Any) -> Any:
+        # The client was read; while the password is checked, an admin removes it.
+        if change == "delete":
+            assert (await client.delete(path, headers=admin)).status_code == 204
+        else:
+            patched = await client.patch(path, json={"is_active": False}, headers=admin)
+            assert patched.status_code == 200
+        return await check_password(**arguments)
+
+    monkeypatch.setattr(authentication, "authenticate", removed_meanwhile)
+    form = {"grant_type": "password", "username": "bob@example.com", "password": STRONG_PASSWORD}
+    signed_in = await client.post(TOKEN_URL, data={**form, "client_id": web["client_id"]})
+
+    assert_oauth_error(signed_in, 401, "invalid_client")
+    left = await sql(client, "SELECT id FROM sessions WHERE client_id = :c", c=web["client_id"])
+    assert left == []
 
 
 async def test_a_login_client_may_hand_out_service_scopes_to_users(

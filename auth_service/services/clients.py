@@ -163,8 +163,31 @@ async def get_client(*, session: AsyncSession, client_id: str) -> OAuthClient:
     return client
 
 
+async def hold_active(session: AsyncSession, client_id: str) -> None:
+    """Keep the client from being deactivated or deleted until the transaction ends, or
+    InvalidClient if that happened already. For a sign-in, after it wrote its session: a
+    deactivation or deletion then either waits for the sign-in and ends that session too, or
+    has committed first and the sign-in is refused (PostgreSQL: FOR SHARE against the FOR
+    UPDATE of `_end_sessions`; SQLite: the write lock the sign-in's insert holds).
+    """
+    found = await session.exec(
+        select(col(OAuthClient.is_active))
+        .where(col(OAuthClient.client_id) == client_id)
+        .with_for_update(read=True)
+    )
+    if not found.first():
+        raise InvalidClient("Client authentication failed.")
+
+
 async def _end_sessions(session: AsyncSession, client_id: str) -> None:
-    """End every session signed in through the client: its users' tokens die with them."""
+    """End every session signed in through the client: its users' tokens die with them.
+    The client's row is locked first, so a sign-in holding it (`hold_active`) finishes
+    before the sessions are read, and one that has not is refused."""
+    await session.exec(
+        select(col(OAuthClient.client_id))
+        .where(col(OAuthClient.client_id) == client_id)
+        .with_for_update()
+    )
     await session.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
 
 

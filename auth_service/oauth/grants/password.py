@@ -14,7 +14,7 @@ from auth_service.oauth.grants import (
 )
 from auth_service.schemas import TokenResponse
 from auth_service.scopes import format_scope
-from auth_service.services import authentication, sessions, tokens
+from auth_service.services import authentication, clients, sessions, tokens
 
 
 class PasswordGrant(Grant):
@@ -62,6 +62,8 @@ class PasswordGrant(Grant):
             settings=state.settings,
             now=utcnow(),
         )
+        # The client was read before the password work: still there? (See `hold_active`.)
+        await clients.hold_active(request.session, request.client.client_id)
         return token_response(
             request, user=user, scopes=scopes, login=login, refresh_token=refresh_token
         )
