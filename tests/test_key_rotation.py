@@ -11,11 +11,13 @@ import collections
 import logging
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,14 @@ import anyio
 import anyio.to_thread
 import httpx
 import jwt
+import psycopg
 import pytest
 from sqlalchemy import create_engine, select, update
 from sqlmodel import col
 
 from auth_service import cli
+from auth_service.db import STARTUP_LOCK_ID, create_sessionmaker, session_scope, sync_url
 from auth_service.db import create_engine as create_async_engine
-from auth_service.db import create_sessionmaker, session_scope, sync_url
 from auth_service.models import SigningKey
 from auth_service.security.jwt import LEEWAY_SECONDS
 from auth_service.services import keys as keys_service
@@ -49,6 +52,11 @@ from tests.conftest import (
     login,
     register,
     scratch_postgres,
+)
+from tests.test_database_outage import (
+    DATABASE_TIMEOUT,
+    _answered_while_locked,
+    _assert_unavailable,
 )
 from tests.test_serve import WORKERS, RouteCounts, Server, _workers_that_answered
 
@@ -384,6 +392,62 @@ async def admin_headers_for(
     client: httpx.AsyncClient, email: str, password: str, *, scope: str | None
 ) -> dict[str, str]:
     return bearer(await login(client, email, password, scope=scope))
+
+
+# --- waits on start-up and migrations ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def _start_up_elsewhere(database: str) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """Hold the lock a replica's start-up or migration holds, from a connection of its own;
+    yields the coroutine function that releases it (once or more)."""
+    if database.startswith("postgresql"):
+        other = await psycopg.AsyncConnection.connect(database, autocommit=True)
+
+        async def release_advisory() -> None:
+            await other.execute("SELECT pg_advisory_unlock_all()")
+
+        try:
+            await other.execute("SELECT pg_advisory_lock(%s)", [STARTUP_LOCK_ID])
+            yield release_advisory
+        finally:
+            await other.close()
+        return
+    holder = sqlite3.connect(database.removeprefix("sqlite:///"), isolation_level=None)
+
+    async def release_write_lock() -> None:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock: its start-up lock
+        yield release_write_lock
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("change", ["rotate", "revoke"])
+async def test_a_change_waiting_on_a_starting_replica_is_503_after_the_database_timeout(
+    make_client: ClientFactory, database: str, change: str
+) -> None:
+    """Start-up waits for another replica as long as it takes; a request waits no longer
+    than AUTH_DATABASE_TIMEOUT_SECONDS, then answers as on an unavailable database."""
+    async with make_client(database_timeout_seconds=DATABASE_TIMEOUT) as client:
+        admin = await admin_headers(client)
+        kid = kid_of(admin["Authorization"].removeprefix("Bearer "))
+        path = "/admin/keys/rotate" if change == "rotate" else f"/admin/keys/{kid}/revoke"
+        stored = _stored(database)
+
+        async with _start_up_elsewhere(database) as release:
+            started = time.monotonic()
+            refused = await _answered_while_locked(client.post(path, headers=admin), release)
+            waited = time.monotonic() - started
+
+        _assert_unavailable(refused)
+        assert waited >= DATABASE_TIMEOUT - 0.1
+        assert _stored(database) == stored  # the failed request changed nothing
+        done = await client.post(path, headers=admin)  # the other replica has started
+        assert done.status_code == (201 if change == "rotate" else 200), done.text
 
 
 # --- other workers and replicas ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.db import is_unavailable, lock_for_startup, session_scope
+from auth_service.db import is_unavailable, lock_for_change, session_scope
 from auth_service.errors import NotFound
 from auth_service.models import SigningKey, utcnow
 from auth_service.security import crypto
@@ -161,8 +161,8 @@ async def _rotate(
 ) -> SigningKey:
     key = await _new_key(alg, secret_key)
     # One rotation at a time across processes and replicas: two at once would leave two
-    # keys without a retirement time.
-    await lock_for_startup(session)
+    # keys without a retirement time. A request waits no longer than the database timeout.
+    await lock_for_change(session)
     now = utcnow()
     key.created_at = now
     await session.exec(
@@ -184,7 +184,7 @@ async def revoke(
     The signing key is replaced first, so the service can always sign. Revoking a revoked
     key changes nothing.
     """
-    await lock_for_startup(session)
+    await lock_for_change(session)
     key = await session.get(SigningKey, kid)
     if key is None:
         raise NotFound("No signing key has this kid.")
