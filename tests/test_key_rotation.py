@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, select, update
 from sqlmodel import col
 
 from auth_service import cli
+from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.db import STARTUP_LOCK_ID, create_sessionmaker, session_scope, sync_url
 from auth_service.db import create_engine as create_async_engine
 from auth_service.models import SigningKey
@@ -165,8 +166,9 @@ async def test_a_rotation_signs_new_tokens_with_a_new_key_and_keeps_old_tokens_v
     previous = listed[kid_of(old)]
     assert previous["state"] == "verifying"
     assert previous["revoked_at"] is None
-    # Every token the old key signed has expired by then, with the guards' leeway.
-    window = 900 + LEEWAY_SECONDS
+    # Every token the old key signed has expired by then, with the guards' leeway, however
+    # late (up to the longest AUTH_KEY_REFRESH_SECONDS) a worker learns of the rotation.
+    window = 900 + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS
     retires = _parse_time(previous["retires_at"]).timestamp()
     assert before + window - 1 <= retires <= time.time() + window + 1
 
@@ -247,6 +249,35 @@ async def test_a_superseded_key_retires_once_its_window_has_passed(
 
     assert listed[kid_of(old)]["state"] == "retired"
     assert kid_of(old) in {kid for kid, _, _ in _stored(database)}  # kept for the record
+
+
+async def test_a_worker_a_poll_behind_signs_tokens_that_verify_until_they_expire(
+    make_client: ClientFactory, database: str
+) -> None:
+    """A worker signs with the superseded key until its next poll; every token it signs so
+    verifies until its exp (and the guards' leeway), whichever process rotated."""
+    async with (
+        make_client(key_refresh_seconds=FAST_POLL) as here,
+        make_client(key_refresh_seconds=KEY_REFRESH_MAX_SECONDS) as there,  # the slowest
+    ):
+        await register(here, "late@example.com")
+        old = await login(there, "late@example.com")
+        await _rotate(here, await admin_headers(here))
+        # As if the rotation had been 55 s ago: `there` has not polled since, as it may not.
+        retires_at = _retirement(database, kid_of(old)) - timedelta(seconds=55)
+        _set_retirement(database, kid_of(old), retires_at)
+
+        late = await login(there, "late@example.com")
+
+    assert kid_of(late) == kid_of(old)  # signed with the superseded key
+    expires = jwt.decode(late, options={"verify_signature": False})["exp"]
+    assert expires + LEEWAY_SECONDS <= retires_at.timestamp()
+
+
+def _retirement(database: str, kid: str) -> datetime:
+    (retires_at,) = [retires for stored, retires, _ in _stored(database) if stored == kid]
+    assert retires_at is not None
+    return retires_at
 
 
 async def test_a_retirement_falls_due_without_any_write(

@@ -3,9 +3,9 @@
 RFC 7517 §5: the JWK Set publishes every key that may still verify a token; RFC 7515 §4.1.4:
 tokens name theirs by `kid`. A rotation makes a new key the signing key; the keys it
 supersedes stay in the set until every access token they signed has expired (the rotation,
-plus the token lifetime, plus the verification leeway), then retire. An emergency revocation
-takes a key out at once. A key's state follows from its timestamps (`state_of`); rows are
-kept for the record.
+plus the longest poll interval of a worker that has not seen it yet, plus the token lifetime,
+plus the verification leeway), then retire. An emergency revocation takes a key out at once.
+A key's state follows from its timestamps (`state_of`); rows are kept for the record.
 
 `KeyRing` holds one process's key set and follows the table beside the requests: a cheap
 fingerprint of it every few seconds, and a reload, parsing only keys it has not seen yet,
@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.db import is_unavailable, lock_for_change, session_scope
 from auth_service.errors import NotFound
 from auth_service.models import SigningKey, utcnow
@@ -87,10 +88,16 @@ class KeyInfo:
 
 
 def overlap(access_token_ttl: int) -> timedelta:
-    """How long a superseded key keeps verifying: until the last token it signed expires,
-    with the leeway the guards grant on `exp` (which also covers workers that start signing
-    with the new key a poll later)."""
-    return timedelta(seconds=access_token_ttl + LEEWAY_SECONDS)
+    """How long a superseded key keeps verifying after a rotation: until the last token it
+    may sign has expired, with the leeway the guards grant on `exp`.
+
+    A worker learns of a rotation at its next poll of the table, and signs with the
+    superseded key until then: up to AUTH_KEY_REFRESH_SECONDS later. The window counts the
+    largest value that setting may have, not this process's: the process that rotates (an
+    admin's request, the command line on another machine) may poll faster than the slowest
+    worker of the service.
+    """
+    return timedelta(seconds=access_token_ttl + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS)
 
 
 def is_usable(key: SigningKey, now: datetime) -> bool:
