@@ -52,6 +52,7 @@ from tests.conftest import (
     bearer,
     login,
     register,
+    request_token,
     scratch_postgres,
 )
 from tests.test_database_outage import (
@@ -295,6 +296,84 @@ async def test_a_retirement_falls_due_without_any_write(
             return kid_of(old) not in await jwks_kids(client)
 
         await _until(gone, "the key leaves the JWKS at its retirement time")
+
+
+# --- a change of AUTH_SIGNING_ALG -------------------------------------------------------------
+
+
+async def test_a_new_signing_algorithm_retires_the_earlier_algorithms_keys_at_once(
+    make_client: ClientFactory, database: str
+) -> None:
+    """RFC 8725 §3.1: one algorithm. From the first start with the new one, tokens of the
+    earlier one are refused; so its keys leave the JWKS then, and say when, while sessions
+    go on with their refresh tokens."""
+    async with make_client() as first:  # RS256
+        await register(first, "switch@example.com")
+        issued = (await request_token(first, "switch@example.com")).json()
+    old = issued["access_token"]
+    before = datetime.now(UTC)
+
+    async with make_client(signing_alg="ES256") as second:
+        refused = await second.get("/users/me", headers=bearer(old))
+        refreshed = await second.post(
+            "/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        new = refreshed.json()["access_token"]
+        accepted = await second.get("/users/me", headers=bearer(new))
+        published = (await second.get("/.well-known/jwks.json")).json()["keys"]
+        listed = await listed_keys(second, await admin_headers(second))
+    stored = _stored(database)
+    async with make_client(signing_alg="ES256"):  # a restart changes nothing more
+        pass
+
+    _assert_invalid_token(refused)
+    assert accepted.status_code == 200, accepted.text
+    assert [(key["kid"], key["alg"]) for key in published] == [(kid_of(new), "ES256")]
+    assert listed[kid_of(new)]["state"] == "signing"
+    earlier = listed[kid_of(old)]
+    assert earlier["alg"] == "RS256"
+    assert earlier["state"] == "retired"
+    assert earlier["revoked_at"] is None
+    assert before <= _parse_time(earlier["retires_at"]) <= datetime.now(UTC)
+    assert _stored(database) == stored
+
+
+async def test_going_back_to_an_earlier_algorithm_signs_with_a_new_key(
+    make_client: ClientFactory, database: str
+) -> None:
+    async with make_client() as client:
+        rs256 = kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+    async with make_client(signing_alg="ES256") as client:
+        es256 = kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+    retired = {kid: retires for kid, retires, _ in _stored(database)}
+
+    async with make_client() as client:
+        admin = await admin_headers(client)
+        published = await jwks_kids(client)
+        listed = await listed_keys(client, admin)
+
+    signing = kid_of(admin["Authorization"].removeprefix("Bearer "))
+    assert signing not in {rs256, es256}  # a retired key never signs again
+    assert published == {signing}
+    assert listed[es256]["state"] == listed[rs256]["state"] == "retired"
+    assert _retirement(database, rs256) == retired[rs256]  # retired once, when it stopped
+
+
+async def test_a_key_of_another_algorithm_is_never_published(
+    make_client: ClientFactory, database: str
+) -> None:
+    """Made by a process still configured with the earlier algorithm (a replica not yet
+    restarted): this service refuses its tokens, so it does not publish it either."""
+    async with make_client(signing_alg="ES256") as client:
+        es256 = await jwks_kids(client)
+        rs256 = await _rotate_elsewhere(database, alg="RS256")
+        await app_state(client).key_ring.load()
+
+        assert rs256 in {kid for kid, _, _ in _stored(database)}
+        assert await jwks_kids(client) == es256
+        assert kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) in es256
 
 
 # --- revocation ------------------------------------------------------------------------------
@@ -609,13 +688,13 @@ async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
     assert SECRET_KEY not in caplog.text
 
 
-async def _rotate_elsewhere(url: str) -> str:
+async def _rotate_elsewhere(url: str, alg: str = "RS256") -> str:
     """Rotate as another replica would, through an engine of its own: the new kid."""
     engine = create_async_engine(url)
     try:
         async with session_scope(create_sessionmaker(engine)) as session:
             key = await keys_service.rotate(
-                session=session, alg="RS256", secret_key=SECRET_KEY, access_token_ttl=900
+                session=session, alg=alg, secret_key=SECRET_KEY, access_token_ttl=900
             )
     finally:
         await engine.dispose()

@@ -144,11 +144,28 @@ async def _new_key(alg: str, secret_key: str) -> SigningKey:
 
 
 async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
-    """Create a signing key for `alg` when the database has no usable one."""
+    """Create a signing key for `alg` when the database has no usable one; retire at once
+    the usable keys of any other algorithm (AUTH_SIGNING_ALG has changed).
+
+    RFC 8725 §3.1: the service accepts one algorithm, so it refuses the tokens of those keys
+    from this start on; they leave the JWK Set now, with the time they stopped verifying,
+    rather than being published for tokens nobody accepts.
+    """
     now = utcnow()
-    if _signing_key(await _usable_rows(session, now), alg=alg, now=now) is not None:
-        return
-    session.add(await _new_key(alg, secret_key))
+    rows = await _usable_rows(session, now)
+    others = [row.kid for row in rows if row.alg != alg]
+    if others:
+        await session.exec(
+            update(SigningKey).where(col(SigningKey.kid).in_(others)).values(retires_at=now)
+        )
+        logger.warning(
+            "retired %d signing key(s) of an algorithm other than AUTH_SIGNING_ALG=%s: "
+            "their tokens are refused from now on",
+            len(others),
+            alg,
+        )
+    if _signing_key(rows, alg=alg, now=now) is None:
+        session.add(await _new_key(alg, secret_key))
     await session.flush()
 
 
@@ -263,10 +280,14 @@ async def load_keyset(
     secret_key: str,
     known: Mapping[str, SigningKeyPair] | None = None,
 ) -> KeySet:
-    """The usable keys, signing with the newest of `alg`. Keys in `known` are reused as
-    they are; the others are decrypted and parsed once, in a worker thread."""
+    """The usable keys of `alg`, signing with the newest. Keys in `known` are reused as
+    they are; the others are decrypted and parsed once, in a worker thread.
+
+    Keys of another algorithm verify nothing here (one algorithm), so they are not in the
+    set or its JWK Set, even when a process configured with that algorithm made them.
+    """
     now = utcnow()
-    rows = await _usable_rows(session, now)
+    rows = [row for row in await _usable_rows(session, now) if row.alg == alg]
     signing = _signing_key(rows, alg=alg, now=now)
     if signing is None:
         raise LookupError(f"no usable {alg} signing key in the database")
