@@ -25,6 +25,8 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-chan
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_PRODUCTION_SECRET_BITS = 128
 KEY_GENERATION_HINT = "generate one with `openssl rand -base64 32`"
+# The longest AUTH_KEY_REFRESH_SECONDS: a rotation's overlap window counts it (services/keys.py).
+KEY_REFRESH_MAX_SECONDS = 60
 
 
 def secret_key_weakness(value: str) -> str | None:
@@ -119,7 +121,7 @@ class Settings(BaseSettings):
     key_refresh_seconds: float = Field(
         default=2,
         gt=0,
-        le=60,
+        le=KEY_REFRESH_MAX_SECONDS,
         description="how often each worker checks the signing keys table for a rotation or "
         "revocation made elsewhere (a cheap query; the keys are reloaded only on a change).",
     )

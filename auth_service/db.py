@@ -164,13 +164,29 @@ STARTUP_LOCK_ID = 0x61757468  # "auth"
 async def lock_for_startup(session: AsyncSession) -> None:
     """Serialize start-up work (key creation, bootstrap admin) across processes and replicas.
 
-    PostgreSQL: a transaction-level advisory lock. SQLite: a write that matches no row takes
-    the database's write lock until the transaction ends.
+    PostgreSQL: a transaction-level advisory lock, which migrations take too; start-up waits
+    for it as long as another replica's start-up or migration takes. SQLite: a write that
+    matches no row takes the database's write lock until the transaction ends.
     """
+    await _serialize(session, wait_without_limit=True)
+
+
+async def lock_for_change(session: AsyncSession) -> None:
+    """The start-up lock, taken by a request that changes what start-up creates (a signing
+    key rotation or revocation): one at a time with start-up, migrations and each other.
+
+    The wait is bounded like any statement's (`statement_timeout`; SQLite's busy timeout):
+    past it the request fails as on an unavailable database, with a 503, never a hang.
+    """
+    await _serialize(session, wait_without_limit=False)
+
+
+async def _serialize(session: AsyncSession, *, wait_without_limit: bool) -> None:
     connection = await session.connection()  # the session's transaction
     if connection.dialect.name == "postgresql":
-        # Waiting for another replica's start-up is not a request: no statement timeout.
-        await connection.execute(text("SET LOCAL statement_timeout = 0"))
+        if wait_without_limit:
+            # Waiting for another replica's start-up is not a request: no statement timeout.
+            await connection.execute(text("SET LOCAL statement_timeout = 0"))
         await connection.execute(
             text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=STARTUP_LOCK_ID)
         )

@@ -11,11 +11,13 @@ import collections
 import logging
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,15 @@ import anyio
 import anyio.to_thread
 import httpx
 import jwt
+import psycopg
 import pytest
 from sqlalchemy import create_engine, select, update
 from sqlmodel import col
 
 from auth_service import cli
+from auth_service.config import KEY_REFRESH_MAX_SECONDS
+from auth_service.db import STARTUP_LOCK_ID, create_sessionmaker, session_scope, sync_url
 from auth_service.db import create_engine as create_async_engine
-from auth_service.db import create_sessionmaker, session_scope, sync_url
 from auth_service.models import SigningKey
 from auth_service.security.jwt import LEEWAY_SECONDS
 from auth_service.services import keys as keys_service
@@ -48,7 +52,13 @@ from tests.conftest import (
     bearer,
     login,
     register,
+    request_token,
     scratch_postgres,
+)
+from tests.test_database_outage import (
+    DATABASE_TIMEOUT,
+    _answered_while_locked,
+    _assert_unavailable,
 )
 from tests.test_serve import WORKERS, RouteCounts, Server, _workers_that_answered
 
@@ -157,8 +167,9 @@ async def test_a_rotation_signs_new_tokens_with_a_new_key_and_keeps_old_tokens_v
     previous = listed[kid_of(old)]
     assert previous["state"] == "verifying"
     assert previous["revoked_at"] is None
-    # Every token the old key signed has expired by then, with the guards' leeway.
-    window = 900 + LEEWAY_SECONDS
+    # Every token the old key signed has expired by then, with the guards' leeway, however
+    # late (up to the longest AUTH_KEY_REFRESH_SECONDS) a worker learns of the rotation.
+    window = 900 + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS
     retires = _parse_time(previous["retires_at"]).timestamp()
     assert before + window - 1 <= retires <= time.time() + window + 1
 
@@ -241,6 +252,35 @@ async def test_a_superseded_key_retires_once_its_window_has_passed(
     assert kid_of(old) in {kid for kid, _, _ in _stored(database)}  # kept for the record
 
 
+async def test_a_worker_a_poll_behind_signs_tokens_that_verify_until_they_expire(
+    make_client: ClientFactory, database: str
+) -> None:
+    """A worker signs with the superseded key until its next poll; every token it signs so
+    verifies until its exp (and the guards' leeway), whichever process rotated."""
+    async with (
+        make_client(key_refresh_seconds=FAST_POLL) as here,
+        make_client(key_refresh_seconds=KEY_REFRESH_MAX_SECONDS) as there,  # the slowest
+    ):
+        await register(here, "late@example.com")
+        old = await login(there, "late@example.com")
+        await _rotate(here, await admin_headers(here))
+        # As if the rotation had been 55 s ago: `there` has not polled since, as it may not.
+        retires_at = _retirement(database, kid_of(old)) - timedelta(seconds=55)
+        _set_retirement(database, kid_of(old), retires_at)
+
+        late = await login(there, "late@example.com")
+
+    assert kid_of(late) == kid_of(old)  # signed with the superseded key
+    expires = jwt.decode(late, options={"verify_signature": False})["exp"]
+    assert expires + LEEWAY_SECONDS <= retires_at.timestamp()
+
+
+def _retirement(database: str, kid: str) -> datetime:
+    (retires_at,) = [retires for stored, retires, _ in _stored(database) if stored == kid]
+    assert retires_at is not None
+    return retires_at
+
+
 async def test_a_retirement_falls_due_without_any_write(
     make_client: ClientFactory, database: str
 ) -> None:
@@ -256,6 +296,84 @@ async def test_a_retirement_falls_due_without_any_write(
             return kid_of(old) not in await jwks_kids(client)
 
         await _until(gone, "the key leaves the JWKS at its retirement time")
+
+
+# --- a change of AUTH_SIGNING_ALG -------------------------------------------------------------
+
+
+async def test_a_new_signing_algorithm_retires_the_earlier_algorithms_keys_at_once(
+    make_client: ClientFactory, database: str
+) -> None:
+    """RFC 8725 §3.1: one algorithm. From the first start with the new one, tokens of the
+    earlier one are refused; so its keys leave the JWKS then, and say when, while sessions
+    go on with their refresh tokens."""
+    async with make_client() as first:  # RS256
+        await register(first, "switch@example.com")
+        issued = (await request_token(first, "switch@example.com")).json()
+    old = issued["access_token"]
+    before = datetime.now(UTC)
+
+    async with make_client(signing_alg="ES256") as second:
+        refused = await second.get("/users/me", headers=bearer(old))
+        refreshed = await second.post(
+            "/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+        )
+        assert refreshed.status_code == 200, refreshed.text
+        new = refreshed.json()["access_token"]
+        accepted = await second.get("/users/me", headers=bearer(new))
+        published = (await second.get("/.well-known/jwks.json")).json()["keys"]
+        listed = await listed_keys(second, await admin_headers(second))
+    stored = _stored(database)
+    async with make_client(signing_alg="ES256"):  # a restart changes nothing more
+        pass
+
+    _assert_invalid_token(refused)
+    assert accepted.status_code == 200, accepted.text
+    assert [(key["kid"], key["alg"]) for key in published] == [(kid_of(new), "ES256")]
+    assert listed[kid_of(new)]["state"] == "signing"
+    earlier = listed[kid_of(old)]
+    assert earlier["alg"] == "RS256"
+    assert earlier["state"] == "retired"
+    assert earlier["revoked_at"] is None
+    assert before <= _parse_time(earlier["retires_at"]) <= datetime.now(UTC)
+    assert _stored(database) == stored
+
+
+async def test_going_back_to_an_earlier_algorithm_signs_with_a_new_key(
+    make_client: ClientFactory, database: str
+) -> None:
+    async with make_client() as client:
+        rs256 = kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+    async with make_client(signing_alg="ES256") as client:
+        es256 = kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+    retired = {kid: retires for kid, retires, _ in _stored(database)}
+
+    async with make_client() as client:
+        admin = await admin_headers(client)
+        published = await jwks_kids(client)
+        listed = await listed_keys(client, admin)
+
+    signing = kid_of(admin["Authorization"].removeprefix("Bearer "))
+    assert signing not in {rs256, es256}  # a retired key never signs again
+    assert published == {signing}
+    assert listed[es256]["state"] == listed[rs256]["state"] == "retired"
+    assert _retirement(database, rs256) == retired[rs256]  # retired once, when it stopped
+
+
+async def test_a_key_of_another_algorithm_is_never_published(
+    make_client: ClientFactory, database: str
+) -> None:
+    """Made by a process still configured with the earlier algorithm (a replica not yet
+    restarted): this service refuses its tokens, so it does not publish it either."""
+    async with make_client(signing_alg="ES256") as client:
+        es256 = await jwks_kids(client)
+        rs256 = await _rotate_elsewhere(database, alg="RS256")
+        await app_state(client).key_ring.load()
+
+        assert rs256 in {kid for kid, _, _ in _stored(database)}
+        assert await jwks_kids(client) == es256
+        assert kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) in es256
 
 
 # --- revocation ------------------------------------------------------------------------------
@@ -386,6 +504,62 @@ async def admin_headers_for(
     return bearer(await login(client, email, password, scope=scope))
 
 
+# --- waits on start-up and migrations ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def _start_up_elsewhere(database: str) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """Hold the lock a replica's start-up or migration holds, from a connection of its own;
+    yields the coroutine function that releases it (once or more)."""
+    if database.startswith("postgresql"):
+        other = await psycopg.AsyncConnection.connect(database, autocommit=True)
+
+        async def release_advisory() -> None:
+            await other.execute("SELECT pg_advisory_unlock_all()")
+
+        try:
+            await other.execute("SELECT pg_advisory_lock(%s)", [STARTUP_LOCK_ID])
+            yield release_advisory
+        finally:
+            await other.close()
+        return
+    holder = sqlite3.connect(database.removeprefix("sqlite:///"), isolation_level=None)
+
+    async def release_write_lock() -> None:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock: its start-up lock
+        yield release_write_lock
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("change", ["rotate", "revoke"])
+async def test_a_change_waiting_on_a_starting_replica_is_503_after_the_database_timeout(
+    make_client: ClientFactory, database: str, change: str
+) -> None:
+    """Start-up waits for another replica as long as it takes; a request waits no longer
+    than AUTH_DATABASE_TIMEOUT_SECONDS, then answers as on an unavailable database."""
+    async with make_client(database_timeout_seconds=DATABASE_TIMEOUT) as client:
+        admin = await admin_headers(client)
+        kid = kid_of(admin["Authorization"].removeprefix("Bearer "))
+        path = "/admin/keys/rotate" if change == "rotate" else f"/admin/keys/{kid}/revoke"
+        stored = _stored(database)
+
+        async with _start_up_elsewhere(database) as release:
+            started = time.monotonic()
+            refused = await _answered_while_locked(client.post(path, headers=admin), release)
+            waited = time.monotonic() - started
+
+        _assert_unavailable(refused)
+        assert waited >= DATABASE_TIMEOUT - 0.1
+        assert _stored(database) == stored  # the failed request changed nothing
+        done = await client.post(path, headers=admin)  # the other replica has started
+        assert done.status_code == (201 if change == "rotate" else 200), done.text
+
+
 # --- other workers and replicas ----------------------------------------------------------------
 
 
@@ -514,13 +688,13 @@ async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
     assert SECRET_KEY not in caplog.text
 
 
-async def _rotate_elsewhere(url: str) -> str:
+async def _rotate_elsewhere(url: str, alg: str = "RS256") -> str:
     """Rotate as another replica would, through an engine of its own: the new kid."""
     engine = create_async_engine(url)
     try:
         async with session_scope(create_sessionmaker(engine)) as session:
             key = await keys_service.rotate(
-                session=session, alg="RS256", secret_key=SECRET_KEY, access_token_ttl=900
+                session=session, alg=alg, secret_key=SECRET_KEY, access_token_ttl=900
             )
     finally:
         await engine.dispose()

@@ -3,9 +3,9 @@
 RFC 7517 §5: the JWK Set publishes every key that may still verify a token; RFC 7515 §4.1.4:
 tokens name theirs by `kid`. A rotation makes a new key the signing key; the keys it
 supersedes stay in the set until every access token they signed has expired (the rotation,
-plus the token lifetime, plus the verification leeway), then retire. An emergency revocation
-takes a key out at once. A key's state follows from its timestamps (`state_of`); rows are
-kept for the record.
+plus the longest poll interval of a worker that has not seen it yet, plus the token lifetime,
+plus the verification leeway), then retire. An emergency revocation takes a key out at once.
+A key's state follows from its timestamps (`state_of`); rows are kept for the record.
 
 `KeyRing` holds one process's key set and follows the table beside the requests: a cheap
 fingerprint of it every few seconds, and a reload, parsing only keys it has not seen yet,
@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.db import is_unavailable, lock_for_startup, session_scope
+from auth_service.config import KEY_REFRESH_MAX_SECONDS
+from auth_service.db import is_unavailable, lock_for_change, session_scope
 from auth_service.errors import NotFound
 from auth_service.models import SigningKey, utcnow
 from auth_service.security import crypto
@@ -87,10 +88,16 @@ class KeyInfo:
 
 
 def overlap(access_token_ttl: int) -> timedelta:
-    """How long a superseded key keeps verifying: until the last token it signed expires,
-    with the leeway the guards grant on `exp` (which also covers workers that start signing
-    with the new key a poll later)."""
-    return timedelta(seconds=access_token_ttl + LEEWAY_SECONDS)
+    """How long a superseded key keeps verifying after a rotation: until the last token it
+    may sign has expired, with the leeway the guards grant on `exp`.
+
+    A worker learns of a rotation at its next poll of the table, and signs with the
+    superseded key until then: up to AUTH_KEY_REFRESH_SECONDS later. The window counts the
+    largest value that setting may have, not this process's: the process that rotates (an
+    admin's request, the command line on another machine) may poll faster than the slowest
+    worker of the service.
+    """
+    return timedelta(seconds=access_token_ttl + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS)
 
 
 def is_usable(key: SigningKey, now: datetime) -> bool:
@@ -137,11 +144,28 @@ async def _new_key(alg: str, secret_key: str) -> SigningKey:
 
 
 async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
-    """Create a signing key for `alg` when the database has no usable one."""
+    """Create a signing key for `alg` when the database has no usable one; retire at once
+    the usable keys of any other algorithm (AUTH_SIGNING_ALG has changed).
+
+    RFC 8725 §3.1: the service accepts one algorithm, so it refuses the tokens of those keys
+    from this start on; they leave the JWK Set now, with the time they stopped verifying,
+    rather than being published for tokens nobody accepts.
+    """
     now = utcnow()
-    if _signing_key(await _usable_rows(session, now), alg=alg, now=now) is not None:
-        return
-    session.add(await _new_key(alg, secret_key))
+    rows = await _usable_rows(session, now)
+    others = [row.kid for row in rows if row.alg != alg]
+    if others:
+        await session.exec(
+            update(SigningKey).where(col(SigningKey.kid).in_(others)).values(retires_at=now)
+        )
+        logger.warning(
+            "retired %d signing key(s) of an algorithm other than AUTH_SIGNING_ALG=%s: "
+            "their tokens are refused from now on",
+            len(others),
+            alg,
+        )
+    if _signing_key(rows, alg=alg, now=now) is None:
+        session.add(await _new_key(alg, secret_key))
     await session.flush()
 
 
@@ -161,8 +185,8 @@ async def _rotate(
 ) -> SigningKey:
     key = await _new_key(alg, secret_key)
     # One rotation at a time across processes and replicas: two at once would leave two
-    # keys without a retirement time.
-    await lock_for_startup(session)
+    # keys without a retirement time. A request waits no longer than the database timeout.
+    await lock_for_change(session)
     now = utcnow()
     key.created_at = now
     await session.exec(
@@ -184,7 +208,7 @@ async def revoke(
     The signing key is replaced first, so the service can always sign. Revoking a revoked
     key changes nothing.
     """
-    await lock_for_startup(session)
+    await lock_for_change(session)
     key = await session.get(SigningKey, kid)
     if key is None:
         raise NotFound("No signing key has this kid.")
@@ -256,10 +280,14 @@ async def load_keyset(
     secret_key: str,
     known: Mapping[str, SigningKeyPair] | None = None,
 ) -> KeySet:
-    """The usable keys, signing with the newest of `alg`. Keys in `known` are reused as
-    they are; the others are decrypted and parsed once, in a worker thread."""
+    """The usable keys of `alg`, signing with the newest. Keys in `known` are reused as
+    they are; the others are decrypted and parsed once, in a worker thread.
+
+    Keys of another algorithm verify nothing here (one algorithm), so they are not in the
+    set or its JWK Set, even when a process configured with that algorithm made them.
+    """
     now = utcnow()
-    rows = await _usable_rows(session, now)
+    rows = [row for row in await _usable_rows(session, now) if row.alg == alg]
     signing = _signing_key(rows, alg=alg, now=now)
     if signing is None:
         raise LookupError(f"no usable {alg} signing key in the database")
