@@ -23,6 +23,7 @@ from auth_service_verifier import (
     InvalidTokenError,
     KeysUnavailableError,
     TokenVerifier,
+    VerificationUnavailableError,
     VerifiedToken,
 )
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +33,15 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from tests.conftest import app_of, app_state, login, register
-from tests.forged_tokens import NOT_TOKENS, Forgery, Signer, forgery_params
+from tests.forged_tokens import (
+    ALGORITHM,
+    NOT_ACCESS_TOKEN,
+    NOT_TOKENS,
+    UNKNOWN_KEY,
+    Forgery,
+    Signer,
+    forgery_params,
+)
 
 AUDIENCE = "orders-api"
 GATE_SECONDS = 30.0
@@ -176,6 +185,43 @@ def test_what_is_not_a_token_is_refused_without_asking_the_issuer(
 ) -> None:
     assert _refusal(_verifier(issuer), token)
     assert issuer.jwks_requests == 0
+
+
+# Header members of the wrong JSON type, signed with the issuer's key: the header is the
+# bearer's JSON, so each is a refusal (401), never another exception (a 500 downstream).
+HOSTILE_HEADERS = [
+    pytest.param({"alg": ["RS256"]}, ALGORITHM, id="alg a list"),
+    pytest.param({"alg": {"RS256": 1}}, ALGORITHM, id="alg an object"),
+    pytest.param({"alg": 256}, ALGORITHM, id="alg a number"),
+    pytest.param({"alg": None}, ALGORITHM, id="alg null"),
+    pytest.param({"typ": ["at+jwt"]}, NOT_ACCESS_TOKEN, id="typ a list"),
+    pytest.param({"typ": {"at+jwt": 1}}, NOT_ACCESS_TOKEN, id="typ an object"),
+    pytest.param({"kid": ["key"]}, UNKNOWN_KEY, id="kid a list"),
+    pytest.param({"kid": {"key": 1}}, UNKNOWN_KEY, id="kid an object"),
+    pytest.param({"crit": {"exp": 1}}, "not support", id="crit an object"),
+    pytest.param({"b64": [False]}, "not support", id="b64 a list"),
+]
+
+
+def _with_header(signer: Signer, **members: Any) -> str:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": signer.kid, **members}
+    return signer.raw(json.dumps(header).encode(), json.dumps(signer.claims()).encode())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("members", "says"), HOSTILE_HEADERS)
+async def test_a_header_member_of_the_wrong_type_is_refused_not_an_error(
+    issuer: Issuer, members: dict[str, Any], says: str
+) -> None:
+    verifier = _verifier(issuer)
+    verifier.verify(issuer.signer.token())  # the key set is in: refusals are about the token
+    token = _with_header(issuer.signer, **members)
+
+    assert says in _refusal(verifier, token)
+    with pytest.raises(InvalidTokenError, match=says) as refused:
+        await verifier.averify(token)
+    assert not isinstance(refused.value, VerificationUnavailableError)
+    assert issuer.jwks_requests == 1
 
 
 def test_leeway_is_configurable(issuer: Issuer) -> None:
@@ -487,6 +533,17 @@ async def test_require_answers_like_the_services_guards(issuer: Issuer) -> None:
         assert response.json() == json.loads(answer.body)
         assert response.headers["www-authenticate"] == answer.headers["WWW-Authenticate"]
     assert (any_token.status_code, any_token.json()) == (200, "user-1")
+
+
+@pytest.mark.anyio
+async def test_require_answers_401_to_a_header_of_the_wrong_types(issuer: Issuer) -> None:
+    token = _with_header(issuer.signer, alg=["RS256"], kid=[issuer.signer.kid])
+    async with _downstream(_verifier(issuer)) as client:
+        response = await client.get("/anything", headers=_bearer(token))
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert "algorithm" in response.json()["detail"]
 
 
 @pytest.mark.anyio

@@ -8,6 +8,7 @@ request per token per cache window, and no answer from the auth service is never
 """
 
 import asyncio
+import json
 import logging
 import socket
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from auth_service_verifier import (
 from fastapi import Depends, FastAPI
 
 from tests.conftest import admin_headers, app_of, bearer, login, register, request_token
+from tests.forged_tokens import b64url
 from tests.test_revocation import new_client, revoke
 
 pytestmark = pytest.mark.anyio
@@ -193,6 +195,30 @@ async def test_a_refresh_token_is_never_accepted_as_an_access_token(
     assert (answer["active"], answer["token_type"]) == (True, "refresh_token")
     with pytest.raises(_rules.TokenRuleError, match="not an access token"):
         _rules.introspected(answer, issuer=ISSUER, audience=ISSUER, leeway=0, now=0)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param({"alg": ["RS256"]}, id="alg a list"),
+        pytest.param({"alg": {"RS256": 1}}, id="alg an object"),
+        pytest.param({"typ": ["at+jwt"]}, id="typ a list"),
+        pytest.param({"kid": ["k"]}, id="kid a list"),
+    ],
+)
+async def test_a_header_of_the_wrong_types_is_refused_without_asking(
+    client: httpx.AsyncClient, members: dict[str, Any]
+) -> None:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": "k", **members}
+    token = ".".join(b64url(json.dumps(part).encode()) for part in (header, {"sub": "x"}))
+    transport = Counted(client)
+    introspecting = _introspecting(transport, *await _service(client))
+
+    with pytest.raises(InvalidTokenError) as refused:
+        await introspecting.averify(token + "." + b64url(b"signature"))
+
+    assert not isinstance(refused.value, VerificationUnavailableError)
+    assert transport.introspections == 0  # refused by the rules: never sent anywhere
 
 
 # --- the cache: bounded, brief, never past exp -------------------------------------------
