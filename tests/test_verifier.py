@@ -69,6 +69,7 @@ class Issuer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.metadata_issuer = self.url
+        self.jwks_uri: object = self.url + "/jwks.json"  # what the metadata says it is
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=300"
         self.jwks_status = 200
@@ -105,7 +106,7 @@ class Issuer:
                         200,
                         {
                             "issuer": issuer.metadata_issuer,
-                            "jwks_uri": issuer.url + "/jwks.json",
+                            "jwks_uri": issuer.jwks_uri,
                         },
                     )
                 elif self.path == "/jwks.json":
@@ -254,7 +255,13 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
         b'{"keys": {}}',
         b'{"keys": []}',
         b'{"keys": ["junk", {"kid": "bad", "alg": "RS256", "kty": "RSA", "n": "!", "e": 1}]}',
+        b'{"keys": [{"kid": "k", "alg": ["RS256"], "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": [{"kid": "k", "alg": {"RS256": 1}, "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": [{"kid": ["k"], "alg": "RS256", "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than json.loads goes
+        b"[" * 500_000 + b"]" * 500_000,  # under the size cap, all the same
     ],
+    ids=lambda document: document[:48].decode(),
 )
 def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, document: bytes) -> None:
     issuer.jwks_body = document
@@ -263,6 +270,64 @@ def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, documen
     with pytest.raises(KeysUnavailableError):
         verifier.verify(issuer.signer.token())
     assert verifier.keys.last_error is not None
+
+
+BROKEN_JWK_SETS = [
+    pytest.param(b'{"keys": [{"kid": "k", "alg": ["RS256"], "kty": "RSA"}]}', id="alg a list"),
+    pytest.param(b'{"keys": [{"kid": "k", "alg": {}, "kty": "RSA"}]}', id="alg an object"),
+    pytest.param(b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="nested deeply"),
+]
+
+
+@pytest.mark.parametrize("document", BROKEN_JWK_SETS)
+def test_a_broken_jwk_set_at_a_refresh_keeps_the_last_good_keys(
+    issuer: Issuer, document: bytes
+) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())
+    issuer.jwks_body = document
+
+    # Another valid token, not yet kept: its caller makes the refresh, which fails.
+    verified = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="after")))
+
+    assert verified.sub == "user-1"
+    assert issuer.jwks_requests == 2
+    assert "FetchError" in (verifier.keys.last_error or "")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("document", BROKEN_JWK_SETS)
+async def test_a_broken_jwk_set_at_a_background_refresh_keeps_the_last_good_keys(
+    issuer: Issuer, document: bytes
+) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    await verifier.averify(issuer.signer.token())
+    issuer.jwks_body = document
+
+    verified = await verifier.averify(issuer.signer.token(issuer.signer.claims(jti="after")))
+    refresh = verifier.keys._refresh
+    assert refresh is not None
+    await asyncio.wait_for(refresh, GATE_SECONDS)  # raised nothing: the fetch failed quietly
+
+    assert verified.sub == "user-1"
+    assert issuer.jwks_requests == 2
+    assert "FetchError" in (verifier.keys.last_error or "")
+    assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+
+
+@pytest.mark.parametrize("jwks_uri", ["http://a..b/jwks.json", "http://xn--/jwks.json", ["x"]])
+def test_metadata_with_an_unusable_jwks_uri_is_a_failed_fetch(
+    issuer: Issuer, jwks_uri: object
+) -> None:
+    issuer.jwks_uri = jwks_uri
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):
+        verifier.verify(issuer.signer.token())
+    assert "jwks_uri" in (verifier.keys.last_error or "")
+    assert issuer.jwks_requests == 0
 
 
 def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:

@@ -313,6 +313,75 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     assert secret not in repr(source.settings)
 
 
+def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
+    """An issuer whose metadata and introspection answer are these (sync and async)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": ISSUER, **metadata})
+        return httpx.Response(200, content=answer)
+
+    return httpx.MockTransport(handle)
+
+
+def _well_formed_token() -> str:
+    """A token the rules let through to the endpoint (what it says is the endpoint's say)."""
+    return ".".join(b64url(part) for part in (b'{"alg":"RS256","typ":"at+jwt"}', b"{}", b"s"))
+
+
+HOSTILE_ANSWERS = [
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested deeply"),
+    pytest.param(b'{"active": true, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="member"),
+    pytest.param(b'{"active": tru', id="not JSON"),
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS)
+async def test_a_broken_answer_is_unavailability_not_an_error(answer: bytes) -> None:
+    transport = _answering({"introspection_endpoint": ISSUER + "/oauth2/introspect"}, answer)
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        transport=transport,
+        async_transport=transport,
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        introspecting.verify(token)
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token)
+    assert "introspection: not JSON" in (source.last_error or "")
+    introspecting.close()
+    await introspecting.aclose()
+
+
+@pytest.mark.parametrize("endpoint", ["http://a..b/introspect", "http://xn--/introspect", 7])
+async def test_an_unusable_introspection_endpoint_is_unavailability(endpoint: object) -> None:
+    transport = _answering({"introspection_endpoint": endpoint}, b"{}")
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        transport=transport,
+        async_transport=transport,
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        introspecting.verify(token)
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token)
+    assert "introspection_endpoint" in (source.last_error or "")
+    introspecting.close()
+    await introspecting.aclose()
+
+
 async def test_an_auth_service_that_is_gone_is_unavailability_not_acceptance(
     client: httpx.AsyncClient,
 ) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 import httpx
 
 from auth_service_verifier._errors import IntrospectionUnavailableError
-from auth_service_verifier._jwks import FetchError, json_document
+from auth_service_verifier._jwks import FetchError, endpoint, json_document
 from auth_service_verifier._rules import VerifiedToken
 
 _UNAVAILABLE = "The auth service could not say whether the token is active; try again later."
@@ -172,10 +172,7 @@ class IntrospectionSource:
             metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
             if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
                 raise FetchError("metadata: its issuer is not the one configured")
-            endpoint = metadata.get("introspection_endpoint")
-            if type(endpoint) is not str or not endpoint.startswith(("https://", "http://")):
-                raise FetchError("metadata: no introspection_endpoint")
-            self._endpoint = endpoint
+            self._endpoint = endpoint(metadata, "introspection_endpoint")
         self.requests += 1
         request = httpx.Request(
             "POST",

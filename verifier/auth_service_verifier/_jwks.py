@@ -56,7 +56,10 @@ def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
         if not isinstance(entry, dict):
             continue
         kid, alg = entry.get("kid"), entry.get("alg")
-        if type(kid) is not str or alg not in ALLOWED_ALGORITHMS or kid in keys:
+        # Types first: a list or an object where a string belongs cannot be hashed.
+        if type(kid) is not str or type(alg) is not str:
+            continue
+        if alg not in ALLOWED_ALGORITHMS or kid in keys:
             continue
         if entry.get("use", "sig") != "sig":
             continue
@@ -84,14 +87,31 @@ def max_age(cache_control: str | None) -> float | None:
 
 
 def json_document(response: httpx.Response, what: str) -> Any:
+    """The JSON value of a 200 answer, or FetchError: whatever is wrong with a document
+    is a failed fetch, never another exception."""
     if response.status_code != 200:
         raise FetchError(f"{what}: HTTP {response.status_code}")
     if len(response.content) > _MAX_DOCUMENT_BYTES:
         raise FetchError(f"{what}: too large")
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise FetchError(f"{what}: not JSON") from None
+
+
+def endpoint(metadata: Any, member: str) -> str:
+    """The http(s) URL the issuer's metadata gives as `member`, or FetchError."""
+    value = metadata.get(member) if isinstance(metadata, dict) else None
+    if type(value) is not str or not value.startswith(("https://", "http://")):
+        raise FetchError(f"metadata: no {member}")
+    try:
+        # httpx refuses most bad URLs (InvalidURL, or idna's UnicodeError for a host it
+        # cannot encode); the standard library's idna codec, which the synchronous
+        # transport resolves the host with, refuses the empty or over-long labels it lets by.
+        httpx.URL(value).host.encode("idna")
+    except (httpx.InvalidURL, UnicodeError):
+        raise FetchError(f"metadata: {member} is not a usable URL") from None
+    return value
 
 
 class JWKSKeySource:
@@ -183,10 +203,7 @@ class JWKSKeySource:
             metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
             if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
                 raise FetchError("metadata: its issuer is not the one configured")
-            jwks_uri = metadata.get("jwks_uri")
-            if type(jwks_uri) is not str or not jwks_uri.startswith(("https://", "http://")):
-                raise FetchError("metadata: no jwks_uri")
-            self._jwks_uri = jwks_uri
+            self._jwks_uri = endpoint(metadata, "jwks_uri")
         self.fetches += 1
         response = yield httpx.Request("GET", self._jwks_uri)
         document = json_document(response, "JWK Set")
