@@ -272,6 +272,53 @@ def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, documen
     assert verifier.keys.last_error is not None
 
 
+def _private_jwks() -> list[Any]:
+    """JWK Set entries that hold private key material, each as a signing key would be."""
+    rsa_private = serialization.load_pem_private_key(_rsa_pem(0), password=None)
+    rsa_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private))  # type: ignore[arg-type]
+    ec_jwk = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1())))
+    signing = {"alg": "RS256", "use": "sig"}
+    return [
+        pytest.param({**rsa_jwk, **signing}, id="RSA with d, p, q, dp, dq, qi"),
+        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "d": rsa_jwk["d"]}, id="RSA with d"),
+        pytest.param({**ec_jwk, "alg": "ES256", "use": "sig"}, id="EC with d"),
+        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "k": "c2VjcmV0"}, id="with a secret k"),
+    ]
+
+
+@pytest.mark.parametrize("entry", _private_jwks())
+def test_a_key_published_with_its_private_material_is_never_used(
+    issuer: Issuer, entry: dict[str, Any]
+) -> None:
+    issuer.keys = [{**entry, "kid": issuer.signer.kid}]
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):  # not AttributeError: a private key cannot verify
+        verifier.verify(issuer.signer.token())
+
+    assert "private key material" in (verifier.keys.last_error or "")
+    assert issuer.signer.kid in (verifier.keys.last_error or "")
+
+
+@pytest.mark.anyio
+async def test_keys_published_with_private_material_are_left_out_and_reported(
+    issuer: Issuer,
+) -> None:
+    leaked = issuer.signer
+    private = serialization.load_pem_private_key(leaked.private_pem, password=None)
+    private_jwk = json.loads(RSAAlgorithm.to_jwk(private))  # type: ignore[arg-type]
+    current = issuer.rotate()
+    issuer.keys[0] = {**private_jwk, "kid": leaked.kid, "alg": "RS256", "use": "sig"}
+    verifier = _verifier(issuer)
+
+    assert (await verifier.averify(current.token())).sub == "user-1"
+    with pytest.raises(InvalidTokenError, match="unknown key"):
+        await verifier.averify(leaked.token())
+
+    assert set(verifier.keys.key_ids) == {current.kid}
+    assert f"private key material (1 key(s): {leaked.kid})" in (verifier.keys.last_error or "")
+
+
 BROKEN_JWK_SETS = [
     pytest.param(b'{"keys": [{"kid": "k", "alg": ["RS256"], "kty": "RSA"}]}', id="alg a list"),
     pytest.param(b'{"keys": [{"kid": "k", "alg": {}, "kty": "RSA"}]}', id="alg an object"),

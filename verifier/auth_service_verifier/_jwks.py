@@ -32,6 +32,10 @@ _KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", "Ed25519"),
 }
+# The members only a private key (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2) or a symmetric key
+# (RFC 7518 §6.4.1) has. PyJWK would build a private key from such an entry, which cannot
+# verify; and a published key set holds public keys only.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MAX_DOCUMENT_BYTES = 1 << 20
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 
@@ -42,8 +46,9 @@ class FetchError(Exception):
     """A metadata or JWK Set document could not be fetched or was not acceptable."""
 
 
-def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
-    """The signing keys of a JWK Set we accept: a kid, an allowed `alg`, a matching key type.
+def parse_key_set(document: Any) -> tuple[dict[str, jwt.PyJWK], str | None]:
+    """The signing keys of a JWK Set we accept: a kid, an allowed `alg`, a matching key type,
+    public; and, when entries holding private key material were left out, a warning.
 
     Other keys (encryption keys, HMAC secrets, keys without `alg`) are left out, so a token
     can never be verified with them.
@@ -52,10 +57,14 @@ def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
     if not isinstance(entries, list):
         raise FetchError("the JWK Set has no keys member")
     keys: dict[str, jwt.PyJWK] = {}
+    leaked: list[str] = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
         kid, alg = entry.get("kid"), entry.get("alg")
+        if not _PRIVATE_MEMBERS.isdisjoint(entry):
+            leaked.append(kid[:64] if type(kid) is str else "without a kid")
+            continue
         # Types first: a list or an object where a string belongs cannot be hashed.
         if type(kid) is not str or type(alg) is not str:
             continue
@@ -70,9 +79,19 @@ def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
             keys[kid] = jwt.PyJWK(entry, algorithm=alg)
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             continue
+    warning = None
+    if leaked:
+        # Said, not only skipped: the issuer has published a secret, and must hear of it.
+        named = ", ".join(leaked[:3]) + (", ..." if len(leaked) > 3 else "")
+        warning = (
+            f"the JWK Set publishes private key material ({len(leaked)} key(s): {named}); "
+            "those keys were left out: a published key set holds public keys only"
+        )
     if not keys:
-        raise FetchError("the JWK Set has no usable signing key")
-    return keys
+        raise FetchError(
+            "the JWK Set has no usable signing key" + (f"; {warning}" if warning else "")
+        )
+    return keys, warning
 
 
 def max_age(cache_control: str | None) -> float | None:
@@ -207,14 +226,14 @@ class JWKSKeySource:
         self.fetches += 1
         response = yield httpx.Request("GET", self._jwks_uri)
         document = json_document(response, "JWK Set")
-        keys = parse_key_set(document)
+        keys, warning = parse_key_set(document)
         age = max_age(response.headers.get("cache-control"))
         lifetime = min(max(age if age is not None else 0.0, self._min_cache), self._max_cache)
         if document != self._jwks:
             self.generation += 1
         self._keys, self._jwks = keys, document
         self._expires_at = self._clock() + lifetime
-        self.last_error = None
+        self.last_error = None if warning is None else f"JWK Set: {warning}"
 
     def _start(self) -> Steps:
         self._last_attempt = self._clock()
