@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
@@ -362,6 +362,73 @@ async def test_a_broken_jwk_set_at_a_background_refresh_keeps_the_last_good_keys
     assert issuer.jwks_requests == 2
     assert "FetchError" in (verifier.keys.last_error or "")
     assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+
+
+class HugeBody:
+    """64 MiB in 64 KiB chunks, produced as they are read: what was read of it is counted."""
+
+    CHUNK = b" " * (64 << 10)
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        for _ in range(1024):
+            self.read += len(self.CHUNK)
+            yield self.CHUNK
+
+    async def achunks(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks():
+            yield chunk
+
+
+def _huge_answer(path: str, body: HugeBody, *, asynchronous: bool) -> httpx.MockTransport:
+    """An issuer whose answer at `path` is `body`; its other documents are small."""
+    issuer = "https://issuer.test"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path:
+            return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": issuer, "jwks_uri": issuer + "/jwks"})
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["verify", "averify"])
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        pytest.param("/.well-known/openid-configuration", "metadata", id="metadata"),
+        pytest.param("/jwks", "JWK Set", id="JWK Set"),
+    ],
+)
+async def test_an_answer_past_the_size_cap_is_not_read_further(
+    asynchronous: bool, path: str, what: str
+) -> None:
+    body = HugeBody()
+    transport = _huge_answer(path, body, asynchronous=asynchronous)
+    verifier = TokenVerifier(
+        issuer="https://issuer.test",
+        audience=AUDIENCE,
+        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+    )
+    token = _with_header(Signer(_rsa_pem(0), "k", "https://issuer.test", AUDIENCE, "user-1"))
+
+    with pytest.raises(KeysUnavailableError):
+        await verifier.averify(token) if asynchronous else verifier.verify(token)
+
+    assert verifier.keys.last_error == f"FetchError: {what}: too large"
+    assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
+
+
+def test_a_key_set_just_under_the_size_cap_is_read_whole(issuer: Issuer) -> None:
+    document = json.dumps({"keys": issuer.keys}).encode()
+    issuer.jwks_body = document + b" " * ((1 << 20) - len(document))
+
+    assert _verifier(issuer).verify(issuer.signer.token()).sub == "user-1"
 
 
 @pytest.mark.parametrize("jwks_uri", ["http://a..b/jwks.json", "http://xn--/jwks.json", ["x"]])

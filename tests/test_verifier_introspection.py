@@ -30,6 +30,7 @@ from fastapi import Depends, FastAPI
 from tests.conftest import admin_headers, app_of, bearer, login, register, request_token
 from tests.forged_tokens import b64url
 from tests.test_revocation import new_client, revoke
+from tests.test_verifier import HugeBody
 
 pytestmark = pytest.mark.anyio
 
@@ -378,6 +379,36 @@ async def test_an_unusable_introspection_endpoint_is_unavailability(endpoint: ob
     with pytest.raises(IntrospectionUnavailableError):
         await introspecting.averify(token)
     assert "introspection_endpoint" in (source.last_error or "")
+    introspecting.close()
+    await introspecting.aclose()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["verify", "averify"])
+async def test_an_answer_past_the_size_cap_is_not_read_further(asynchronous: bool) -> None:
+    body = HugeBody()
+    metadata = {"issuer": ISSUER, "introspection_endpoint": ISSUER + "/oauth2/introspect"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=metadata)
+        return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+
+    transport = httpx.MockTransport(handle)
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token) if asynchronous else introspecting.verify(token)
+
+    assert source.last_error == "FetchError: introspection: too large"
+    assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
     introspecting.close()
     await introspecting.aclose()
 

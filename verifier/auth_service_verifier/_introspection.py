@@ -23,12 +23,19 @@ from urllib.parse import quote_plus
 import httpx
 
 from auth_service_verifier._errors import IntrospectionUnavailableError
-from auth_service_verifier._jwks import FetchError, endpoint, json_document
+from auth_service_verifier._jwks import (
+    Fetched,
+    FetchError,
+    afetch,
+    endpoint,
+    fetch,
+    json_document,
+)
 from auth_service_verifier._rules import VerifiedToken
 
 _UNAVAILABLE = "The auth service could not say whether the token is active; try again later."
 
-Steps = Generator[httpx.Request, httpx.Response, Any]
+Steps = Generator[httpx.Request, Fetched, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(client.send(request))
+                request = steps.send(fetch(client, request))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -161,7 +168,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(await client.send(request))
+                request = steps.send(await afetch(client, request))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -39,11 +40,51 @@ _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MAX_DOCUMENT_BYTES = 1 << 20
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 
-Steps = Generator[httpx.Request, httpx.Response, None]
-
 
 class FetchError(Exception):
     """A metadata or JWK Set document could not be fetched or was not acceptable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An answer and its body, read in chunks: reading stops once the body is past
+    `_MAX_DOCUMENT_BYTES` (`too_large`), so a huge answer is never held in memory."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    too_large: bool = False
+
+
+Steps = Generator[httpx.Request, Fetched, None]
+
+
+def fetch(client: httpx.Client, request: httpx.Request) -> Fetched:
+    """Send `request`; read the answer's body up to the cap, then close it."""
+    response = client.send(request, stream=True)
+    try:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > _MAX_DOCUMENT_BYTES:
+                return Fetched(response.status_code, response.headers, b"", too_large=True)
+        return Fetched(response.status_code, response.headers, bytes(body))
+    finally:
+        response.close()
+
+
+async def afetch(client: httpx.AsyncClient, request: httpx.Request) -> Fetched:
+    """`fetch` for asyncio."""
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > _MAX_DOCUMENT_BYTES:
+                return Fetched(response.status_code, response.headers, b"", too_large=True)
+        return Fetched(response.status_code, response.headers, bytes(body))
+    finally:
+        await response.aclose()
 
 
 def parse_key_set(document: Any) -> tuple[dict[str, jwt.PyJWK], str | None]:
@@ -105,12 +146,12 @@ def max_age(cache_control: str | None) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def json_document(response: httpx.Response, what: str) -> Any:
+def json_document(response: Fetched, what: str) -> Any:
     """The JSON value of a 200 answer, or FetchError: whatever is wrong with a document
     is a failed fetch, never another exception."""
     if response.status_code != 200:
         raise FetchError(f"{what}: HTTP {response.status_code}")
-    if len(response.content) > _MAX_DOCUMENT_BYTES:
+    if response.too_large:
         raise FetchError(f"{what}: too large")
     try:
         return json.loads(response.content)
@@ -251,7 +292,7 @@ class JWKSKeySource:
             with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(client.send(request))
+                    request = steps.send(fetch(client, request))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -265,7 +306,7 @@ class JWKSKeySource:
             ) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(await client.send(request))
+                    request = steps.send(await afetch(client, request))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
