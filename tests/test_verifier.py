@@ -25,6 +25,7 @@ from auth_service_verifier import (
     TokenVerifier,
     VerificationUnavailableError,
     VerifiedToken,
+    _rules,
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -620,6 +621,55 @@ def test_verified_tokens_are_forgotten_when_their_key_leaves_the_set(issuer: Iss
     issuer.rotate(keep=False)
     verifier.verify(issuer.signer.token())  # its unknown kid makes the verifier fetch
 
+    assert "unknown key" in _refusal(verifier, token)
+
+
+def test_a_token_verified_with_keys_a_refresh_replaced_is_not_kept(
+    issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thread B verifies with the keys in hand while thread A's refresh drops the key that
+    # signed B's token (revoked at the issuer). B's answer stands, but it must not be kept
+    # under the new key set: the next request with that token is refused.
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    revoked = issuer.signer
+    verifier.verify(revoked.token(revoked.claims(jti="warm-up")))
+    token = revoked.token(revoked.claims(jti="signed-with-the-revoked-key"))
+    current = issuer.rotate(keep=False)
+    issuer.jwks_gate = threading.Event()
+    checking, refreshed = threading.Event(), threading.Event()
+    verify = _rules.verify
+
+    def slow_verify(*args: Any, **kwargs: Any) -> VerifiedToken:
+        if threading.current_thread().name == "B":  # a busy CPU between keys and cache
+            checking.set()
+            refreshed.wait(GATE_SECONDS)
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(_rules, "verify", slow_verify)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, token: str) -> None:
+        try:
+            outcomes[name] = verifier.verify(token).claims["jti"]
+        except InvalidTokenError as exc:
+            outcomes[name] = exc
+        finally:
+            if name == "A":
+                refreshed.set()
+
+    a = threading.Thread(target=run, args=("A", current.token()), name="A")
+    a.start()  # its kid is new: it fetches, and the issuer holds the answer back
+    _wait_for_jwks_requests(issuer, 2)
+    b = threading.Thread(target=run, args=("B", token), name="B")
+    b.start()  # the refresh is A's: B goes on with the keys in hand, the revoked one too
+    assert checking.wait(GATE_SECONDS)
+    issuer.jwks_gate.set()
+    a.join(GATE_SECONDS)
+    b.join(GATE_SECONDS)
+
+    assert outcomes == {"A": current.claims()["jti"], "B": "signed-with-the-revoked-key"}
+    assert set(verifier.keys.key_ids) == {current.kid}
     assert "unknown key" in _refusal(verifier, token)
 
 

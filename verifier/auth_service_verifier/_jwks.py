@@ -59,6 +59,16 @@ class Fetched:
 Steps = Generator[httpx.Request, Fetched, None]
 
 
+@dataclass(frozen=True, slots=True)
+class KeySetVersion:
+    """A key set and its generation, replaced together by a fetch that changes the set: a
+    caller holding one knows exactly which keys a token was verified with, whatever a
+    concurrent refresh does meanwhile."""
+
+    keys: KeySet
+    generation: int  # 1 for the first set, bumped whenever the set changes
+
+
 def fetch(client: httpx.Client, request: httpx.Request) -> Fetched:
     """Send `request`; read the answer's body up to the cap, then close it."""
     response = client.send(request, stream=True)
@@ -195,8 +205,8 @@ class JWKSKeySource:
         self._min_refetch_interval = min_refetch_interval
         self._transport, self._async_transport = transport, async_transport
         self._clock = time.monotonic
-        self._keys: dict[str, jwt.PyJWK] | None = None
-        self._jwks: Any = None  # the document behind `_keys`: did a fetch change it?
+        self._current: KeySetVersion | None = None
+        self._jwks: Any = None  # the document behind `_current`: did a fetch change it?
         self._jwks_uri: str | None = None
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
@@ -204,39 +214,45 @@ class JWKSKeySource:
         self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
-        self.generation = 0  # bumped whenever the key set changes
         self.last_error: str | None = None
 
     # --- the keys ---------------------------------------------------------------------
 
-    def keys(self, kid: str | None) -> KeySet | None:
-        """The key set to verify a token naming `kid` with; fetches (blocking) when due.
+    @property
+    def generation(self) -> int:
+        """The generation of the key set in use (0 before the first)."""
+        current = self._current
+        return 0 if current is None else current.generation
+
+    def keys(self, kid: str | None) -> KeySetVersion | None:
+        """The key set to verify a token naming `kid` with, and its generation, in one read;
+        fetches (blocking) when due.
 
         Only a caller that needs the fetch waits for it: with no keys yet, or a kid the set
         lacks (a rotation). A refresh that is due because the set's max-age has passed is
         made by one caller while the others go on with the keys in hand, so a slow or hung
         auth service holds up one request, not all of them.
         """
-        if self._keys is None or self._due(kid):
+        if self._current is None or self._due(kid):
             if self._thread_lock.acquire(blocking=self._must_wait(kid)):
                 try:
                     if self._due(kid):
                         self._run_sync()
                 finally:
                     self._thread_lock.release()
-        return self._keys
+        return self._current
 
-    async def akeys(self, kid: str | None) -> KeySet | None:
+    async def akeys(self, kid: str | None) -> KeySetVersion | None:
         """`keys` for asyncio: fetched without blocking the event loop, and a refresh due
         to max-age is made in the background while every request goes on."""
-        if self._keys is None or self._due(kid):
+        if self._current is None or self._due(kid):
             if self._must_wait(kid):
                 async with self._async_lock:
                     if self._due(kid):
                         await self._run_async()
             elif self._refresh is None or self._refresh.done():
                 self._refresh = asyncio.create_task(self._refresh_in_background())
-        return self._keys
+        return self._current
 
     async def _refresh_in_background(self) -> None:
         async with self._async_lock:
@@ -245,16 +261,18 @@ class JWKSKeySource:
 
     def _must_wait(self, kid: str | None) -> bool:
         """Whether this caller cannot answer without the fetch's outcome."""
-        return self._keys is None or (kid is not None and kid not in self._keys)
+        current = self._current
+        return current is None or (kid is not None and kid not in current.keys)
 
     def _due(self, kid: str | None) -> bool:
         """Whether to fetch before answering: never twice within the refetch interval."""
         now = self._clock()
         if now - self._last_attempt < self._min_refetch_interval:
             return False
-        if self._keys is None or now >= self._expires_at:
+        current = self._current
+        if current is None or now >= self._expires_at:
             return True
-        return kid is not None and kid not in self._keys
+        return kid is not None and kid not in current.keys
 
     # --- fetching: the steps once, two drivers ---------------------------------------
 
@@ -270,9 +288,11 @@ class JWKSKeySource:
         keys, warning = parse_key_set(document)
         age = max_age(response.headers.get("cache-control"))
         lifetime = min(max(age if age is not None else 0.0, self._min_cache), self._max_cache)
-        if document != self._jwks:
-            self.generation += 1
-        self._keys, self._jwks = keys, document
+        current = self._current
+        if current is None or document != self._jwks:
+            # One assignment: no reader can pair these keys with another set's generation.
+            self._current = KeySetVersion(keys, 1 if current is None else current.generation + 1)
+            self._jwks = document
         self._expires_at = self._clock() + lifetime
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 
@@ -315,4 +335,6 @@ class JWKSKeySource:
     @property
     def key_ids(self) -> Mapping[str, str]:
         """kid -> algorithm of the keys in use (for diagnostics)."""
-        return {kid: key.algorithm_name for kid, key in (self._keys or {}).items()}
+        current = self._current
+        keys = {} if current is None else current.keys
+        return {kid: key.algorithm_name for kid, key in keys.items()}
