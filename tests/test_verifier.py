@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
@@ -23,7 +23,9 @@ from auth_service_verifier import (
     InvalidTokenError,
     KeysUnavailableError,
     TokenVerifier,
+    VerificationUnavailableError,
     VerifiedToken,
+    _rules,
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -32,7 +34,15 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
 from tests.conftest import app_of, app_state, login, register
-from tests.forged_tokens import NOT_TOKENS, Forgery, Signer, forgery_params
+from tests.forged_tokens import (
+    ALGORITHM,
+    NOT_ACCESS_TOKEN,
+    NOT_TOKENS,
+    UNKNOWN_KEY,
+    Forgery,
+    Signer,
+    forgery_params,
+)
 
 AUDIENCE = "orders-api"
 GATE_SECONDS = 30.0
@@ -60,6 +70,7 @@ class Issuer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.metadata_issuer = self.url
+        self.jwks_uri: object = self.url + "/jwks.json"  # what the metadata says it is
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=300"
         self.jwks_status = 200
@@ -96,7 +107,7 @@ class Issuer:
                         200,
                         {
                             "issuer": issuer.metadata_issuer,
-                            "jwks_uri": issuer.url + "/jwks.json",
+                            "jwks_uri": issuer.jwks_uri,
                         },
                     )
                 elif self.path == "/jwks.json":
@@ -178,6 +189,43 @@ def test_what_is_not_a_token_is_refused_without_asking_the_issuer(
     assert issuer.jwks_requests == 0
 
 
+# Header members of the wrong JSON type, signed with the issuer's key: the header is the
+# bearer's JSON, so each is a refusal (401), never another exception (a 500 downstream).
+HOSTILE_HEADERS = [
+    pytest.param({"alg": ["RS256"]}, ALGORITHM, id="alg a list"),
+    pytest.param({"alg": {"RS256": 1}}, ALGORITHM, id="alg an object"),
+    pytest.param({"alg": 256}, ALGORITHM, id="alg a number"),
+    pytest.param({"alg": None}, ALGORITHM, id="alg null"),
+    pytest.param({"typ": ["at+jwt"]}, NOT_ACCESS_TOKEN, id="typ a list"),
+    pytest.param({"typ": {"at+jwt": 1}}, NOT_ACCESS_TOKEN, id="typ an object"),
+    pytest.param({"kid": ["key"]}, UNKNOWN_KEY, id="kid a list"),
+    pytest.param({"kid": {"key": 1}}, UNKNOWN_KEY, id="kid an object"),
+    pytest.param({"crit": {"exp": 1}}, "not support", id="crit an object"),
+    pytest.param({"b64": [False]}, "not support", id="b64 a list"),
+]
+
+
+def _with_header(signer: Signer, **members: Any) -> str:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": signer.kid, **members}
+    return signer.raw(json.dumps(header).encode(), json.dumps(signer.claims()).encode())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("members", "says"), HOSTILE_HEADERS)
+async def test_a_header_member_of_the_wrong_type_is_refused_not_an_error(
+    issuer: Issuer, members: dict[str, Any], says: str
+) -> None:
+    verifier = _verifier(issuer)
+    verifier.verify(issuer.signer.token())  # the key set is in: refusals are about the token
+    token = _with_header(issuer.signer, **members)
+
+    assert says in _refusal(verifier, token)
+    with pytest.raises(InvalidTokenError, match=says) as refused:
+        await verifier.averify(token)
+    assert not isinstance(refused.value, VerificationUnavailableError)
+    assert issuer.jwks_requests == 1
+
+
 def test_leeway_is_configurable(issuer: Issuer) -> None:
     token = issuer.signer.token(issuer.signer.claims(exp=int(time.time()) - 10))
 
@@ -208,7 +256,13 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
         b'{"keys": {}}',
         b'{"keys": []}',
         b'{"keys": ["junk", {"kid": "bad", "alg": "RS256", "kty": "RSA", "n": "!", "e": 1}]}',
+        b'{"keys": [{"kid": "k", "alg": ["RS256"], "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": [{"kid": "k", "alg": {"RS256": 1}, "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": [{"kid": ["k"], "alg": "RS256", "kty": "RSA", "n": "AQAB", "e": "AQAB"}]}',
+        b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than json.loads goes
+        b"[" * 500_000 + b"]" * 500_000,  # under the size cap, all the same
     ],
+    ids=lambda document: document[:48].decode(),
 )
 def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, document: bytes) -> None:
     issuer.jwks_body = document
@@ -217,6 +271,178 @@ def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, documen
     with pytest.raises(KeysUnavailableError):
         verifier.verify(issuer.signer.token())
     assert verifier.keys.last_error is not None
+
+
+def _private_jwks() -> list[Any]:
+    """JWK Set entries that hold private key material, each as a signing key would be."""
+    rsa_private = serialization.load_pem_private_key(_rsa_pem(0), password=None)
+    rsa_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private))  # type: ignore[arg-type]
+    ec_jwk = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1())))
+    signing = {"alg": "RS256", "use": "sig"}
+    return [
+        pytest.param({**rsa_jwk, **signing}, id="RSA with d, p, q, dp, dq, qi"),
+        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "d": rsa_jwk["d"]}, id="RSA with d"),
+        pytest.param({**ec_jwk, "alg": "ES256", "use": "sig"}, id="EC with d"),
+        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "k": "c2VjcmV0"}, id="with a secret k"),
+    ]
+
+
+@pytest.mark.parametrize("entry", _private_jwks())
+def test_a_key_published_with_its_private_material_is_never_used(
+    issuer: Issuer, entry: dict[str, Any]
+) -> None:
+    issuer.keys = [{**entry, "kid": issuer.signer.kid}]
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):  # not AttributeError: a private key cannot verify
+        verifier.verify(issuer.signer.token())
+
+    assert "private key material" in (verifier.keys.last_error or "")
+    assert issuer.signer.kid in (verifier.keys.last_error or "")
+
+
+@pytest.mark.anyio
+async def test_keys_published_with_private_material_are_left_out_and_reported(
+    issuer: Issuer,
+) -> None:
+    leaked = issuer.signer
+    private = serialization.load_pem_private_key(leaked.private_pem, password=None)
+    private_jwk = json.loads(RSAAlgorithm.to_jwk(private))  # type: ignore[arg-type]
+    current = issuer.rotate()
+    issuer.keys[0] = {**private_jwk, "kid": leaked.kid, "alg": "RS256", "use": "sig"}
+    verifier = _verifier(issuer)
+
+    assert (await verifier.averify(current.token())).sub == "user-1"
+    with pytest.raises(InvalidTokenError, match="unknown key"):
+        await verifier.averify(leaked.token())
+
+    assert set(verifier.keys.key_ids) == {current.kid}
+    assert f"private key material (1 key(s): {leaked.kid})" in (verifier.keys.last_error or "")
+
+
+BROKEN_JWK_SETS = [
+    pytest.param(b'{"keys": [{"kid": "k", "alg": ["RS256"], "kty": "RSA"}]}', id="alg a list"),
+    pytest.param(b'{"keys": [{"kid": "k", "alg": {}, "kty": "RSA"}]}', id="alg an object"),
+    pytest.param(b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="nested deeply"),
+]
+
+
+@pytest.mark.parametrize("document", BROKEN_JWK_SETS)
+def test_a_broken_jwk_set_at_a_refresh_keeps_the_last_good_keys(
+    issuer: Issuer, document: bytes
+) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())
+    issuer.jwks_body = document
+
+    # Another valid token, not yet kept: its caller makes the refresh, which fails.
+    verified = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="after")))
+
+    assert verified.sub == "user-1"
+    assert issuer.jwks_requests == 2
+    assert "FetchError" in (verifier.keys.last_error or "")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("document", BROKEN_JWK_SETS)
+async def test_a_broken_jwk_set_at_a_background_refresh_keeps_the_last_good_keys(
+    issuer: Issuer, document: bytes
+) -> None:
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    await verifier.averify(issuer.signer.token())
+    issuer.jwks_body = document
+
+    verified = await verifier.averify(issuer.signer.token(issuer.signer.claims(jti="after")))
+    refresh = verifier.keys._refresh
+    assert refresh is not None
+    await asyncio.wait_for(refresh, GATE_SECONDS)  # raised nothing: the fetch failed quietly
+
+    assert verified.sub == "user-1"
+    assert issuer.jwks_requests == 2
+    assert "FetchError" in (verifier.keys.last_error or "")
+    assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+
+
+class HugeBody:
+    """64 MiB in 64 KiB chunks, produced as they are read: what was read of it is counted."""
+
+    CHUNK = b" " * (64 << 10)
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        for _ in range(1024):
+            self.read += len(self.CHUNK)
+            yield self.CHUNK
+
+    async def achunks(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks():
+            yield chunk
+
+
+def _huge_answer(path: str, body: HugeBody, *, asynchronous: bool) -> httpx.MockTransport:
+    """An issuer whose answer at `path` is `body`; its other documents are small."""
+    issuer = "https://issuer.test"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == path:
+            return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": issuer, "jwks_uri": issuer + "/jwks"})
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["verify", "averify"])
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        pytest.param("/.well-known/openid-configuration", "metadata", id="metadata"),
+        pytest.param("/jwks", "JWK Set", id="JWK Set"),
+    ],
+)
+async def test_an_answer_past_the_size_cap_is_not_read_further(
+    asynchronous: bool, path: str, what: str
+) -> None:
+    body = HugeBody()
+    transport = _huge_answer(path, body, asynchronous=asynchronous)
+    verifier = TokenVerifier(
+        issuer="https://issuer.test",
+        audience=AUDIENCE,
+        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+    )
+    token = _with_header(Signer(_rsa_pem(0), "k", "https://issuer.test", AUDIENCE, "user-1"))
+
+    with pytest.raises(KeysUnavailableError):
+        await verifier.averify(token) if asynchronous else verifier.verify(token)
+
+    assert verifier.keys.last_error == f"FetchError: {what}: too large"
+    assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
+
+
+def test_a_key_set_just_under_the_size_cap_is_read_whole(issuer: Issuer) -> None:
+    document = json.dumps({"keys": issuer.keys}).encode()
+    issuer.jwks_body = document + b" " * ((1 << 20) - len(document))
+
+    assert _verifier(issuer).verify(issuer.signer.token()).sub == "user-1"
+
+
+@pytest.mark.parametrize("jwks_uri", ["http://a..b/jwks.json", "http://xn--/jwks.json", ["x"]])
+def test_metadata_with_an_unusable_jwks_uri_is_a_failed_fetch(
+    issuer: Issuer, jwks_uri: object
+) -> None:
+    issuer.jwks_uri = jwks_uri
+    verifier = _verifier(issuer)
+
+    with pytest.raises(KeysUnavailableError):
+        verifier.verify(issuer.signer.token())
+    assert "jwks_uri" in (verifier.keys.last_error or "")
+    assert issuer.jwks_requests == 0
 
 
 def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
@@ -398,6 +624,55 @@ def test_verified_tokens_are_forgotten_when_their_key_leaves_the_set(issuer: Iss
     assert "unknown key" in _refusal(verifier, token)
 
 
+def test_a_token_verified_with_keys_a_refresh_replaced_is_not_kept(
+    issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thread B verifies with the keys in hand while thread A's refresh drops the key that
+    # signed B's token (revoked at the issuer). B's answer stands, but it must not be kept
+    # under the new key set: the next request with that token is refused.
+    issuer.cache_control = "no-store"
+    verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
+    revoked = issuer.signer
+    verifier.verify(revoked.token(revoked.claims(jti="warm-up")))
+    token = revoked.token(revoked.claims(jti="signed-with-the-revoked-key"))
+    current = issuer.rotate(keep=False)
+    issuer.jwks_gate = threading.Event()
+    checking, refreshed = threading.Event(), threading.Event()
+    verify = _rules.verify
+
+    def slow_verify(*args: Any, **kwargs: Any) -> VerifiedToken:
+        if threading.current_thread().name == "B":  # a busy CPU between keys and cache
+            checking.set()
+            refreshed.wait(GATE_SECONDS)
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(_rules, "verify", slow_verify)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, token: str) -> None:
+        try:
+            outcomes[name] = verifier.verify(token).claims["jti"]
+        except InvalidTokenError as exc:
+            outcomes[name] = exc
+        finally:
+            if name == "A":
+                refreshed.set()
+
+    a = threading.Thread(target=run, args=("A", current.token()), name="A")
+    a.start()  # its kid is new: it fetches, and the issuer holds the answer back
+    _wait_for_jwks_requests(issuer, 2)
+    b = threading.Thread(target=run, args=("B", token), name="B")
+    b.start()  # the refresh is A's: B goes on with the keys in hand, the revoked one too
+    assert checking.wait(GATE_SECONDS)
+    issuer.jwks_gate.set()
+    a.join(GATE_SECONDS)
+    b.join(GATE_SECONDS)
+
+    assert outcomes == {"A": current.claims()["jti"], "B": "signed-with-the-revoked-key"}
+    assert set(verifier.keys.key_ids) == {current.kid}
+    assert "unknown key" in _refusal(verifier, token)
+
+
 @pytest.mark.anyio
 async def test_averify_fetches_without_blocking_and_shares_the_rules(issuer: Issuer) -> None:
     verifier = _verifier(issuer)
@@ -487,6 +762,17 @@ async def test_require_answers_like_the_services_guards(issuer: Issuer) -> None:
         assert response.json() == json.loads(answer.body)
         assert response.headers["www-authenticate"] == answer.headers["WWW-Authenticate"]
     assert (any_token.status_code, any_token.json()) == (200, "user-1")
+
+
+@pytest.mark.anyio
+async def test_require_answers_401_to_a_header_of_the_wrong_types(issuer: Issuer) -> None:
+    token = _with_header(issuer.signer, alg=["RS256"], kid=[issuer.signer.kid])
+    async with _downstream(_verifier(issuer)) as client:
+        response = await client.get("/anything", headers=_bearer(token))
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert "algorithm" in response.json()["detail"]
 
 
 @pytest.mark.anyio

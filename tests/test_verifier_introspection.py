@@ -8,6 +8,7 @@ request per token per cache window, and no answer from the auth service is never
 """
 
 import asyncio
+import json
 import logging
 import socket
 from typing import Annotated, Any
@@ -27,7 +28,9 @@ from auth_service_verifier import (
 from fastapi import Depends, FastAPI
 
 from tests.conftest import admin_headers, app_of, bearer, login, register, request_token
+from tests.forged_tokens import b64url
 from tests.test_revocation import new_client, revoke
+from tests.test_verifier import HugeBody
 
 pytestmark = pytest.mark.anyio
 
@@ -195,6 +198,30 @@ async def test_a_refresh_token_is_never_accepted_as_an_access_token(
         _rules.introspected(answer, issuer=ISSUER, audience=ISSUER, leeway=0, now=0)
 
 
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param({"alg": ["RS256"]}, id="alg a list"),
+        pytest.param({"alg": {"RS256": 1}}, id="alg an object"),
+        pytest.param({"typ": ["at+jwt"]}, id="typ a list"),
+        pytest.param({"kid": ["k"]}, id="kid a list"),
+    ],
+)
+async def test_a_header_of_the_wrong_types_is_refused_without_asking(
+    client: httpx.AsyncClient, members: dict[str, Any]
+) -> None:
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": "k", **members}
+    token = ".".join(b64url(json.dumps(part).encode()) for part in (header, {"sub": "x"}))
+    transport = Counted(client)
+    introspecting = _introspecting(transport, *await _service(client))
+
+    with pytest.raises(InvalidTokenError) as refused:
+        await introspecting.averify(token + "." + b64url(b"signature"))
+
+    assert not isinstance(refused.value, VerificationUnavailableError)
+    assert transport.introspections == 0  # refused by the rules: never sent anywhere
+
+
 # --- the cache: bounded, brief, never past exp -------------------------------------------
 
 
@@ -285,6 +312,105 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     assert "HTTP 401" in (source.last_error or "")
     assert secret not in f"{refused.value!r} {source.last_error} {caplog.text}"
     assert secret not in repr(source.settings)
+
+
+def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
+    """An issuer whose metadata and introspection answer are these (sync and async)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": ISSUER, **metadata})
+        return httpx.Response(200, content=answer)
+
+    return httpx.MockTransport(handle)
+
+
+def _well_formed_token() -> str:
+    """A token the rules let through to the endpoint (what it says is the endpoint's say)."""
+    return ".".join(b64url(part) for part in (b'{"alg":"RS256","typ":"at+jwt"}', b"{}", b"s"))
+
+
+HOSTILE_ANSWERS = [
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested deeply"),
+    pytest.param(b'{"active": true, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="member"),
+    pytest.param(b'{"active": tru', id="not JSON"),
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS)
+async def test_a_broken_answer_is_unavailability_not_an_error(answer: bytes) -> None:
+    transport = _answering({"introspection_endpoint": ISSUER + "/oauth2/introspect"}, answer)
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        transport=transport,
+        async_transport=transport,
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        introspecting.verify(token)
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token)
+    assert "introspection: not JSON" in (source.last_error or "")
+    introspecting.close()
+    await introspecting.aclose()
+
+
+@pytest.mark.parametrize("endpoint", ["http://a..b/introspect", "http://xn--/introspect", 7])
+async def test_an_unusable_introspection_endpoint_is_unavailability(endpoint: object) -> None:
+    transport = _answering({"introspection_endpoint": endpoint}, b"{}")
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        transport=transport,
+        async_transport=transport,
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        introspecting.verify(token)
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token)
+    assert "introspection_endpoint" in (source.last_error or "")
+    introspecting.close()
+    await introspecting.aclose()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["verify", "averify"])
+async def test_an_answer_past_the_size_cap_is_not_read_further(asynchronous: bool) -> None:
+    body = HugeBody()
+    metadata = {"issuer": ISSUER, "introspection_endpoint": ISSUER + "/oauth2/introspect"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=metadata)
+        return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+
+    transport = httpx.MockTransport(handle)
+    introspecting = TokenVerifier(
+        issuer=ISSUER,
+        audience=ISSUER,
+        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+        introspection=Introspection(client_id="svc", client_secret="s3cret"),
+    )
+    source = introspecting.introspection
+    assert source is not None
+    token = _well_formed_token()
+
+    with pytest.raises(IntrospectionUnavailableError):
+        await introspecting.averify(token) if asynchronous else introspecting.verify(token)
+
+    assert source.last_error == "FetchError: introspection: too large"
+    assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
+    introspecting.close()
+    await introspecting.aclose()
 
 
 async def test_an_auth_service_that_is_gone_is_unavailability_not_acceptance(

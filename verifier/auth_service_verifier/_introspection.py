@@ -23,12 +23,19 @@ from urllib.parse import quote_plus
 import httpx
 
 from auth_service_verifier._errors import IntrospectionUnavailableError
-from auth_service_verifier._jwks import FetchError, json_document
+from auth_service_verifier._jwks import (
+    Fetched,
+    FetchError,
+    afetch,
+    endpoint,
+    fetch,
+    json_document,
+)
 from auth_service_verifier._rules import VerifiedToken
 
 _UNAVAILABLE = "The auth service could not say whether the token is active; try again later."
 
-Steps = Generator[httpx.Request, httpx.Response, Any]
+Steps = Generator[httpx.Request, Fetched, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(client.send(request))
+                request = steps.send(fetch(client, request))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -161,7 +168,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(await client.send(request))
+                request = steps.send(await afetch(client, request))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -172,10 +179,7 @@ class IntrospectionSource:
             metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
             if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
                 raise FetchError("metadata: its issuer is not the one configured")
-            endpoint = metadata.get("introspection_endpoint")
-            if type(endpoint) is not str or not endpoint.startswith(("https://", "http://")):
-                raise FetchError("metadata: no introspection_endpoint")
-            self._endpoint = endpoint
+            self._endpoint = endpoint(metadata, "introspection_endpoint")
         self.requests += 1
         request = httpx.Request(
             "POST",

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,18 +33,73 @@ _KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", "Ed25519"),
 }
+# The members only a private key (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2) or a symmetric key
+# (RFC 7518 §6.4.1) has. PyJWK would build a private key from such an entry, which cannot
+# verify; and a published key set holds public keys only.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MAX_DOCUMENT_BYTES = 1 << 20
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
-
-Steps = Generator[httpx.Request, httpx.Response, None]
 
 
 class FetchError(Exception):
     """A metadata or JWK Set document could not be fetched or was not acceptable."""
 
 
-def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
-    """The signing keys of a JWK Set we accept: a kid, an allowed `alg`, a matching key type.
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An answer and its body, read in chunks: reading stops once the body is past
+    `_MAX_DOCUMENT_BYTES` (`too_large`), so a huge answer is never held in memory."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    too_large: bool = False
+
+
+Steps = Generator[httpx.Request, Fetched, None]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySetVersion:
+    """A key set and its generation, replaced together by a fetch that changes the set: a
+    caller holding one knows exactly which keys a token was verified with, whatever a
+    concurrent refresh does meanwhile."""
+
+    keys: KeySet
+    generation: int  # 1 for the first set, bumped whenever the set changes
+
+
+def fetch(client: httpx.Client, request: httpx.Request) -> Fetched:
+    """Send `request`; read the answer's body up to the cap, then close it."""
+    response = client.send(request, stream=True)
+    try:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > _MAX_DOCUMENT_BYTES:
+                return Fetched(response.status_code, response.headers, b"", too_large=True)
+        return Fetched(response.status_code, response.headers, bytes(body))
+    finally:
+        response.close()
+
+
+async def afetch(client: httpx.AsyncClient, request: httpx.Request) -> Fetched:
+    """`fetch` for asyncio."""
+    response = await client.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > _MAX_DOCUMENT_BYTES:
+                return Fetched(response.status_code, response.headers, b"", too_large=True)
+        return Fetched(response.status_code, response.headers, bytes(body))
+    finally:
+        await response.aclose()
+
+
+def parse_key_set(document: Any) -> tuple[dict[str, jwt.PyJWK], str | None]:
+    """The signing keys of a JWK Set we accept: a kid, an allowed `alg`, a matching key type,
+    public; and, when entries holding private key material were left out, a warning.
 
     Other keys (encryption keys, HMAC secrets, keys without `alg`) are left out, so a token
     can never be verified with them.
@@ -52,11 +108,18 @@ def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
     if not isinstance(entries, list):
         raise FetchError("the JWK Set has no keys member")
     keys: dict[str, jwt.PyJWK] = {}
+    leaked: list[str] = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
         kid, alg = entry.get("kid"), entry.get("alg")
-        if type(kid) is not str or alg not in ALLOWED_ALGORITHMS or kid in keys:
+        if not _PRIVATE_MEMBERS.isdisjoint(entry):
+            leaked.append(kid[:64] if type(kid) is str else "without a kid")
+            continue
+        # Types first: a list or an object where a string belongs cannot be hashed.
+        if type(kid) is not str or type(alg) is not str:
+            continue
+        if alg not in ALLOWED_ALGORITHMS or kid in keys:
             continue
         if entry.get("use", "sig") != "sig":
             continue
@@ -67,9 +130,19 @@ def parse_key_set(document: Any) -> dict[str, jwt.PyJWK]:
             keys[kid] = jwt.PyJWK(entry, algorithm=alg)
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             continue
+    warning = None
+    if leaked:
+        # Said, not only skipped: the issuer has published a secret, and must hear of it.
+        named = ", ".join(leaked[:3]) + (", ..." if len(leaked) > 3 else "")
+        warning = (
+            f"the JWK Set publishes private key material ({len(leaked)} key(s): {named}); "
+            "those keys were left out: a published key set holds public keys only"
+        )
     if not keys:
-        raise FetchError("the JWK Set has no usable signing key")
-    return keys
+        raise FetchError(
+            "the JWK Set has no usable signing key" + (f"; {warning}" if warning else "")
+        )
+    return keys, warning
 
 
 def max_age(cache_control: str | None) -> float | None:
@@ -83,15 +156,32 @@ def max_age(cache_control: str | None) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def json_document(response: httpx.Response, what: str) -> Any:
+def json_document(response: Fetched, what: str) -> Any:
+    """The JSON value of a 200 answer, or FetchError: whatever is wrong with a document
+    is a failed fetch, never another exception."""
     if response.status_code != 200:
         raise FetchError(f"{what}: HTTP {response.status_code}")
-    if len(response.content) > _MAX_DOCUMENT_BYTES:
+    if response.too_large:
         raise FetchError(f"{what}: too large")
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise FetchError(f"{what}: not JSON") from None
+
+
+def endpoint(metadata: Any, member: str) -> str:
+    """The http(s) URL the issuer's metadata gives as `member`, or FetchError."""
+    value = metadata.get(member) if isinstance(metadata, dict) else None
+    if type(value) is not str or not value.startswith(("https://", "http://")):
+        raise FetchError(f"metadata: no {member}")
+    try:
+        # httpx refuses most bad URLs (InvalidURL, or idna's UnicodeError for a host it
+        # cannot encode); the standard library's idna codec, which the synchronous
+        # transport resolves the host with, refuses the empty or over-long labels it lets by.
+        httpx.URL(value).host.encode("idna")
+    except (httpx.InvalidURL, UnicodeError):
+        raise FetchError(f"metadata: {member} is not a usable URL") from None
+    return value
 
 
 class JWKSKeySource:
@@ -115,8 +205,8 @@ class JWKSKeySource:
         self._min_refetch_interval = min_refetch_interval
         self._transport, self._async_transport = transport, async_transport
         self._clock = time.monotonic
-        self._keys: dict[str, jwt.PyJWK] | None = None
-        self._jwks: Any = None  # the document behind `_keys`: did a fetch change it?
+        self._current: KeySetVersion | None = None
+        self._jwks: Any = None  # the document behind `_current`: did a fetch change it?
         self._jwks_uri: str | None = None
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
@@ -124,39 +214,45 @@ class JWKSKeySource:
         self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
-        self.generation = 0  # bumped whenever the key set changes
         self.last_error: str | None = None
 
     # --- the keys ---------------------------------------------------------------------
 
-    def keys(self, kid: str | None) -> KeySet | None:
-        """The key set to verify a token naming `kid` with; fetches (blocking) when due.
+    @property
+    def generation(self) -> int:
+        """The generation of the key set in use (0 before the first)."""
+        current = self._current
+        return 0 if current is None else current.generation
+
+    def keys(self, kid: str | None) -> KeySetVersion | None:
+        """The key set to verify a token naming `kid` with, and its generation, in one read;
+        fetches (blocking) when due.
 
         Only a caller that needs the fetch waits for it: with no keys yet, or a kid the set
         lacks (a rotation). A refresh that is due because the set's max-age has passed is
         made by one caller while the others go on with the keys in hand, so a slow or hung
         auth service holds up one request, not all of them.
         """
-        if self._keys is None or self._due(kid):
+        if self._current is None or self._due(kid):
             if self._thread_lock.acquire(blocking=self._must_wait(kid)):
                 try:
                     if self._due(kid):
                         self._run_sync()
                 finally:
                     self._thread_lock.release()
-        return self._keys
+        return self._current
 
-    async def akeys(self, kid: str | None) -> KeySet | None:
+    async def akeys(self, kid: str | None) -> KeySetVersion | None:
         """`keys` for asyncio: fetched without blocking the event loop, and a refresh due
         to max-age is made in the background while every request goes on."""
-        if self._keys is None or self._due(kid):
+        if self._current is None or self._due(kid):
             if self._must_wait(kid):
                 async with self._async_lock:
                     if self._due(kid):
                         await self._run_async()
             elif self._refresh is None or self._refresh.done():
                 self._refresh = asyncio.create_task(self._refresh_in_background())
-        return self._keys
+        return self._current
 
     async def _refresh_in_background(self) -> None:
         async with self._async_lock:
@@ -165,16 +261,18 @@ class JWKSKeySource:
 
     def _must_wait(self, kid: str | None) -> bool:
         """Whether this caller cannot answer without the fetch's outcome."""
-        return self._keys is None or (kid is not None and kid not in self._keys)
+        current = self._current
+        return current is None or (kid is not None and kid not in current.keys)
 
     def _due(self, kid: str | None) -> bool:
         """Whether to fetch before answering: never twice within the refetch interval."""
         now = self._clock()
         if now - self._last_attempt < self._min_refetch_interval:
             return False
-        if self._keys is None or now >= self._expires_at:
+        current = self._current
+        if current is None or now >= self._expires_at:
             return True
-        return kid is not None and kid not in self._keys
+        return kid is not None and kid not in current.keys
 
     # --- fetching: the steps once, two drivers ---------------------------------------
 
@@ -183,21 +281,20 @@ class JWKSKeySource:
             metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
             if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
                 raise FetchError("metadata: its issuer is not the one configured")
-            jwks_uri = metadata.get("jwks_uri")
-            if type(jwks_uri) is not str or not jwks_uri.startswith(("https://", "http://")):
-                raise FetchError("metadata: no jwks_uri")
-            self._jwks_uri = jwks_uri
+            self._jwks_uri = endpoint(metadata, "jwks_uri")
         self.fetches += 1
         response = yield httpx.Request("GET", self._jwks_uri)
         document = json_document(response, "JWK Set")
-        keys = parse_key_set(document)
+        keys, warning = parse_key_set(document)
         age = max_age(response.headers.get("cache-control"))
         lifetime = min(max(age if age is not None else 0.0, self._min_cache), self._max_cache)
-        if document != self._jwks:
-            self.generation += 1
-        self._keys, self._jwks = keys, document
+        current = self._current
+        if current is None or document != self._jwks:
+            # One assignment: no reader can pair these keys with another set's generation.
+            self._current = KeySetVersion(keys, 1 if current is None else current.generation + 1)
+            self._jwks = document
         self._expires_at = self._clock() + lifetime
-        self.last_error = None
+        self.last_error = None if warning is None else f"JWK Set: {warning}"
 
     def _start(self) -> Steps:
         self._last_attempt = self._clock()
@@ -215,7 +312,7 @@ class JWKSKeySource:
             with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(client.send(request))
+                    request = steps.send(fetch(client, request))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -229,7 +326,7 @@ class JWKSKeySource:
             ) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(await client.send(request))
+                    request = steps.send(await afetch(client, request))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -238,4 +335,6 @@ class JWKSKeySource:
     @property
     def key_ids(self) -> Mapping[str, str]:
         """kid -> algorithm of the keys in use (for diagnostics)."""
-        return {kid: key.algorithm_name for kid, key in (self._keys or {}).items()}
+        current = self._current
+        keys = {} if current is None else current.keys
+        return {kid: key.algorithm_name for kid, key in keys.items()}

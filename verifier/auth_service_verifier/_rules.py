@@ -85,11 +85,16 @@ def parse(token: str) -> ParsedToken:
     header = _json_object(segments[0])
     if header is None:
         raise TokenRuleError("The access token is malformed.")
+    # Each member's type is checked before its value is used: the header is the bearer's
+    # JSON, and a list or an object where a string belongs is a refusal, never a crash.
     typ = header.get("typ")  # a media type: ASCII, case-insensitive (RFC 7515 §4.1.9)
     if type(typ) is not str or not typ.isascii() or typ.lower() not in ACCEPTED_TYPES:
         raise TokenRuleError("The token is not an access token.")
-    if header.get("alg") not in ALLOWED_ALGORITHMS:
+    alg = header.get("alg")  # RFC 7515 §4.1.1: a string
+    if type(alg) is not str or alg not in ALLOWED_ALGORITHMS:
         raise TokenRuleError("The token is signed with an unexpected algorithm.")
+    if "kid" in header and type(header["kid"]) is not str:  # RFC 7515 §4.1.4: a string
+        raise TokenRuleError("The token is signed with an unknown key.")
     # RFC 7515 §4.1.11: reject a `crit` we do not understand (we understand none); `b64`
     # (RFC 7797) would change what the signature covers.
     if "crit" in header or "b64" in header:

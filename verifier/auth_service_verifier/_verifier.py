@@ -15,8 +15,8 @@ import httpx
 from auth_service_verifier import _rules
 from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
 from auth_service_verifier._introspection import Introspection, IntrospectionSource
-from auth_service_verifier._jwks import JWKSKeySource
-from auth_service_verifier._rules import KeySet, ParsedToken, TokenRuleError, VerifiedToken
+from auth_service_verifier._jwks import JWKSKeySource, KeySetVersion
+from auth_service_verifier._rules import ParsedToken, TokenRuleError, VerifiedToken
 
 _UNAVAILABLE = "The issuer's signing keys could not be fetched; try again later."
 
@@ -25,34 +25,39 @@ class _VerifiedTokens:
     """Tokens verified with one generation of keys, each until its `exp`; oldest out first.
 
     Keyed by the token string: a token has one spelling (`_rules.parse` refuses every
-    other), so a tampered token is another key and is verified in full.
+    other), so a tampered token is another key and is verified in full. The generation and
+    its tokens are one value, replaced whole, so a thread never files a token under a
+    generation other than the one it was verified with.
     """
 
     def __init__(self, maxsize: int) -> None:
         self._maxsize = maxsize
-        self._tokens: dict[str, VerifiedToken] = {}
-        self.generation = 0
+        self._held: tuple[int, dict[str, VerifiedToken]] = (0, {})
 
     def get(self, token: str, *, generation: int, now: float) -> VerifiedToken | None:
-        if generation != self.generation:
+        held, tokens = self._held
+        if generation != held:
             return None
-        verified = self._tokens.get(token)
+        verified = tokens.get(token)
         if verified is None:
             return None
         if verified.expires_at <= now:
-            self._tokens.pop(token, None)
+            tokens.pop(token, None)
             return None
         return verified
 
     def put(self, token: str, verified: VerifiedToken, *, generation: int, now: float) -> None:
-        if generation != self.generation:
-            self._tokens = {}  # other keys: what the old ones verified is forgotten
-            self.generation = generation
+        held, tokens = self._held
+        if generation < held:
+            return  # verified with keys a refresh has since replaced: never kept
+        if generation > held:
+            tokens = {}  # other keys: what the old ones verified is forgotten
+            self._held = (generation, tokens)
         if verified.expires_at <= now or self._maxsize <= 0:
             return  # accepted within the leeway: never kept past exp
-        while len(self._tokens) >= self._maxsize:
-            self._tokens.pop(next(iter(self._tokens)), None)
-        self._tokens[token] = verified
+        while len(tokens) >= self._maxsize:
+            tokens.pop(next(iter(tokens)), None)
+        tokens[token] = verified
 
 
 class TokenVerifier:
@@ -191,14 +196,14 @@ class TokenVerifier:
     def _cached(self, token: str) -> VerifiedToken | None:
         return self._verified.get(token, generation=self.keys.generation, now=time.time())
 
-    def _finish(self, token: str, parsed: ParsedToken, keys: KeySet | None) -> VerifiedToken:
+    def _finish(self, token: str, parsed: ParsedToken, keys: KeySetVersion | None) -> VerifiedToken:
         if keys is None:
             raise KeysUnavailableError(_UNAVAILABLE)
         now = time.time()
         try:
             verified = _rules.verify(
                 parsed,
-                keys,
+                keys.keys,
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
@@ -206,7 +211,9 @@ class TokenVerifier:
             )
         except TokenRuleError as exc:
             raise InvalidTokenError(str(exc)) from None
-        self._verified.put(token, verified, generation=self.keys.generation, now=now)
+        # Filed under the generation it was verified with, read with the keys: not the one
+        # current now, which a refresh in another thread may have moved on meanwhile.
+        self._verified.put(token, verified, generation=keys.generation, now=now)
         return verified
 
 
