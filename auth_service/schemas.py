@@ -65,6 +65,15 @@ Name = Annotated[
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")]
 
 
+def _integral(value: object) -> object:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# JSON Schema's integer: a number with no fraction, which 60.0 is too; still never a string
+# or a boolean (strict), and 1.5 is refused.
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
 def normalize_email(text: str) -> str | None:
     """The address as registration stores it, or None when `text` is not one."""
     try:
@@ -307,7 +316,7 @@ class ClientCreated(ClientPublic):
 
 
 class SecretRotation(_Input):
-    grace_seconds: int = Field(
+    grace_seconds: Integer = Field(
         default=0,
         ge=0,
         le=MAX_SECRET_GRACE_SECONDS,

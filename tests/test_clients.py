@@ -372,6 +372,15 @@ async def test_a_grace_period_keeps_the_replaced_secret_working_until_it_ends(
     assert (await client_token(client, second)).status_code == 200
 
 
+async def test_a_grace_period_is_a_json_integer_and_60_0_is_one(client: httpx.AsyncClient) -> None:
+    registered = await new_client(client)
+
+    rotated = await rotate(client, registered, grace_seconds=60.0)
+
+    assert rotated["previous_secret_expires_at"] is not None
+    assert (await client_token(client, registered)).status_code == 200
+
+
 async def test_a_rotation_ends_any_earlier_secret_at_once(client: httpx.AsyncClient) -> None:
     first = await new_client(client)
     second = await rotate(client, first, grace_seconds=3600)
@@ -463,6 +472,9 @@ async def test_a_scope_taken_from_a_client_is_refused_to_its_tokens_at_once(
         {"grace_seconds": 30 * 24 * 3600 + 1},
         {"grace_seconds": "an hour"},
         {"grace_seconds": 1.5},
+        {"grace_seconds": "60"},
+        {"grace_seconds": True},
+        {"grace_seconds": 1e20},
         {"grace_seconds": 60, "keep": True},
         ["grace_seconds"],
     ],
