@@ -76,6 +76,8 @@ class Issuer:
         self.jwks_status = 200
         self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
         self.jwks_gate: threading.Event | None = None  # when set: JWK Sets wait for it
+        self.jwks_drip: float | None = None  # when set: the JWK Set a byte per this many s
+        self.stopped = threading.Event()
         self.jwks_requests = 0
         self.rotations: list[str] = []
         self.signer = self.rotate()
@@ -93,6 +95,7 @@ class Issuer:
         return self.signer
 
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -126,6 +129,12 @@ class Issuer:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    if self.path == "/jwks.json" and issuer.jwks_drip is not None:
+                        for byte in data:  # a drip-fed answer: each read is quick
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            if issuer.stopped.wait(issuer.jwks_drip):
+                                return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the verifier gave up on a hung issuer, as it should
@@ -599,6 +608,38 @@ async def test_a_refresh_due_to_max_age_runs_in_the_background(issuer: Issuer) -
             await asyncio.sleep(0.01)
     finally:
         issuer.jwks_gate.set()
+
+
+def test_a_drip_fed_key_set_fails_after_the_timeout_not_the_last_byte(issuer: Issuer) -> None:
+    # Each byte comes well within httpx's read timeout; the whole answer would take minutes.
+    issuer.jwks_drip = 0.1
+    verifier = _verifier(issuer, timeout=1)
+    outcome: list[BaseException] = []
+
+    def verify() -> None:
+        try:
+            verifier.verify(issuer.signer.token())
+        except BaseException as exc:  # the outcome, handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=verify)
+    worker.start()
+    worker.join(10)
+
+    assert not worker.is_alive(), "the fetch went on past its timeout"
+    assert [type(exc) for exc in outcome] == [KeysUnavailableError]
+    assert "longer than the timeout" in (verifier.keys.last_error or "")
+
+
+@pytest.mark.anyio
+async def test_a_drip_fed_key_set_fails_after_the_timeout_under_asyncio(issuer: Issuer) -> None:
+    issuer.jwks_drip = 0.1
+    verifier = _verifier(issuer, timeout=1)
+
+    with pytest.raises(KeysUnavailableError):
+        await asyncio.wait_for(verifier.averify(issuer.signer.token()), 10)
+
+    assert "longer than the timeout" in (verifier.keys.last_error or "")
 
 
 def test_without_any_key_set_it_says_so_and_does_not_retry_at_once(issuer: Issuer) -> None:

@@ -134,7 +134,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(fetch(client, request))
+                request = steps.send(fetch(client, request, timeout=self._timeout))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -168,7 +168,7 @@ class IntrospectionSource:
         try:
             request = next(steps)
             while True:
-                request = steps.send(await afetch(client, request))
+                request = steps.send(await afetch(client, request, timeout=self._timeout))
         except StopIteration as done:
             return done.value
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:

@@ -69,8 +69,17 @@ class KeySetVersion:
     generation: int  # 1 for the first set, bumped whenever the set changes
 
 
-def fetch(client: httpx.Client, request: httpx.Request) -> Fetched:
-    """Send `request`; read the answer's body up to the cap, then close it."""
+_TOO_SLOW = "the answer took longer than the timeout"
+
+
+def fetch(client: httpx.Client, request: httpx.Request, *, timeout: float) -> Fetched:
+    """Send `request`; read the answer's body up to the cap, then close it.
+
+    httpx's timeout bounds each read, not the answer: an issuer that drip-feeds bytes would
+    hold the fetch for as long as it went on. The body must be in within `timeout` of the
+    request (checked at each chunk, so at most one read later); FetchError otherwise.
+    """
+    deadline = time.monotonic() + timeout
     response = client.send(request, stream=True)
     try:
         body = bytearray()
@@ -78,23 +87,34 @@ def fetch(client: httpx.Client, request: httpx.Request) -> Fetched:
             body += chunk
             if len(body) > _MAX_DOCUMENT_BYTES:
                 return Fetched(response.status_code, response.headers, b"", too_large=True)
+            if time.monotonic() > deadline:
+                raise FetchError(_TOO_SLOW)
         return Fetched(response.status_code, response.headers, bytes(body))
     finally:
         response.close()
 
 
-async def afetch(client: httpx.AsyncClient, request: httpx.Request) -> Fetched:
-    """`fetch` for asyncio."""
-    response = await client.send(request, stream=True)
+async def afetch(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    timeout: float,  # noqa: ASYNC109 (the fetch's own: its expiry is a FetchError)
+) -> Fetched:
+    """`fetch` for asyncio, where the whole exchange, headers included, has `timeout`."""
     try:
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > _MAX_DOCUMENT_BYTES:
-                return Fetched(response.status_code, response.headers, b"", too_large=True)
-        return Fetched(response.status_code, response.headers, bytes(body))
-    finally:
-        await response.aclose()
+        async with asyncio.timeout(timeout):
+            response = await client.send(request, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_DOCUMENT_BYTES:
+                        return Fetched(response.status_code, response.headers, b"", True)
+                return Fetched(response.status_code, response.headers, bytes(body))
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        raise FetchError(_TOO_SLOW) from None
 
 
 def parse_key_set(document: Any) -> tuple[dict[str, jwt.PyJWK], str | None]:
@@ -312,7 +332,7 @@ class JWKSKeySource:
             with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(fetch(client, request))
+                    request = steps.send(fetch(client, request, timeout=self._timeout))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
@@ -326,7 +346,7 @@ class JWKSKeySource:
             ) as client:
                 request = next(steps)
                 while True:
-                    request = steps.send(await afetch(client, request))
+                    request = steps.send(await afetch(client, request, timeout=self._timeout))
         except StopIteration:
             return
         except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
