@@ -108,13 +108,12 @@ def _stored(database: str) -> list[tuple[str, datetime | None, datetime | None]]
         engine.dispose()
 
 
-def _set_retirement(database: str, kid: str, when: datetime) -> None:
+def _set_times(database: str, kid: str, **times: datetime) -> None:
+    """Set the key's `created_at` or `retires_at`, as another process would."""
     engine = create_engine(sync_url(database))
     try:
         with engine.begin() as connection:
-            connection.execute(
-                update(SigningKey).where(col(SigningKey.kid) == kid).values(retires_at=when)
-            )
+            connection.execute(update(SigningKey).where(col(SigningKey.kid) == kid).values(**times))
     finally:
         engine.dispose()
 
@@ -205,25 +204,14 @@ async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
     """A rotation on a replica whose clock is behind gives the new key an older date."""
     async with make_client() as first:
         rotated = await _rotate(first, await admin_headers(first))
-    _set_created(database, rotated["kid"], datetime(2000, 1, 1, tzinfo=UTC))
+    _set_times(database, rotated["kid"], created_at=datetime(2000, 1, 1, tzinfo=UTC))
     try:
         async with make_client() as second:
             token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
     finally:  # the fixture keeps the oldest key for the next test
-        _set_created(database, rotated["kid"], _parse_time(rotated["created_at"]))
+        _set_times(database, rotated["kid"], created_at=_parse_time(rotated["created_at"]))
 
     assert kid_of(token) == rotated["kid"]
-
-
-def _set_created(database: str, kid: str, when: datetime) -> None:
-    engine = create_engine(sync_url(database))
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                update(SigningKey).where(col(SigningKey.kid) == kid).values(created_at=when)
-            )
-    finally:
-        engine.dispose()
 
 
 async def test_a_superseded_key_retires_once_its_window_has_passed(
@@ -238,7 +226,7 @@ async def test_a_superseded_key_retires_once_its_window_has_passed(
         assert kid_of(old) in await jwks_kids(client)
 
         # As if the access token lifetime had passed since the rotation.
-        _set_retirement(database, kid_of(old), datetime.now(UTC) - timedelta(seconds=1))
+        _set_times(database, kid_of(old), retires_at=datetime.now(UTC) - timedelta(seconds=1))
 
         async def gone() -> bool:
             return kid_of(old) not in await jwks_kids(client)
@@ -266,7 +254,7 @@ async def test_a_worker_a_poll_behind_signs_tokens_that_verify_until_they_expire
         await _rotate(here, await admin_headers(here))
         # As if the rotation had been 55 s ago: `there` has not polled since, as it may not.
         retires_at = _retirement(database, kid_of(old)) - timedelta(seconds=55)
-        _set_retirement(database, kid_of(old), retires_at)
+        _set_times(database, kid_of(old), retires_at=retires_at)
 
         late = await login(there, "late@example.com")
 
@@ -288,7 +276,7 @@ async def test_a_retirement_falls_due_without_any_write(
     async with make_client(key_refresh_seconds=FAST_POLL) as client:
         old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
         await _rotate(client, bearer(old))
-        _set_retirement(database, kid_of(old), datetime.now(UTC) + timedelta(seconds=1))
+        _set_times(database, kid_of(old), retires_at=datetime.now(UTC) + timedelta(seconds=1))
         await app_state(client).key_ring.load()  # knows the new time; the table stays as is
         assert kid_of(old) in await jwks_kids(client)
 
