@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
                         revocation.purge_every,
                         state.sessionmaker,
                         interval_seconds=settings.purge_interval_seconds,
+                        reuse_interval=settings.refresh_reuse_interval,
                     )
                 )
                 yield

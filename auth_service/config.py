@@ -111,12 +111,20 @@ class Settings(BaseSettings):
         "get the same answer as the first time (concurrent tabs, retried requests); "
         "0: any second presentation ends the session.",
     )
+    max_sessions_per_user: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="live sessions one user may have; a sign-in beyond it ends that user's "
+        "oldest session.",
+    )
     purge_interval_seconds: int = Field(
         default=600,
         ge=1,
         le=86_400,
-        description="how often each worker deletes expired sessions, refresh tokens and "
-        "revoked access tokens (in small batches).",
+        description="how often each worker deletes expired sessions and revoked access "
+        "tokens, and the answers kept for the refresh reuse interval once it has passed "
+        "(in small batches).",
     )
     key_refresh_seconds: float = Field(
         default=2,

@@ -16,6 +16,7 @@ from auth_service.observability import AccessLog, Metrics
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
+from auth_service.security.refresh_tokens import RefreshTokens
 from auth_service.services.keys import JSONDocument, KeyRing, KeySet
 from auth_service.services.user_state import UserStates, user_states_for
 
@@ -31,6 +32,8 @@ class AppState:
     metrics: Metrics
     access_log: AccessLog
     discovery: JSONDocument
+    # Makes and recognizes refresh tokens (`services.sessions`).
+    refresh_tokens: RefreshTokens
     # Seals the answers kept for the refresh reuse interval (`services.sessions`).
     successors: Sealer
     # The signing keys, following the database (`KeyRing.follow`, started by the lifespan).
@@ -52,6 +55,7 @@ class AppState:
             metrics=Metrics(),
             access_log=AccessLog(),
             discovery=discovery,
+            refresh_tokens=RefreshTokens(secret_key),
             successors=Sealer(secret_key, purpose=REFRESH_SUCCESSORS),
             key_ring=KeyRing(
                 sessionmaker=sessionmaker, alg=settings.signing_alg, secret_key=secret_key

@@ -133,9 +133,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.getfixturevalue("postgres_database")
     yield url
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(
-            "TRUNCATE refresh_tokens, sessions, revoked_access_tokens, clients, user_roles, users"
-        )
+        connection.execute("TRUNCATE sessions, revoked_access_tokens, clients, user_roles, users")
         connection.execute(
             "DELETE FROM signing_keys WHERE created_at > (SELECT min(created_at) FROM signing_keys)"
         )

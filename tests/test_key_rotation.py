@@ -701,6 +701,11 @@ class CountingServer(Server):
         super().__init__(database_url, workdir)
         self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
 
+    def environment(self) -> dict[str, str]:
+        # The tests sign one user in until every worker has answered: more sessions than
+        # the default cap, which would end the first, whose token must stay valid.
+        return {**super().environment(), "AUTH_MAX_SESSIONS_PER_USER": "10000"}
+
 
 @pytest.fixture(scope="module", params=DATABASES)
 def serving(

@@ -2,7 +2,8 @@
 scope narrowing, concurrency and the reuse interval, on SQLite and on PostgreSQL."""
 
 import asyncio
-import hashlib
+import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,10 +11,12 @@ import httpx
 import jwt
 import pytest
 
+from auth_service.security.refresh_tokens import RefreshTokens
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
+    b64url,
     bearer,
     register,
     request_token,
@@ -52,7 +55,7 @@ def claims_of(access_token: str) -> dict[str, Any]:
 # --- issue and rotate ---------------------------------------------------------------------
 
 
-async def test_a_sign_in_gets_an_opaque_refresh_token_stored_only_as_its_digest(
+async def test_a_sign_in_gets_an_opaque_refresh_token_that_is_stored_nowhere(
     client: httpx.AsyncClient,
 ) -> None:
     await register(client, "ann@example.com")
@@ -62,14 +65,12 @@ async def test_a_sign_in_gets_an_opaque_refresh_token_stored_only_as_its_digest(
     token = body["refresh_token"]
     assert "." not in token  # opaque, not a JWT
     assert token.startswith("ast_rt_")  # for secret scanners
-    assert len(token.removeprefix("ast_rt_")) >= 43  # 256 bits of base64url
-    rows = await sql(client, "SELECT digest, scope FROM refresh_tokens")
-    assert [(bytes(r[0]), r[1]) for r in rows] == [
-        (hashlib.sha256(token.encode()).digest(), body["scope"])
-    ]
-    for table in ("refresh_tokens", "sessions"):
-        for row in await sql(client, f"SELECT * FROM {table}"):  # noqa: S608 (our names)
-            assert all(token not in str(value) for value in row)
+    assert len(token.removeprefix("ast_rt_")) >= 43  # 256 bits of base64url, and more
+    [row] = await sql(client, "SELECT * FROM sessions")
+    tag = base64.urlsafe_b64decode(token.removeprefix("ast_rt_") + "==")[-32:]
+    for value in row:
+        assert token not in str(value)
+        assert not isinstance(value, bytes | memoryview) or tag not in bytes(value)
 
 
 async def test_a_refresh_spends_the_token_and_answers_its_successor(
@@ -107,6 +108,87 @@ async def test_presenting_a_spent_token_again_ends_the_whole_session(
     assert "used already" in replay.json()["error_description"]
     assert_invalid_grant(await refresh(client, newest))  # the legitimate newest one too
     assert (await refresh(client, other_session)).status_code == 200  # another sign-in lives
+
+
+async def test_refreshing_adds_no_rows_and_every_earlier_token_is_known_as_reuse(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "abe@example.com")
+    tokens = [(await sign_in(client, "abe@example.com"))["refresh_token"]]
+    rows_before = await _row_counts(client)
+
+    for _ in range(20):
+        answer = await refresh(client, tokens[-1])
+        assert answer.status_code == 200, answer.text
+        tokens.append(answer.json()["refresh_token"])
+
+    assert await _row_counts(client) == rows_before  # storage grows with sessions only
+    replay = await refresh(client, tokens[3])  # long spent, yet recognized
+    assert_invalid_grant(replay)
+    assert "used already" in replay.json()["error_description"]
+    assert await sql(client, "SELECT 1 FROM sessions") == []
+    assert_invalid_grant(await refresh(client, tokens[-1]))
+
+
+async def _row_counts(client: httpx.AsyncClient) -> dict[str, int]:
+    tables = ("sessions", "users", "user_roles", "clients", "revoked_access_tokens")
+    return {
+        table: (await sql(client, f"SELECT count(*) FROM {table}"))[0][0]  # noqa: S608
+        for table in tables
+    }
+
+
+async def test_a_token_made_without_the_servers_key_is_unknown_and_ends_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Nobody holding a session id (every access token carries it as `sid`), nor the
+    database's copy of the session, can make one of its tokens, not even a spent one that
+    would end the session as reuse."""
+    await register(client, "bea@example.com")
+    body = await sign_in(client, "bea@example.com")
+    session_id = uuid.UUID(claims_of(body["access_token"])["sid"])
+    live = (await refresh(client, body["refresh_token"])).json()["refresh_token"]
+    [(seed,)] = await sql(client, "SELECT refresh_seed FROM sessions")
+    other_key = RefreshTokens("another secret key")
+    forged = [
+        other_key.make(session_id, 0, bytes(seed)),  # the database leaked, not the key
+        other_key.make(session_id, 0, bytes(32)),
+        "ast_rt_" + b64url(session_id.bytes + bytes(4) + bytes(32)),
+    ]
+
+    for token in forged:  # each would be the spent token 0, reuse, were it genuine
+        refused = await refresh(client, token)
+        assert_invalid_grant(refused)
+        assert "used already" not in refused.json()["error_description"]
+
+    assert (await refresh(client, live)).status_code == 200
+
+
+def test_a_refresh_token_has_one_spelling() -> None:
+    made = RefreshTokens("key")
+    token = made.make(uuid.uuid4(), 7, bytes(32))
+    presented = made.read(token)
+    assert presented is not None
+    assert presented.generation == 7
+    assert made.genuine(presented, bytes(32))
+    assert not made.genuine(presented, bytes(31) + b"\x01")
+    # The last character carries two bits of the tag and four unused ones (A, Q, g or w
+    # when those are 0): the next character decodes to the same bytes, and is refused.
+    assert token[-1] in "AQgw"
+    respelled = token[:-1] + chr(ord(token[-1]) + 1)
+    assert base64.urlsafe_b64decode(respelled[7:] + "==") == base64.urlsafe_b64decode(
+        token[7:] + "=="
+    )
+    for bad in (
+        respelled,
+        token + "A",
+        token[:-1],
+        "ast_xx_" + token[7:],
+        token[:-2] + "==",
+        token[:-1] + "+",
+        "ast_rt_" + "é" * 70,
+    ):
+        assert made.read(bad) is None, bad
 
 
 @pytest.mark.parametrize(
@@ -160,7 +242,7 @@ async def test_a_refresh_may_narrow_its_access_token_and_the_successor_keeps_the
     assert narrowed.json()["scope"] == "openid"
     assert claims_of(narrowed.json()["access_token"])["scope"] == "openid"
     # RFC 6749 §6: the new refresh token's scope is identical to the presented one's.
-    [(kept,)] = await sql(client, "SELECT scope FROM refresh_tokens WHERE spent_at IS NULL")
+    [(kept,)] = await sql(client, "SELECT scope FROM sessions")
     assert kept == "account openid profile"
     again = await refresh(client, narrowed.json()["refresh_token"])
     assert again.json()["scope"] == "account openid profile"
@@ -228,7 +310,7 @@ async def test_an_idle_refresh_token_expires(client: httpx.AsyncClient) -> None:
     token = (await sign_in(client, "jon@example.com"))["refresh_token"]
     await sql(
         client,
-        "UPDATE refresh_tokens SET expires_at = :past",
+        "UPDATE sessions SET idle_expires_at = :past",
         past=_ago(seconds=1),
     )
 
@@ -244,9 +326,7 @@ async def test_a_session_ends_at_its_maximum_age_however_often_it_refreshes(
         token = (await refresh(client, token)).json()["refresh_token"]
         # Never past the session's end, whatever the idle lifetime says.
         [(expires, session_ends)] = await sql(
-            client,
-            "SELECT t.expires_at, s.expires_at FROM refresh_tokens t"
-            " JOIN sessions s ON s.id = t.session_id WHERE t.spent_at IS NULL",
+            client, "SELECT idle_expires_at, expires_at FROM sessions"
         )
         assert expires == session_ends
         await sql(client, "UPDATE sessions SET expires_at = :past", past=_ago(seconds=1))
@@ -346,8 +426,8 @@ async def test_with_a_reuse_interval_two_tabs_refreshing_at_once_share_one_succe
         assert len({a.content for a in answers}) == 1  # the very same pair, five times
         successor = answers[0].json()["refresh_token"]
         assert (await refresh(client, token)).content == answers[0].content  # a retry, later
-        # The family did not fork: one live token, and it works.
-        assert len(await sql(client, "SELECT 1 FROM refresh_tokens WHERE spent_at IS NULL")) == 1
+        # The family did not fork: one spend, one live token, and it works.
+        assert await sql(client, "SELECT refresh_generation FROM sessions") == [(1,)]
         assert (await refresh(client, successor)).status_code == 200
 
 
@@ -358,16 +438,53 @@ async def test_the_kept_answer_is_sealed_and_reuse_after_the_interval_ends_the_s
         await register(client, "ola@example.com")
         token = (await sign_in(client, "ola@example.com"))["refresh_token"]
         successor = (await refresh(client, token)).json()
-        [(kept,)] = await sql(
-            client, "SELECT successor FROM refresh_tokens WHERE spent_at IS NOT NULL"
-        )
+        [(kept,)] = await sql(client, "SELECT successor FROM sessions")
         assert successor["refresh_token"].encode() not in bytes(kept)
         assert successor["access_token"].encode() not in bytes(kept)
 
-        await sql(client, "UPDATE refresh_tokens SET spent_at = :then", then=_ago(seconds=11))
+        await sql(client, "UPDATE sessions SET refreshed_at = :then", then=_ago(seconds=11))
 
         assert_invalid_grant(await refresh(client, token))
         assert_invalid_grant(await refresh(client, successor["refresh_token"]))
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({"scope": "account admin:keys"}, "invalid_scope"),
+        ({"scope": "not:granted"}, "invalid_scope"),
+        ({"audience": "orders-api"}, "invalid_target"),
+        ({"resource": "https://elsewhere.example"}, "invalid_target"),
+    ],
+)
+async def test_a_replay_within_the_interval_is_judged_as_a_fresh_refresh_would_be(
+    make_client: ClientFactory, form: dict[str, str], error: str
+) -> None:
+    async with make_client(refresh_reuse_interval=30, allowed_audiences=["orders-api"]) as client:
+        await register(client, "oda@example.com")
+        token = (await sign_in(client, "oda@example.com", scope="account"))["refresh_token"]
+        first = await refresh(client, token)
+        assert first.status_code == 200, first.text
+
+        fresh = await refresh(client, first.json()["refresh_token"], **form)
+        replay = await refresh(client, token, **form)
+
+        assert (fresh.status_code, fresh.json()["error"]) == (400, error)
+        assert (replay.status_code, replay.json()["error"]) == (400, error)
+        assert (await refresh(client, token)).content == first.content  # still kept
+
+
+async def test_a_session_begun_before_a_password_change_cannot_refresh(
+    client: httpx.AsyncClient,
+) -> None:
+    """Should a sign-in's session outlive the password change it raced, its version
+    refuses it (the race itself is in test_sign_in_races.py)."""
+    await register(client, "ora@example.com")
+    token = (await sign_in(client, "ora@example.com"))["refresh_token"]
+    await sql(client, "UPDATE users SET token_version = 1 WHERE email = 'ora@example.com'")
+
+    assert_invalid_grant(await refresh(client, token))
+    assert await sql(client, "SELECT 1 FROM sessions") == []  # and it is ended
 
 
 async def test_without_a_reuse_interval_no_answer_is_kept(client: httpx.AsyncClient) -> None:
@@ -375,7 +492,7 @@ async def test_without_a_reuse_interval_no_answer_is_kept(client: httpx.AsyncCli
     token = (await sign_in(client, "pam@example.com"))["refresh_token"]
     assert (await refresh(client, token)).status_code == 200
 
-    assert await sql(client, "SELECT 1 FROM refresh_tokens WHERE successor IS NOT NULL") == []
+    assert await sql(client, "SELECT 1 FROM sessions WHERE successor IS NOT NULL") == []
 
 
 async def test_a_session_records_where_its_sign_in_came_from(client: httpx.AsyncClient) -> None:

@@ -442,27 +442,19 @@ async def test_the_purge_deletes_what_expired_in_batches_and_keeps_the_rest(
     now = utcnow()
     long_ago = now - timedelta(days=400)
     user_id = (await sql(client, "SELECT id FROM users WHERE email = 'ann@example.com'"))[0][0]
-    # Years of traffic: sessions that ended by age or idleness, their spent tokens, old
-    # revocations, and expired tokens in a session that is still live.
+    # Years of traffic: sessions that ended by age or idleness, old revocations.
     for n in range(23):
         await sql(
             client,
-            "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,"
-            " expires_at, idle_expires_at) VALUES (:id, :user, 'auth-service', 'account',"
-            " :then, :then, :expires, :idle)",
+            "INSERT INTO sessions (id, user_id, client_id, scope, refresh_seed, created_at,"
+            " last_used_at, expires_at, idle_expires_at) VALUES (:id, :user, 'auth-service',"
+            " 'account', :seed, :then, :then, :expires, :idle)",
             id=f"00000000-0000-4000-8000-{n:012d}",
             user=user_id,
+            seed=bytes(32),
             then=long_ago,
             expires=now - timedelta(seconds=1) if n % 2 else now + timedelta(days=1),
             idle=now - timedelta(seconds=1) if not n % 2 else now + timedelta(days=1),
-        )
-        await sql(
-            client,
-            "INSERT INTO refresh_tokens (digest, session_id, scope, created_at, expires_at)"
-            " VALUES (:digest, :session, 'account', :then, :then)",
-            digest=n.to_bytes(32, "big"),
-            session=f"00000000-0000-4000-8000-{n:012d}",
-            then=long_ago,
         )
         await sql(
             client,
@@ -470,14 +462,23 @@ async def test_the_purge_deletes_what_expired_in_batches_and_keeps_the_rest(
             jti=f"old-{n}",
             then=long_ago,
         )
+    # A refresh's answer kept in ann's live session, from before the reuse interval.
+    await sql(
+        client, "UPDATE sessions SET successor = :kept, refreshed_at = :then", kept=b"x", then=now
+    )
     monkeypatch.setattr(revocation, "PURGE_BATCH", 5)
 
-    deleted = await revocation.purge(app_state(client).sessionmaker, now=utcnow())
+    sessionmaker = app_state(client).sessionmaker
 
-    assert deleted == 23 + 23  # the sessions (their tokens go with them) and the revocations
+    deleted = await revocation.purge(sessionmaker, now=now, reuse_interval=10)
+
+    assert deleted == 23 + 23  # the sessions and the revocations
     assert await sql(client, "SELECT count(*) FROM sessions") == [(1,)]  # ann's live one
-    assert await sql(client, "SELECT count(*) FROM refresh_tokens") == [(1,)]
     assert await sql(client, "SELECT count(*) FROM revoked_access_tokens") == [(1,)]
+    assert await sql(client, "SELECT successor FROM sessions") == [(b"x",)]  # still wanted
+    later = now + timedelta(seconds=11)
+    assert await revocation.purge(sessionmaker, now=later, reuse_interval=10) == 1
+    assert await sql(client, "SELECT successor FROM sessions") == [(None,)]
     refreshed = await client.post(
         TOKEN, data={"grant_type": "refresh_token", "refresh_token": live["refresh_token"]}
     )

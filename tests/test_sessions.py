@@ -16,6 +16,7 @@ from sqlalchemy import update
 from auth_service.models import LoginSession
 from tests.conftest import (
     STRONG_PASSWORD,
+    ClientFactory,
     admin_headers,
     app_state,
     bearer,
@@ -356,6 +357,39 @@ async def test_logout_all_ends_every_session_of_the_caller_only(
     # Signing in again works, and starts the only session there is.
     fresh = await sign_in(client, "pat@example.com")
     assert [s["id"] for s in (await listed(client, fresh))["data"]] == [sid_of(fresh)]
+
+
+async def test_a_sign_in_beyond_the_cap_ends_the_users_oldest_session(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(max_sessions_per_user=3) as client:
+        await register(client, "cap@example.com")
+        await register(client, "other@example.com")
+        theirs = await sign_in(client, "other@example.com")
+        mine = [await sign_in(client, "cap@example.com") for _ in range(5)]
+
+        for ended in mine[:2]:
+            assert_invalid_grant(await refresh(client, ended["refresh_token"]))
+            await assert_refused(client, ended["access_token"])
+        newest = [sid_of(tokens) for tokens in reversed(mine[2:])]
+        assert [s["id"] for s in (await listed(client, mine[-1]))["data"]] == newest
+        for kept in mine[2:]:
+            assert (await refresh(client, kept["refresh_token"])).status_code == 200
+        await assert_accepted(client, theirs["access_token"])  # another user's stay
+
+
+async def test_concurrent_sign_ins_never_leave_more_sessions_than_the_cap(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(max_sessions_per_user=2) as client:
+        await register(client, "many@example.com")
+
+        answers = await asyncio.gather(
+            *(request_token(client, "many@example.com") for _ in range(12))
+        )
+
+        assert [a.status_code for a in answers] == [200] * 12
+        assert await sql(client, "SELECT count(*) FROM sessions") == [(2,)]
 
 
 async def test_a_logout_racing_refreshes_of_its_session_leaves_nothing_alive(

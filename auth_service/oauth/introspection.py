@@ -105,17 +105,17 @@ class IntrospectionEndpoint:
     async def _refresh_token(
         token: str, *, state: AppState, session: AsyncSession
     ) -> dict[str, Any]:
-        found = await sessions.find(session, token)
+        found = await sessions.find(session, token, refresh_tokens=state.refresh_tokens)
         if found is None or not found.active(utcnow()):
             return INACTIVE
         return {
             "active": True,
             "token_type": "refresh_token",
-            "scope": found.token.scope,
+            "scope": found.login.scope,
             "client_id": found.login.client_id,
             "username": found.user.email,
-            "exp": int(found.token.expires_at.timestamp()),
-            "iat": int(found.token.created_at.timestamp()),
+            "exp": int(found.login.idle_expires_at.timestamp()),
+            "iat": int(found.login.last_used_at.timestamp()),
             "sub": str(found.user.id),
             "aud": found.login.audience or state.settings.token_audience,
             "iss": state.settings.issuer,

@@ -54,7 +54,7 @@ class RevocationEndpoint:
         if is_jwt(token):
             await self._revoke_access_token(token, client=client, state=state, session=session)
         else:
-            await self._revoke_refresh_token(token, client=client, session=session)
+            await self._revoke_refresh_token(token, client=client, state=state, session=session)
 
     @staticmethod
     async def _revoke_access_token(
@@ -75,8 +75,10 @@ class RevocationEndpoint:
         await revocation.revoke_access_token(session, jti=claims["jti"], exp=claims["exp"])
 
     @staticmethod
-    async def _revoke_refresh_token(token: str, *, client: Client, session: AsyncSession) -> None:
-        found = await sessions.find(session, token)
+    async def _revoke_refresh_token(
+        token: str, *, client: Client, state: AppState, session: AsyncSession
+    ) -> None:
+        found = await sessions.find(session, token, refresh_tokens=state.refresh_tokens)
         if found is None:
             return  # §2.2: unknown, or its session has ended already
         if found.login.client_id != client.client_id:

@@ -3,15 +3,16 @@
 A sign-in starts a session and gives it its first refresh token. Refreshing spends the
 token presented and issues its successor in the same session; presenting a spent token
 again is reuse, a sign that the token was stolen (or that the client raced itself), and
-ends the whole session, its newest token included. Tokens are opaque, 256 random bits behind
-a prefix a secret scanner can spot, and stored only as SHA-256 digests.
+ends the whole session, its newest token included. A session is one row however often it
+refreshes: its tokens are numbered and made by `security.refresh_tokens`, which recognizes
+every earlier one from that row. A user has at most AUTH_MAX_SESSIONS_PER_USER sessions:
+a sign-in beyond that ends the oldest.
 
 Functions take `session` (the request's database transaction) as their first argument and
-never commit, except where they say so.
+never commit.
 """
 
-import hashlib
-import secrets
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,23 +22,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
-from auth_service.errors import NotFound, NotInSession
-from auth_service.models import LoginSession, RefreshToken, User
+from auth_service.errors import InvalidGrant, NotFound, NotInSession
+from auth_service.models import LoginSession, User
+from auth_service.security.refresh_tokens import SEED_BYTES, RefreshTokens
 from auth_service.services.repositories import sessions as repository
+from auth_service.services.repositories import users as users_repository
 
-TOKEN_BYTES = 32  # 256 bits (RFC 9700 §4.14.2; RFC 6749 §10.10)
-TOKEN_PREFIX = "ast_rt_"  # noqa: S105 (a prefix, not a secret)
 USER_AGENT_MAX = 512
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def digest(token: str) -> bytes:
-    """What is stored of a refresh token. SHA-256 is enough: the value has 256 random bits,
-    so there is nothing to guess, and the lookup by digest is an index seek."""
-    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +48,29 @@ async def start(
     audience: str | None,
     device: Device,
     settings: Settings,
+    refresh_tokens: RefreshTokens,
     now: datetime,
 ) -> tuple[LoginSession, str]:
     """A new session of `user` for `client_id` with `scope` and `audience` (None: the
-    service's default), and its first refresh token."""
+    service's default), and its first refresh token.
+
+    `user` is as the password check found it. InvalidGrant when the account has changed
+    since: deleted, deactivated, or its token version raised (a password change, a
+    sign-out everywhere). That last check holds a lock on the user until the transaction
+    ends, so such a change either came first and refuses the sign-in here, or waits for
+    its commit and ends the new session with the others: none survives it. The session
+    records the version all the same, which refuses its refreshes should one slip by.
+    """
+    version = await users_repository.lock_for_sign_in(session, user.id)
+    if version is None or version != user.token_version:
+        raise InvalidGrant("The email or password is incorrect.")
     login = LoginSession(
         user_id=user.id,
         client_id=client_id,
         scope=scope,
         audience=audience,
+        token_version=version,
+        refresh_seed=os.urandom(SEED_BYTES),
         created_at=now,
         last_used_at=now,
         expires_at=now + timedelta(seconds=settings.session_max_age),
@@ -74,92 +79,104 @@ async def start(
         user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
     session.add(login)
-    await session.flush()  # the row the token refers to
-    return login, await _issue(session, login, scope=scope, settings=settings, now=now)
+    await session.flush()
+    await repository.keep_newest(
+        session, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
+    )
+    return login, await _issue(
+        session, login, scope=scope, settings=settings, refresh_tokens=refresh_tokens, now=now
+    )
 
 
 async def _issue(
-    session: AsyncSession, login: LoginSession, *, scope: str, settings: Settings, now: datetime
+    session: AsyncSession,
+    login: LoginSession,
+    *,
+    scope: str,
+    settings: Settings,
+    refresh_tokens: RefreshTokens,
+    now: datetime,
 ) -> str:
-    """A new refresh token in `login`: usable for the idle lifetime, never past the session."""
-    token = new_token()
-    expires_at = min(now + timedelta(seconds=settings.refresh_token_ttl), login.expires_at)
-    session.add(
-        RefreshToken(
-            digest=digest(token),
-            session_id=login.id,
-            scope=scope,
-            created_at=now,
-            expires_at=expires_at,
-        )
+    """The value of `login`'s live refresh token, which is usable from now for the idle
+    lifetime (never past the session), with `scope`."""
+    login.scope, login.last_used_at = scope, now
+    login.idle_expires_at = min(
+        now + timedelta(seconds=settings.refresh_token_ttl), login.expires_at
     )
-    login.last_used_at, login.idle_expires_at = now, expires_at
     session.add(login)
     await session.flush()
-    return token
+    return refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
 
 @dataclass(frozen=True, slots=True)
 class Presented:
-    """A refresh token found in a live session of its client."""
+    """A refresh token of a live session of its client."""
 
-    token: RefreshToken
-    login: LoginSession
+    login: LoginSession  # as it is after the spend (locked until the transaction ends)
+    generation: int  # the token's number in its session
     spent_now: bool  # this request spent it; False: it was spent before (reuse)
+
+    @property
+    def just_replaced(self) -> bool:
+        """Is it the token the live one replaced (whose answer the session may keep)?"""
+        return self.generation == self.login.refresh_generation - 1
 
 
 async def spend(
-    session: AsyncSession, *, token: str, client_id: str, now: datetime
+    session: AsyncSession,
+    *,
+    token: str,
+    client_id: str,
+    refresh_tokens: RefreshTokens,
+    now: datetime,
 ) -> Presented | None:
     """Spend `token` for `client_id`, at most once however many requests present it at once.
 
-    None when no live session of this client has the token (unknown, expired, of another
-    client, of an ended session). Otherwise the token and its session, and whether this
-    call spent it (`spent_now`) or found it spent already: reuse, for the caller to answer.
+    None when no live session of this client ever had the token (unknown, forged, expired,
+    of another client, of an ended session). Otherwise the token's session, and whether
+    this call spent it (`spent_now`) or found it spent already: reuse, for the caller to
+    answer.
 
-    Every change to a session and its tokens starts by locking the session's row, so
-    concurrent refreshes, reuse and sign-outs of one session queue there instead of
-    deadlocking over its token rows (PostgreSQL; SQLite's write lock serializes them
-    anyway). Then the spend is one conditional UPDATE: of concurrent requests exactly one
-    changes the row. On SQLite that UPDATE is the transaction's first write, so it takes
-    the database's write lock, and the reads after it see every committed spend.
+    Every change to a session starts by locking its row, so concurrent refreshes, reuse
+    and sign-outs of one session queue there (PostgreSQL; SQLite's write lock serializes
+    them anyway). Then the spend is one conditional UPDATE of the token's number: of
+    concurrent requests exactly one changes the row. On SQLite that UPDATE is the
+    transaction's first write, so it takes the database's write lock, and the read after it
+    sees every committed spend.
     """
-    key = digest(token)
-    session_id = (
-        await session.exec(select(RefreshToken.session_id).where(RefreshToken.digest == key))
-    ).first()
-    if session_id is None:
+    presented = refresh_tokens.read(token)
+    if presented is None:
         return None
-    login = await _locked(session, session_id)
-    if login is None or login.client_id != client_id or login.expires_at <= now:
+    login = await _locked(session, presented.session_id)
+    if (
+        login is None
+        or not refresh_tokens.genuine(presented, login.refresh_seed)
+        or login.client_id != client_id
+        or login.expires_at <= now
+        or presented.generation > login.refresh_generation
+    ):
         return None
+    if presented.generation < login.refresh_generation:
+        return Presented(login, presented.generation, spent_now=False)
+    if login.idle_expires_at <= now:
+        return None  # the live token, expired unused
     spent = await session.exec(
-        update(RefreshToken)
+        update(LoginSession)
         .where(
-            col(RefreshToken.digest) == key,
-            col(RefreshToken.spent_at).is_(None),
-            col(RefreshToken.expires_at) > now,
+            col(LoginSession.id) == login.id,
+            col(LoginSession.refresh_generation) == presented.generation,
         )
-        .values(spent_at=now)
+        .values(refresh_generation=presented.generation + 1, refreshed_at=now, successor=None)
     )
-    refresh = (
-        await session.exec(
-            select(RefreshToken)
-            .where(RefreshToken.digest == key)
-            .execution_options(populate_existing=True)
-        )
-    ).first()
-    if refresh is None:  # its session ended after it was locked here (SQLite only)
+    login = await _locked(session, presented.session_id)
+    if login is None:  # its session ended after it was read here (SQLite only)
         return None
-    if spent.rowcount == 1:
-        return Presented(refresh, login, spent_now=True)
-    if refresh.spent_at is None:  # expired unspent
-        return None
-    return Presented(refresh, login, spent_now=False)
+    return Presented(login, presented.generation, spent_now=spent.rowcount == 1)
 
 
 async def _locked(session: AsyncSession, session_id: uuid.UUID) -> LoginSession | None:
-    """The session's row, locked until the transaction ends (PostgreSQL: FOR UPDATE)."""
+    """The session's row as it is now, locked until the transaction ends (PostgreSQL:
+    FOR UPDATE)."""
     found = await session.exec(
         select(LoginSession)
         .where(LoginSession.id == session_id)
@@ -170,21 +187,39 @@ async def _locked(session: AsyncSession, session_id: uuid.UUID) -> LoginSession 
 
 
 async def rotate(
-    session: AsyncSession, presented: Presented, *, scope: str, settings: Settings, now: datetime
+    session: AsyncSession,
+    presented: Presented,
+    *,
+    scope: str,
+    settings: Settings,
+    refresh_tokens: RefreshTokens,
+    now: datetime,
 ) -> str:
     """The successor of a token `spend` has just spent, with `scope`."""
-    return await _issue(session, presented.login, scope=scope, settings=settings, now=now)
+    return await _issue(
+        session,
+        presented.login,
+        scope=scope,
+        settings=settings,
+        refresh_tokens=refresh_tokens,
+        now=now,
+    )
 
 
-async def keep_successor(session: AsyncSession, spent: RefreshToken, sealed: bytes) -> None:
-    """Keep the successor's answer, sealed, with the token it replaced (the reuse interval)."""
-    spent.successor = sealed
-    session.add(spent)
+def successor_association(presented: Presented) -> bytes:
+    """What a kept answer is sealed to: the session and the number of the token it replaced."""
+    return presented.login.id.bytes + presented.generation.to_bytes(4, "big")
+
+
+async def keep_successor(session: AsyncSession, presented: Presented, sealed: bytes) -> None:
+    """Keep the successor's answer, sealed, for the reuse interval."""
+    presented.login.successor = sealed
+    session.add(presented.login)
     await session.flush()
 
 
 async def end(session: AsyncSession, session_id: uuid.UUID) -> None:
-    """End a session: its refresh tokens go with it."""
+    """End a session: its refresh tokens die with it."""
     await session.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
 
 
@@ -198,30 +233,41 @@ async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
 class Found:
     """A refresh token found by its value, with its session and user."""
 
-    token: RefreshToken
     login: LoginSession
     user: User
+    live: bool  # the session's live token; False: an earlier one, spent
 
     def active(self, now: datetime) -> bool:
-        """Could it be refreshed now? Unspent, unexpired, its session live, its user active."""
+        """Could it be refreshed now? The live token, unexpired, of a live session whose user
+        is active and has not changed password (or been deactivated) since it began."""
         return (
-            self.token.spent_at is None
-            and self.token.expires_at > now
+            self.live
+            and self.login.idle_expires_at > now
             and self.login.expires_at > now
             and self.user.is_active
+            and self.user.token_version == self.login.token_version
         )
 
 
-async def find(session: AsyncSession, token: str) -> Found | None:
+async def find(session: AsyncSession, token: str, *, refresh_tokens: RefreshTokens) -> Found | None:
     """The refresh token `token` is, spent or not, while its session exists; else None."""
+    presented = refresh_tokens.read(token)
+    if presented is None:
+        return None
     found = await session.exec(
-        select(RefreshToken, LoginSession, User)
-        .join(LoginSession, col(LoginSession.id) == RefreshToken.session_id)
+        select(LoginSession, User)
         .join(User, col(User.id) == LoginSession.user_id)
-        .where(RefreshToken.digest == digest(token))
+        .where(LoginSession.id == presented.session_id)
     )
     row = found.first()
-    return Found(*row) if row is not None else None
+    if row is None:
+        return None
+    login, user = row
+    if not refresh_tokens.genuine(presented, login.refresh_seed):
+        return None
+    if presented.generation > login.refresh_generation:
+        return None
+    return Found(login, user, live=presented.generation == login.refresh_generation)
 
 
 # --- a user's own view --------------------------------------------------------------------

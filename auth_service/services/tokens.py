@@ -161,6 +161,17 @@ def is_revoked(claims: dict[str, Any], user: User | UserState | Client) -> bool:
     return claims.get(TOKEN_VERSION_CLAIM) != user.token_version
 
 
+def within_granted(requested: set[str] | None, granted: str) -> set[str]:
+    """The scopes of a refresh token's grant (`granted`); `invalid_scope` when `requested`
+    asks for one beyond them (RFC 6749 §6)."""
+    had = split_scope(granted)
+    if requested is not None and not requested <= had:
+        raise InvalidScope(
+            f"A refresh cannot add scopes: {format_scope(requested - had)} was not granted."
+        )
+    return had
+
+
 def refresh_scopes(
     requested: set[str] | None, *, granted: str, roles: list[str], client_scopes: frozenset[str]
 ) -> set[str]:
@@ -169,11 +180,7 @@ def refresh_scopes(
     Nothing requested means the token's scopes. Those the user or the client may no longer
     have (a role or a client scope taken away since) are left out, as at sign-in.
     """
-    had = split_scope(granted)
-    if requested is not None and not requested <= had:
-        raise InvalidScope(
-            f"A refresh cannot add scopes: {format_scope(requested - had)} was not granted."
-        )
+    had = within_granted(requested, granted)
     scopes = _for_user((had if requested is None else requested) & client_scopes, roles)
     if not scopes:
         raise InvalidScope("None of the requested scopes can be granted to this user.")

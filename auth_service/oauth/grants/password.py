@@ -60,6 +60,7 @@ class PasswordGrant(Grant):
             audience=None if audience == state.settings.token_audience else audience,
             device=request.device,
             settings=state.settings,
+            refresh_tokens=state.refresh_tokens,
             now=utcnow(),
         )
         # The client was read before the password work: still there? (See `hold_active`.)

@@ -4,7 +4,7 @@
 A spent token presented again ends its session, the newest token included: one of the two
 presenters is not the user. With `AUTH_REFRESH_REUSE_INTERVAL` set, a token spent within
 that many seconds gets the answer its first presentation got instead (kept sealed under
-AUTH_SECRET_KEY with the spent token), so two tabs or a retried request refreshing at once
+AUTH_SECRET_KEY in its session), so two tabs or a retried request refreshing at once
 share one successor and the session never forks; after the interval, reuse ends the session.
 """
 
@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from auth_service.errors import InvalidGrant, InvalidTarget
-from auth_service.models import User, utcnow
+from auth_service.models import LoginSession, User, utcnow
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
     AUDIENCE_PARAMETERS,
@@ -48,55 +48,85 @@ class RefreshTokenGrant(Grant):
         audience = requested_audience(request.form)
         now = utcnow()
         presented = await sessions.spend(
-            db, token=token, client_id=request.client.client_id, now=now
+            db,
+            token=token,
+            client_id=request.client.client_id,
+            refresh_tokens=state.refresh_tokens,
+            now=now,
         )
         if presented is None:
             raise InvalidGrant(INVALID)
+        login = presented.login
         if not presented.spent_now:
-            spent_at, sealed = presented.token.spent_at, presented.token.successor
             interval = timedelta(seconds=state.settings.refresh_reuse_interval)
-            if sealed is not None and spent_at is not None and now - spent_at <= interval:
-                kept = state.successors.open(sealed, associated=presented.token.digest)
+            if (
+                presented.just_replaced
+                and login.successor is not None
+                and login.refreshed_at is not None
+                and now - login.refreshed_at <= interval
+            ):
+                # The same answer as the first presentation's, to a request a fresh refresh
+                # would have granted (its scope and audience judged alike).
+                self._within_grant(request, login, requested=requested, audience=audience)
+                kept = state.successors.open(
+                    login.successor, associated=sessions.successor_association(presented)
+                )
                 return TokenResponse.model_validate_json(kept)
-            await sessions.end(db, presented.login.id)
+            await sessions.end(db, login.id)
             await db.commit()  # the answer is an error, but the session must end
             raise InvalidGrant("The refresh token was used already; its session has ended.")
-        user = await db.get(User, presented.login.user_id)
+        user = await db.get(User, login.user_id)
         if user is None or not user.is_active:
             raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
-        # RFC 8707 §2.2: a refresh may name the audience its session was granted, no other,
-        # and only while the client or the settings still allow it.
-        if audience is not None and audience != (
-            presented.login.audience or state.settings.token_audience
-        ):
-            raise InvalidTarget("A refresh keeps the audience of its sign-in.")
-        tokens.audience_for(
-            presented.login.audience, client=request.client, settings=state.settings
-        )
+        if user.token_version != login.token_version:
+            # A sign-in that was in flight when the password changed (or the account was
+            # deactivated): its session must not outlive the change.
+            await sessions.end(db, login.id)
+            await db.commit()
+            raise InvalidGrant(INVALID)
+        self._within_grant(request, login, requested=requested, audience=audience)
         # RFC 6749 §6: the successor keeps the presented token's scope (less what the user or
         # the client has lost since); a narrower request narrows this access token alone.
         scopes_of = partial(
             tokens.refresh_scopes,
-            granted=presented.token.scope,
+            granted=login.scope,
             roles=user.roles,
             client_scopes=request.client.scopes,
         )
         whole = scopes_of(None)
         scopes = whole if requested is None else scopes_of(requested)
         successor = await sessions.rotate(
-            db, presented, scope=format_scope(whole), settings=state.settings, now=now
+            db,
+            presented,
+            scope=format_scope(whole),
+            settings=state.settings,
+            refresh_tokens=state.refresh_tokens,
+            now=now,
         )
         answer = token_response(
-            request,
-            user=user,
-            scopes=scopes,
-            login=presented.login,
-            refresh_token=successor,
+            request, user=user, scopes=scopes, login=login, refresh_token=successor
         )
         if state.settings.refresh_reuse_interval:
             sealed = state.successors.seal(
                 answer.model_dump_json(exclude_none=True).encode(),
-                associated=presented.token.digest,
+                associated=sessions.successor_association(presented),
             )
-            await sessions.keep_successor(db, presented.token, sealed)
+            await sessions.keep_successor(db, presented, sealed)
         return answer
+
+    @staticmethod
+    def _within_grant(
+        request: TokenRequest,
+        login: LoginSession,
+        *,
+        requested: set[str] | None,
+        audience: str | None,
+    ) -> None:
+        """Refuse a request for more than the session holds: a scope beyond its refresh
+        token's (`invalid_scope`, RFC 6749 §6), or an audience other than its sign-in's, or
+        one the client or the settings no longer allow (`invalid_target`, RFC 8707 §2.2)."""
+        tokens.within_granted(requested, login.scope)
+        settings = request.state.settings
+        if audience is not None and audience != (login.audience or settings.token_audience):
+            raise InvalidTarget("A refresh keeps the audience of its sign-in.")
+        tokens.audience_for(login.audience, client=request.client, settings=settings)

@@ -45,3 +45,17 @@ async def delete_live(
         delete(LoginSession).where(col(LoginSession.id) == session_id, _live(user_id, now))
     )
     return result.rowcount == 1
+
+
+async def keep_newest(
+    session: AsyncSession, *, user_id: uuid.UUID, new: uuid.UUID, keep: int
+) -> None:
+    """End the user's sessions but `new` and the `keep - 1` newest others (by sign-in time)."""
+    others = and_(col(LoginSession.user_id) == user_id, col(LoginSession.id) != new)
+    newest = (
+        select(LoginSession.id)
+        .where(others)
+        .order_by(col(LoginSession.created_at).desc(), col(LoginSession.id).desc())
+        .limit(keep - 1)
+    )
+    await session.exec(delete(LoginSession).where(others, col(LoginSession.id).not_in(newest)))

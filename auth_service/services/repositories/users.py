@@ -1,6 +1,7 @@
 """Users and their roles in the database."""
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, or_, text, update
 from sqlmodel import col, select
@@ -91,6 +92,37 @@ async def reread_locked(session: AsyncSession, user: User) -> User | None:
         .execution_options(populate_existing=True)
     )
     return found.first()
+
+
+async def lock_for_sign_in(session: AsyncSession, user_id: uuid.UUID) -> int | None:
+    """The user's token version, if the account still exists and is active, read under a
+    lock held until the transaction ends; else None.
+
+    So a sign-in's last check and its new session commit as one step against a password
+    change, a deactivation or a deletion, which wait for it (and then end the new session
+    too) or come first (and the sign-in sees them). PostgreSQL: the row is locked
+    (FOR NO KEY UPDATE, which concurrent sign-ins of the user queue on, but the key checks
+    of other tables' inserts do not). SQLite: a write to the row takes the database's write
+    lock first (its SELECTs would otherwise run outside the transaction).
+    """
+    statement: Any
+    if session.get_bind().dialect.name == "sqlite":
+        statement = (
+            update(User)
+            .where(col(User.id) == user_id)
+            .values(token_version=User.token_version)
+            .returning(col(User.token_version), col(User.is_active))
+        )
+    else:
+        statement = (
+            select(col(User.token_version), col(User.is_active))
+            .where(col(User.id) == user_id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+    row = (await session.exec(statement)).first()
+    if row is None or not row[1]:
+        return None
+    return int(row[0])
 
 
 async def replace_hash(session: AsyncSession, user: User, new_hash: str) -> None:
