@@ -218,20 +218,25 @@ async def _rotate_keys(settings: Settings, secret_key: str) -> str:
             )
     finally:
         await engine.dispose()
-    retire = key.created_at + keys.overlap(settings.access_token_ttl)
+    retire = key.signs_from + keys.overlap(settings.access_token_ttl)
     return (
-        f"signing key is now {key.kid} ({key.alg}); earlier keys verify until "
-        f"{retire.isoformat(timespec='seconds')}, then retire"
+        f"next signing key {key.kid} ({key.alg}) is in the JWKS now and signs from "
+        f"{key.signs_from.isoformat(timespec='seconds')}; the current key signs until then, "
+        f"and earlier keys verify until {retire.isoformat(timespec='seconds')}, then retire"
     )
 
 
 def _rotate_keys_command(settings: Settings, _args: argparse.Namespace) -> int:
     from auth_service import migrate
     from auth_service.app import resolve_secret_key
+    from auth_service.errors import DomainError
 
     secret_key = resolve_secret_key(settings)
     migrate.upgrade(settings.database_url)
-    print(asyncio.run(_rotate_keys(settings, secret_key)))
+    try:
+        print(asyncio.run(_rotate_keys(settings, secret_key)))
+    except DomainError as exc:  # a next key is already waiting to sign
+        raise CommandError(exc.description) from None
     return 0
 
 
@@ -300,7 +305,8 @@ def _parser() -> argparse.ArgumentParser:
     client.set_defaults(handler=_create_client_command)
     commands.add_parser(
         "rotate-keys",
-        help="make a new key the signing key; running workers pick it up within seconds",
+        help="publish a new signing key, which signs once verifiers have fetched it; "
+        "running workers switch to it by themselves",
     ).set_defaults(handler=_rotate_keys_command)
     commands.add_parser("openapi", help="print the OpenAPI document").set_defaults(handler=_openapi)
     return parser

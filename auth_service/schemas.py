@@ -181,15 +181,20 @@ class SigningKeyPublic(BaseModel):
 
     kid: str
     alg: str
-    state: Literal["signing", "verifying", "retired", "revoked"] = Field(
-        description="`signing`: signs new tokens; `verifying`: in the JWK Set, verifying the "
-        "tokens it signed until `retires_at`; `retired`: out of the JWK Set since "
-        "`retires_at`; `revoked`: out at once, at `revoked_at`."
+    state: Literal["next", "signing", "verifying", "retired", "revoked"] = Field(
+        description="`next`: in the JWK Set already, signing from `signs_from`; `signing`: "
+        "signs new tokens; `verifying`: in the JWK Set, verifying the tokens it signed until "
+        "`retires_at`; `retired`: out of the JWK Set since `retires_at`; `revoked`: out at "
+        "once, at `revoked_at`."
     )
     created_at: datetime
+    signs_from: datetime = Field(
+        description="When it signs (or signed) its first token: a rotation's new key some "
+        "minutes after `created_at`, once verifiers' cached JWK Sets hold it."
+    )
     retires_at: datetime | None = Field(
         description="When the last token it may have signed expires and it leaves the JWK "
-        "Set; null while it signs."
+        "Set; null while it signs with no next key due."
     )
     revoked_at: datetime | None
 

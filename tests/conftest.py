@@ -137,7 +137,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         connection.execute(
             "DELETE FROM signing_keys WHERE created_at > (SELECT min(created_at) FROM signing_keys)"
         )
-        connection.execute("UPDATE signing_keys SET retires_at = NULL, revoked_at = NULL")
+        connection.execute(
+            "UPDATE signing_keys SET signs_from = created_at, retires_at = NULL, revoked_at = NULL"
+        )
 
 
 @pytest.fixture(params=DATABASES)

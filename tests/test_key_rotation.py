@@ -1,10 +1,11 @@
 """Signing key rotation and emergency revocation (RFC 7517 key sets, RFC 7515 `kid`).
 
-A rotation makes a new key the signing key while tokens the old one signed keep working
-until they expire; then the old key retires. A revocation refuses a key's tokens at once.
-Every worker and replica follows the `signing_keys` table by polling it, so a change made
-through any of them, or by `auth-service rotate-keys`, reaches all within seconds. Waits are
-bounded loops with a deadline; the clock is moved by writing timestamps into the database.
+A rotation publishes a new key, the next one, which signs only once verifiers have fetched
+it (OpenID Connect Core §10.1.1); tokens the old one signed keep working until they expire,
+then the old key retires. A revocation refuses a key's tokens at once. Every worker and
+replica follows the `signing_keys` table by polling it, so a change made through any of them,
+or by `auth-service rotate-keys`, reaches all within seconds. Waits are bounded loops with a
+deadline; the clock is moved by writing timestamps into the database.
 """
 
 import collections
@@ -69,7 +70,7 @@ IN_PROCESS_WAIT_SECONDS = 15.0
 SERVE_WAIT_SECONDS = 45.0
 FAST_POLL = 0.05  # AUTH_KEY_REFRESH_SECONDS of the in-process apps that wait for a poll
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
-KEY_FIELDS = {"kid", "alg", "state", "created_at", "retires_at", "revoked_at"}
+KEY_FIELDS = {"kid", "alg", "state", "created_at", "signs_from", "retires_at", "revoked_at"}
 only_sqlite = pytest.mark.parametrize(
     "database", [d for d in DATABASES if d == "sqlite"], indirect=True
 )
@@ -109,7 +110,7 @@ def _stored(database: str) -> list[tuple[str, datetime | None, datetime | None]]
 
 
 def _set_times(database: str, kid: str, **times: datetime) -> None:
-    """Set the key's `created_at` or `retires_at`, as another process would."""
+    """Set the key's `created_at`, `signs_from` or `retires_at`, as another process would."""
     engine = create_engine(sync_url(database))
     try:
         with engine.begin() as connection:
@@ -133,44 +134,102 @@ async def _until(condition: Callable[[], Any], what: str) -> None:
 
 
 async def _rotate(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    """Rotate through the admin endpoint: the next key, published, not signing yet."""
     response = await client.post("/admin/keys/rotate", headers=headers)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
+    assert body["state"] == "next", body
     return body
+
+
+def _now_signing(database: str, kid: str) -> None:
+    """As if the next key's time to sign had come (a second ago)."""
+    _set_times(database, kid, signs_from=datetime.now(UTC) - timedelta(seconds=1))
+
+
+async def _rotate_and_sign(
+    client: httpx.AsyncClient, headers: dict[str, str], database: str
+) -> dict[str, Any]:
+    """Rotate, then let the next key's time to sign come: this worker signs with it now."""
+    rotated = await _rotate(client, headers)
+    _now_signing(database, rotated["kid"])
+    await app_state(client).key_ring.load()
+    return rotated
 
 
 # --- rotation --------------------------------------------------------------------------------
 
 
-async def test_a_rotation_signs_new_tokens_with_a_new_key_and_keeps_old_tokens_valid(
-    client: httpx.AsyncClient,
+async def test_a_rotation_publishes_the_next_key_before_it_signs(
+    make_client: ClientFactory, database: str
 ) -> None:
-    await register(client, "steady@example.com")
-    old = await login(client, "steady@example.com")
-    assert (await client.get("/users/me", headers=bearer(old))).status_code == 200  # cached
-    admin = await admin_headers(client)
-    before = time.time()
+    """OpenID Connect Core §10.1.1: the key is in the JWKS for a whole max-age and a worker's
+    poll before any token names it, so a verifier never needs its refetch for an unknown
+    kid (which tokens with made-up kids may have spent) to accept the new key's tokens."""
+    async with make_client(key_refresh_seconds=FAST_POLL) as client:
+        await register(client, "steady@example.com")
+        old = await login(client, "steady@example.com")
+        admin = await admin_headers(client)
+        max_age = (await client.get("/.well-known/jwks.json")).headers["cache-control"]
+        before = datetime.now(UTC)
 
-    rotated = await _rotate(client, admin)
-    new = await login(client, "steady@example.com")
+        rotated = await _rotate(client, admin)
+        meanwhile = await login(client, "steady@example.com")
+        published = await jwks_kids(client)
+        listed = await listed_keys(client, admin)
+
+        # As if the lead had passed but 3 s: the ring knows the time, the table stays.
+        _set_times(database, rotated["kid"], signs_from=datetime.now(UTC) + timedelta(seconds=3))
+        await app_state(client).key_ring.load()
+        assert kid_of(await login(client, "steady@example.com")) == kid_of(old)
+
+        async def signs_with_the_next_key() -> bool:
+            return kid_of(await login(client, "steady@example.com")) == rotated["kid"]
+
+        await _until(signs_with_the_next_key, "the next key signs at its time, no call made")
+        new = await login(client, "steady@example.com")
+        for token in (old, meanwhile, new):
+            assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
+        after = await listed_keys(client, admin)
 
     assert set(rotated) == KEY_FIELDS
-    assert rotated["state"] == "signing"
     assert rotated["retires_at"] is None
-    assert kid_of(new) == rotated["kid"] != kid_of(old)
-    for token in (old, new):
-        assert (await client.get("/users/me", headers=bearer(token))).status_code == 200
-    assert await jwks_kids(client) == {kid_of(old), kid_of(new)}
-    listed = await listed_keys(client, admin)
-    assert listed[kid_of(new)]["state"] == "signing"
-    previous = listed[kid_of(old)]
-    assert previous["state"] == "verifying"
-    assert previous["revoked_at"] is None
-    # Every token the old key signed has expired by then, with the guards' leeway, however
-    # late (up to the longest AUTH_KEY_REFRESH_SECONDS) a worker learns of the rotation.
-    window = 900 + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS
-    retires = _parse_time(previous["retires_at"]).timestamp()
-    assert before + window - 1 <= retires <= time.time() + window + 1
+    assert kid_of(meanwhile) == kid_of(old) != rotated["kid"]  # the old key still signs
+    assert published == {kid_of(old), rotated["kid"]}
+    assert listed[rotated["kid"]]["state"] == "next"
+    assert listed[kid_of(old)]["state"] == "signing"
+    # It signs from one JWKS max-age and the longest poll interval after the rotation...
+    lead = int(max_age.removeprefix("public, max-age=")) + KEY_REFRESH_MAX_SECONDS
+    signs_from = _parse_time(rotated["signs_from"])
+    assert lead == 300 + 60
+    assert before + timedelta(seconds=lead) <= signs_from
+    assert signs_from <= datetime.now(UTC) + timedelta(seconds=lead)
+    # ... and the old key verifies until its last token has expired, with the guards'
+    # leeway, however late (up to the longest AUTH_KEY_REFRESH_SECONDS) a worker switches.
+    window = timedelta(seconds=900 + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS)
+    assert _parse_time(listed[kid_of(old)]["retires_at"]) == signs_from + window
+    assert after[rotated["kid"]]["state"] == "signing"
+    assert after[kid_of(old)]["state"] == "verifying"
+    assert after[kid_of(old)]["revoked_at"] is None
+
+
+async def test_a_rotation_while_a_key_is_next_is_409_and_changes_nothing(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    admin = await admin_headers(client)
+    rotated = await _rotate(client, admin)
+    stored = _stored(database)
+
+    again = await client.post("/admin/keys/rotate", headers=admin)
+
+    assert again.status_code == 409, again.text
+    detail = again.json()["detail"]
+    assert detail.startswith(f"Key {rotated['kid']} is already the next signing key")
+    assert _stored(database) == stored
+    assert len(await jwks_kids(client)) == 2
+
+    _now_signing(database, rotated["kid"])  # once it signs, rotating is fine again
+    assert (await _rotate(client, admin))["kid"] not in {kid for kid, _, _ in stored}
 
 
 async def test_the_key_listing_shows_no_private_material(client: httpx.AsyncClient) -> None:
@@ -181,21 +240,28 @@ async def test_the_key_listing_shows_no_private_material(client: httpx.AsyncClie
 
     assert response.status_code == 200
     keys = response.json()["data"]
-    assert [key["state"] for key in keys] == ["signing", "verifying"]  # newest first
+    assert [key["state"] for key in keys] == ["next", "signing"]  # newest first
     for key in keys:
         assert set(key) == KEY_FIELDS
         assert not PRIVATE_JWK_MEMBERS & set(key)
     assert "PRIVATE" not in response.text
 
 
-async def test_a_restart_signs_with_the_newest_key(make_client: ClientFactory) -> None:
+async def test_a_restart_signs_with_the_newest_key_whose_time_has_come(
+    make_client: ClientFactory, database: str
+) -> None:
     async with make_client() as first:
+        old = kid_of(await login(first, ADMIN_EMAIL, ADMIN_PASSWORD))
         rotated = await _rotate(first, await admin_headers(first))
 
     async with make_client() as second:
-        token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+        before = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
+    _now_signing(database, rotated["kid"])
+    async with make_client() as third:
+        after = await login(third, ADMIN_EMAIL, ADMIN_PASSWORD)
 
-    assert kid_of(token) == rotated["kid"]
+    assert kid_of(before) == old
+    assert kid_of(after) == rotated["kid"]
 
 
 async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
@@ -204,6 +270,7 @@ async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
     """A rotation on a replica whose clock is behind gives the new key an older date."""
     async with make_client() as first:
         rotated = await _rotate(first, await admin_headers(first))
+    _now_signing(database, rotated["kid"])
     _set_times(database, rotated["kid"], created_at=datetime(2000, 1, 1, tzinfo=UTC))
     try:
         async with make_client() as second:
@@ -221,7 +288,7 @@ async def test_a_superseded_key_retires_once_its_window_has_passed(
         await register(client, "late@example.com")
         old = await login(client, "late@example.com")
         admin = await admin_headers(client)
-        rotated = await _rotate(client, admin)
+        rotated = await _rotate_and_sign(client, admin, database)
         admin = await admin_headers(client)  # signed by the new key
         assert kid_of(old) in await jwks_kids(client)
 
@@ -251,9 +318,12 @@ async def test_a_worker_a_poll_behind_signs_tokens_that_verify_until_they_expire
     ):
         await register(here, "late@example.com")
         old = await login(there, "late@example.com")
-        await _rotate(here, await admin_headers(here))
-        # As if the rotation had been 55 s ago: `there` has not polled since, as it may not.
-        retires_at = _retirement(database, kid_of(old)) - timedelta(seconds=55)
+        rotated = await _rotate(here, await admin_headers(here))
+        # As if the new key had begun to sign 55 s ago: `there` has not polled since, as it
+        # may not.
+        signs_from = datetime.now(UTC) - timedelta(seconds=55)
+        retires_at = signs_from + keys_service.overlap(900)  # as the rotation sets it
+        _set_times(database, rotated["kid"], signs_from=signs_from)
         _set_times(database, kid_of(old), retires_at=retires_at)
 
         late = await login(there, "late@example.com")
@@ -275,7 +345,7 @@ async def test_a_retirement_falls_due_without_any_write(
     """The poll reloads when a known retirement time comes, though the table is unchanged."""
     async with make_client(key_refresh_seconds=FAST_POLL) as client:
         old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-        await _rotate(client, bearer(old))
+        await _rotate_and_sign(client, bearer(old), database)
         _set_times(database, kid_of(old), retires_at=datetime.now(UTC) + timedelta(seconds=1))
         await app_state(client).key_ring.load()  # knows the new time; the table stays as is
         assert kid_of(old) in await jwks_kids(client)
@@ -368,12 +438,12 @@ async def test_a_key_of_another_algorithm_is_never_published(
 
 
 async def test_a_revoked_key_is_refused_at_once_and_leaves_the_jwks(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, database: str
 ) -> None:
     await register(client, "exposed@example.com")
     old = await login(client, "exposed@example.com")
     assert (await client.get("/users/me", headers=bearer(old))).status_code == 200  # cached
-    await _rotate(client, await admin_headers(client))
+    await _rotate_and_sign(client, await admin_headers(client), database)
     admin = await admin_headers(client)
     new = await login(client, "exposed@example.com")
     etag = (await client.get("/.well-known/jwks.json")).headers["etag"]
@@ -411,11 +481,55 @@ async def test_revoking_the_signing_key_puts_a_new_one_in_place_first(
     assert [key["state"] for key in listed.values()].count("signing") == 1
 
 
+async def test_revoking_the_signing_key_makes_the_next_key_sign_at_once(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    """A revocation cannot wait for the next key's time: it signs now."""
+    await register(client, "urgent@example.com")
+    old = await login(client, "urgent@example.com")
+    rotated = await _rotate(client, await admin_headers(client))
+    admin = await admin_headers(client)
+    assert kid_of(admin["Authorization"].removeprefix("Bearer ")) == kid_of(old)
+    before = datetime.now(UTC)
+
+    revoked = await client.post(f"/admin/keys/{kid_of(old)}/revoke", headers=admin)
+
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    new = await login(client, "urgent@example.com")
+    assert kid_of(new) == rotated["kid"]
+    _assert_invalid_token(await client.get("/users/me", headers=bearer(old)))
+    assert (await client.get("/users/me", headers=bearer(new))).status_code == 200
+    assert await jwks_kids(client) == {rotated["kid"]}
+    listed = await listed_keys(client, await admin_headers(client))
+    assert listed[rotated["kid"]]["state"] == "signing"
+    assert before <= _parse_time(listed[rotated["kid"]]["signs_from"]) <= datetime.now(UTC)
+    assert len(listed) == 2  # no key made beside the next one
+
+
+async def test_revoking_the_next_key_cancels_the_rotation(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    admin = await admin_headers(client)
+    signing = kid_of(admin["Authorization"].removeprefix("Bearer "))
+    rotated = await _rotate(client, admin)
+
+    revoked = await client.post(f"/admin/keys/{rotated['kid']}/revoke", headers=admin)
+
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    assert await jwks_kids(client) == {signing}
+    listed = await listed_keys(client, admin)
+    assert listed[signing]["state"] == "signing"
+    assert listed[signing]["retires_at"] is None  # it goes on, as before the rotation
+    assert (await _rotate(client, admin))["state"] == "next"  # a rotation may start again
+
+
 async def test_revoking_a_key_twice_changes_nothing(
     client: httpx.AsyncClient, database: str
 ) -> None:
     admin = await admin_headers(client)
-    await _rotate(client, admin)
+    await _rotate_and_sign(client, admin, database)
     admin = await admin_headers(client)
     kid = next(kid for kid, state in (await _states(client, admin)).items() if state != "signing")
 
@@ -552,7 +666,7 @@ async def test_a_change_waiting_on_a_starting_replica_is_503_after_the_database_
 
 
 async def test_another_replica_follows_a_rotation_and_a_revocation(
-    make_client: ClientFactory,
+    make_client: ClientFactory, database: str
 ) -> None:
     async with (
         make_client(key_refresh_seconds=FAST_POLL) as here,
@@ -562,6 +676,13 @@ async def test_another_replica_follows_a_rotation_and_a_revocation(
         old = await login(there, "roaming@example.com")
         assert (await there.get("/users/me", headers=bearer(old))).status_code == 200  # cached
         rotated = await _rotate(here, await admin_headers(here))
+
+        async def publishes_the_next_key() -> bool:
+            return rotated["kid"] in await jwks_kids(there)
+
+        await _until(publishes_the_next_key, "the other replica publishes the next key")
+        assert kid_of(await login(there, "roaming@example.com")) == kid_of(old)
+        _now_signing(database, rotated["kid"])
 
         async def signs_with_the_new_key() -> bool:
             return kid_of(await login(there, "roaming@example.com")) == str(rotated["kid"])
@@ -589,10 +710,17 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
     return database
 
 
+CLI_ROTATED = re.compile(
+    r"next signing key (\S+) \(RS256\) is in the JWKS now and signs from (\S+); "
+    r"the current key signs until then, and earlier keys verify until \S+, then retire\n"
+)
+
+
 @pytest.mark.usefixtures("restore_logging")
 async def test_rotate_keys_command_reaches_a_running_service(
     cli_env: str, make_client: ClientFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The command does what the admin endpoint does: the same next key, the same lead."""
     async with make_client(key_refresh_seconds=FAST_POLL) as client:
         old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
 
@@ -600,11 +728,26 @@ async def test_rotate_keys_command_reaches_a_running_service(
 
         assert code == 0
         printed = capsys.readouterr().out
-        found = re.fullmatch(
-            r"signing key is now (\S+) \(RS256\); earlier keys verify until .+\n", printed
-        )
+        found = CLI_ROTATED.fullmatch(printed)
         assert found, printed
         kid = found[1]
+
+        async def publishes_it() -> bool:
+            return kid in await jwks_kids(client)
+
+        await _until(publishes_it, "the running service publishes the key the command made")
+        assert kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) == kid_of(old)
+        listed = (await listed_keys(client, bearer(old)))[kid]
+        assert listed["state"] == "next"
+        assert _parse_time(listed["signs_from"]) - _parse_time(listed["created_at"]) == timedelta(
+            seconds=300 + KEY_REFRESH_MAX_SECONDS
+        )
+        assert _parse_time(found[2]) == _parse_time(listed["signs_from"]).replace(microsecond=0)
+
+        refused = await anyio.to_thread.run_sync(cli.main, ["rotate-keys"])
+        assert refused == 1
+        assert f"Key {kid} is already the next signing key" in capsys.readouterr().err
+        _now_signing(cli_env, kid)
 
         async def signs_with_it() -> bool:
             return kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) == kid
@@ -667,7 +810,7 @@ async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
             rotated = await _rotate_elsewhere(url)
 
             async def recovered() -> bool:
-                return logged("refreshed again") == 1 and ring.keys.signing.kid == rotated
+                return logged("refreshed again") == 1 and rotated in ring.keys.by_kid
 
             await _until(recovered, "the poll recovers by itself and follows the rotation")
             tasks.cancel_scope.cancel()
@@ -798,9 +941,21 @@ def test_every_worker_of_a_running_serve_follows_a_rotation_and_a_revocation(
         check=False,
     )
     assert rotated.returncode == 0, rotated.stderr.decode()
-    found = re.match(r"signing key is now (\S+) ", rotated.stdout.decode())
+    found = CLI_ROTATED.fullmatch(rotated.stdout.decode())
     assert found, rotated.stdout.decode()
     new_kid = found[1]
+
+    def publishes_the_next_key() -> bool:
+        assert _me(serving, old) == 200
+        published = serving.http.get("/.well-known/jwks.json").json()["keys"]
+        return new_kid in {k["kid"] for k in published} and kid_of(
+            _serve_login(serving, email)
+        ) == kid_of(old)
+
+    _until_every_worker(
+        serving, publishes_the_next_key, "POST", "/oauth2/token", "publishing the next key"
+    )
+    _now_signing(serving.database_url, new_kid)
 
     def signs_with_the_new_key() -> bool:
         assert _me(serving, old) == 200  # never refused while the old key verifies

@@ -48,6 +48,21 @@ async def test_first_start_creates_one_encrypted_key(empty_database: str) -> Non
     assert b"PRIVATE KEY" not in blob
     assert SECRET_KEY.encode() not in blob
     assert [key["kid"] for key in jwks["keys"]] == [kid]
+    # It signs at once: no verifier has a copy of the JWKS to wait for.
+    assert _signing_times(empty_database) == [(kid, True)]
+
+
+def _signing_times(database: str) -> list[tuple[str, bool]]:
+    """Each key, and whether it signs from its creation."""
+    engine = create_engine(sync_url(database))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT kid, created_at, signs_from FROM signing_keys")
+            ).all()
+            return [(row[0], row[1] == row[2]) for row in rows]
+    finally:
+        engine.dispose()
 
 
 async def test_jwks_publishes_public_parameters_only(client: httpx.AsyncClient) -> None:

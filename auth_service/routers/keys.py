@@ -1,5 +1,8 @@
 """Signing key administration: list, rotate, revoke (RFC 7517 key sets, RFC 7515 `kid`).
 
+A rotation publishes the next key at once and it signs later, at its `signs_from`
+(OpenID Connect Core §10.1.1); every worker switches then by itself.
+
 For holders of the `admin` role with the `admin:keys` scope. The worker that makes a change
 loads the new key set as soon as it is committed, before it answers, so the change counts
 there at once; every other worker and replica loads it at its next poll of the table
@@ -59,16 +62,23 @@ Kid = Annotated[
 
 @router.get("")
 async def list_keys(session: SessionDep, ring: KeyRingDep) -> SigningKeysPublic:
-    """Every signing key ever stored, newest first, with its state and retirement time."""
+    """Every signing key ever stored, newest first, with its state, when it signs from and
+    when it retires."""
     found = await keys.list_keys(session=session, alg=ring.alg)
     return SigningKeysPublic(data=[SigningKeyPublic.model_validate(key) for key in found])
 
 
-@router.post("/rotate", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/rotate", status_code=status.HTTP_201_CREATED, responses={409: {"model": ErrorResponse}}
+)
 async def rotate_keys(
     session: ChangingSessionDep, settings: SettingsDep, ring: KeyRingDep
 ) -> SigningKeyPublic:
-    """Make a new key the signing key; the earlier ones verify until their tokens expire."""
+    """Publish a new key in the JWK Set now; it signs from its `signs_from`, once verifiers
+    have fetched it, and the earlier ones verify until their tokens expire.
+
+    409 while the next key of an earlier rotation has not begun to sign.
+    """
     key = await ring.rotate(session=session, access_token_ttl=settings.access_token_ttl)
     return SigningKeyPublic.model_validate(key)
 
@@ -79,7 +89,8 @@ async def revoke_key(
 ) -> SigningKeyPublic:
     """Revoke a compromised key at once: its tokens are refused and it leaves the JWK Set.
 
-    The signing key is first replaced by a new one. Revoking a revoked key changes nothing.
+    The signing key is first replaced, at once, by the next key or a new one. Revoking the
+    next key cancels its rotation. Revoking a revoked key changes nothing.
     """
     key = await ring.revoke(session=session, kid=kid, access_token_ttl=settings.access_token_ttl)
     return SigningKeyPublic.model_validate(key)

@@ -4,7 +4,8 @@ Both are the same bytes for every request until the settings or the keys change,
 are serialized once, with an entity tag: a client that sends it back in `If-None-Match`
 gets 304 Not Modified (RFC 9110 §13.1.2). The metadata may be cached for 5 minutes; the JWK
 Set for half an access token's lifetime at most, well inside the window in which a
-superseded key still verifies, so a verifier's copy always holds the keys of valid tokens.
+superseded key still verifies, and a rotation publishes the next key for longer than that
+before it signs, so a verifier's copy always holds the keys of valid tokens.
 `WellKnownFastPath` answers their GETs before routing, with what the routes answer.
 """
 
@@ -22,19 +23,12 @@ from auth_service.deps import state_of
 from auth_service.guards import TOKEN_URL
 from auth_service.oauth.server import token_endpoint
 from auth_service.scopes import Scope
-from auth_service.services.keys import JSONDocument
+from auth_service.services.keys import JSONDocument, jwks_max_age
 from auth_service.state import AppState
 
 router = APIRouter(prefix="/.well-known", tags=["discovery"])
 
 _METADATA_MAX_AGE = 300
-
-
-def jwks_max_age(settings: Settings) -> int:
-    """Seconds a JWK Set may be cached: shorter than a rotation's overlap window
-    (`services.keys.overlap`: the token lifetime and more), and than a revocation should
-    take to reach verifiers that cache it."""
-    return min(_METADATA_MAX_AGE, settings.access_token_ttl // 2)
 
 
 def _cache_control(max_age: int) -> str:
@@ -113,8 +107,9 @@ async def oauth_authorization_server(request: Request) -> Response:
 
 @router.get("/jwks.json", response_class=Response, responses={200: _JSON, **_NOT_MODIFIED})
 async def jwks(request: Request) -> Response:
-    """The public keys access tokens are signed with (RFC 7517 JWK Set): the signing key and
-    those still verifying tokens they signed before a rotation."""
+    """The public keys access tokens are signed with (RFC 7517 JWK Set): the signing key,
+    those still verifying tokens they signed before a rotation, and the next key, published
+    before it signs."""
     state = state_of(request)
     return _answer(request.headers, _jwks(state), _jwks_cache_control(state))
 
@@ -131,7 +126,8 @@ def _jwks(state: AppState) -> JSONDocument:
 
 
 def _jwks_cache_control(state: AppState) -> str:
-    return _cache_control(jwks_max_age(state.settings))
+    # A rotation's lead counts this (`services.keys.publication_lead`).
+    return _cache_control(jwks_max_age(state.settings.access_token_ttl))
 
 
 class WellKnownFastPath:

@@ -1,15 +1,18 @@
 """Signing keys: created on first start, rotated, revoked; stored encrypted, parsed once.
 
 RFC 7517 §5: the JWK Set publishes every key that may still verify a token; RFC 7515 §4.1.4:
-tokens name theirs by `kid`. A rotation makes a new key the signing key; the keys it
-supersedes stay in the set until every access token they signed has expired (the rotation,
-plus the longest poll interval of a worker that has not seen it yet, plus the token lifetime,
-plus the verification leeway), then retire. An emergency revocation takes a key out at once.
-A key's state follows from its timestamps (`state_of`); rows are kept for the record.
+tokens name theirs by `kid`. A rotation publishes a new key, the next one, at once, and it
+signs only from `signs_from`, once every verifier's cached copy of the set holds it (OpenID
+Connect Core §10.1.1: "the JWK Set can contain the next key before it is used"). The keys it
+supersedes go on signing until then, and stay in the set until every access token they
+signed has expired (the switch, plus the longest poll interval of a worker that has not seen
+it yet, plus the token lifetime, plus the verification leeway), then retire. An emergency
+revocation takes a key out at once. A key's state follows from its timestamps (`state_of`);
+rows are kept for the record.
 
 `KeyRing` holds one process's key set and follows the table beside the requests: a cheap
 fingerprint of it every few seconds, and a reload, parsing only keys it has not seen yet,
-when the fingerprint changes or a retirement falls due.
+when the fingerprint changes or a key's time to sign or to retire falls due.
 """
 
 import hashlib
@@ -31,18 +34,33 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.db import is_unavailable, lock_for_change, session_scope
-from auth_service.errors import NotFound
+from auth_service.errors import Conflict, NotFound
 from auth_service.models import SigningKey, utcnow
 from auth_service.security import crypto
 from auth_service.security.jwt import LEEWAY_SECONDS, SigningKeyPair, load_key_pair
 
 logger = logging.getLogger(__name__)
 
-KeyState = Literal["signing", "verifying", "retired", "revoked"]
+KeyState = Literal["next", "signing", "verifying", "retired", "revoked"]
+
+# The longest a JWK Set may be cached: a revocation reaches verifiers within it.
+JWKS_MAX_AGE_CEILING = 300
 
 
 class SigningKeyUnreadable(RuntimeError):
     """The stored keys were encrypted under another AUTH_SECRET_KEY."""
+
+
+class RotationPending(Conflict):
+    """A rotation while the next key has not begun to sign: one next key at a time, so
+    rotations cannot pile up keys that verifiers have not fetched yet."""
+
+    def __init__(self, pending: SigningKey) -> None:
+        super().__init__(
+            f"Key {pending.kid} is already the next signing key: it signs from "
+            f"{pending.signs_from.isoformat(timespec='seconds')}. Rotate again after that, "
+            "or revoke it to cancel this rotation."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +82,8 @@ class KeySet:
 
     signing: SigningKeyPair
     by_kid: Mapping[str, SigningKeyPair]
-    # The earliest retirement among these keys: the set changes then, with no write to see.
+    # The earliest retirement, or next key's start, among these keys: the set changes then,
+    # with no write to see.
     refresh_at: datetime | None = None
     # RFC 7517 §5 JWK Set, public parameters only: derived from the keys, so it changes
     # exactly when they do.
@@ -83,19 +102,40 @@ class KeyInfo:
     alg: str
     state: KeyState
     created_at: datetime
+    signs_from: datetime
     retires_at: datetime | None
     revoked_at: datetime | None
 
 
-def overlap(access_token_ttl: int) -> timedelta:
-    """How long a superseded key keeps verifying after a rotation: until the last token it
-    may sign has expired, with the leeway the guards grant on `exp`.
+def jwks_max_age(access_token_ttl: int) -> int:
+    """Seconds a JWK Set may be cached (its `Cache-Control: max-age`): shorter than a
+    rotation's overlap window (`overlap`: the token lifetime and more), and than a revocation
+    should take to reach verifiers that cache it."""
+    return min(JWKS_MAX_AGE_CEILING, access_token_ttl // 2)
 
-    A worker learns of a rotation at its next poll of the table, and signs with the
-    superseded key until then: up to AUTH_KEY_REFRESH_SECONDS later. The window counts the
-    largest value that setting may have, not this process's: the process that rotates (an
-    admin's request, the command line on another machine) may poll faster than the slowest
-    worker of the service.
+
+def publication_lead(access_token_ttl: int) -> timedelta:
+    """How long a rotation publishes the next key before it signs.
+
+    A worker puts it in the JWK Set it serves at its next poll of the table, up to the
+    longest AUTH_KEY_REFRESH_SECONDS later, and a verifier that fetched the set just before
+    keeps that copy for its max-age. After both, every verifier that honours the max-age
+    knows the key before it meets a token it signed, so none needs the refetch for an
+    unknown `kid` that it allows itself only so often (and that tokens with made-up kids may
+    have spent).
+    """
+    return timedelta(seconds=jwks_max_age(access_token_ttl) + KEY_REFRESH_MAX_SECONDS)
+
+
+def overlap(access_token_ttl: int) -> timedelta:
+    """How long a superseded key keeps verifying after it stops signing: until the last
+    token it may sign has expired, with the leeway the guards grant on `exp`.
+
+    A worker learns that the next key signs at its next poll (or reload at that time), and
+    signs with the superseded key until then: up to AUTH_KEY_REFRESH_SECONDS later. The
+    window counts the largest value that setting may have, not this process's: the process
+    that rotates (an admin's request, the command line on another machine) may poll faster
+    than the slowest worker of the service.
     """
     return timedelta(seconds=access_token_ttl + LEEWAY_SECONDS + KEY_REFRESH_MAX_SECONDS)
 
@@ -106,12 +146,25 @@ def is_usable(key: SigningKey, now: datetime) -> bool:
 
 
 def _signing_key(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> SigningKey | None:
-    """The key that signs: the newest usable key of `alg`, one not superseded by a rotation
-    first (whatever the clocks of the replicas that created them say)."""
-    usable = [row for row in rows if row.alg == alg and is_usable(row, now)]
+    """The key that signs: of the usable keys of `alg` whose time to sign has come, one not
+    superseded by a rotation first (whatever the clocks of the replicas that created them
+    say), else the one that began to sign last (a next key has not begun yet)."""
+    usable = [
+        row for row in rows if row.alg == alg and is_usable(row, now) and row.signs_from <= now
+    ]
     return max(
-        usable, key=lambda row: (row.retires_at is None, row.created_at, row.kid), default=None
+        usable,
+        key=lambda row: (row.retires_at is None, row.signs_from, row.created_at, row.kid),
+        default=None,
     )
+
+
+def _next_key(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> SigningKey | None:
+    """The usable key of `alg` published but not signing yet, if a rotation made one."""
+    waiting = [
+        row for row in rows if row.alg == alg and is_usable(row, now) and row.signs_from > now
+    ]
+    return min(waiting, key=lambda row: (row.signs_from, row.kid), default=None)
 
 
 def state_of(key: SigningKey, *, signing_kid: str | None, now: datetime) -> KeyState:
@@ -119,6 +172,8 @@ def state_of(key: SigningKey, *, signing_kid: str | None, now: datetime) -> KeyS
         return "revoked"
     if key.retires_at is not None and key.retires_at <= now:
         return "retired"
+    if key.signs_from > now:
+        return "next"
     return "signing" if key.kid == signing_kid else "verifying"
 
 
@@ -136,11 +191,15 @@ async def _usable_rows(session: AsyncSession, now: datetime) -> Sequence[Signing
 
 
 async def _new_key(alg: str, secret_key: str) -> SigningKey:
-    """A new key, generated away from the event loop (RSA takes tens of milliseconds)."""
+    """A new key, generated away from the event loop (RSA takes tens of milliseconds),
+    signing from its creation."""
     private = await anyio.to_thread.run_sync(crypto.generate_private_key, alg)
     kid = crypto.new_kid(private)
     encrypted = crypto.encrypt_private_key(private, secret_key=secret_key, kid=kid)
-    return SigningKey(kid=kid, alg=alg, private_key_encrypted=encrypted)
+    now = utcnow()
+    return SigningKey(
+        kid=kid, alg=alg, private_key_encrypted=encrypted, created_at=now, signs_from=now
+    )
 
 
 async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
@@ -172,27 +231,39 @@ async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str
 async def rotate(
     *, session: AsyncSession, alg: str, secret_key: str, access_token_ttl: int
 ) -> KeyInfo:
-    """Make a new key of `alg` the signing key; every other key still without a retirement
-    time retires when the tokens it may have signed have expired."""
+    """Publish a new key of `alg`, the next one, which signs from `publication_lead` later;
+    the key signing now goes on until then. Every other key still without a retirement time
+    retires when the tokens it may have signed until then have expired.
+
+    Refused (`RotationPending`) while a next key has not begun to sign.
+    """
     key = await _rotate(
-        session=session, alg=alg, secret_key=secret_key, access_token_ttl=access_token_ttl
+        session=session,
+        alg=alg,
+        secret_key=secret_key,
+        access_token_ttl=access_token_ttl,
+        lead=publication_lead(access_token_ttl),
     )
-    return _key_info(key, signing_kid=key.kid, now=utcnow())
+    return await _info(session, key, alg=alg)
 
 
 async def _rotate(
-    *, session: AsyncSession, alg: str, secret_key: str, access_token_ttl: int
+    *, session: AsyncSession, alg: str, secret_key: str, access_token_ttl: int, lead: timedelta
 ) -> SigningKey:
     key = await _new_key(alg, secret_key)
     # One rotation at a time across processes and replicas: two at once would leave two
     # keys without a retirement time. A request waits no longer than the database timeout.
     await lock_for_change(session)
     now = utcnow()
+    pending = _next_key(await _usable_rows(session, now), alg=alg, now=now)
+    if pending is not None:
+        raise RotationPending(pending)
     key.created_at = now
+    key.signs_from = now + lead
     await session.exec(
         update(SigningKey)
         .where(col(SigningKey.retires_at).is_(None), col(SigningKey.revoked_at).is_(None))
-        .values(retires_at=now + overlap(access_token_ttl))
+        .values(retires_at=key.signs_from + overlap(access_token_ttl))
     )
     session.add(key)
     await session.flush()
@@ -205,8 +276,10 @@ async def revoke(
 ) -> KeyInfo:
     """Revoke `kid` at once (a compromised key): its tokens fail and it leaves the JWK Set.
 
-    The signing key is replaced first, so the service can always sign. Revoking a revoked
-    key changes nothing.
+    The signing key is replaced first, so the service can always sign: by the next key, at
+    once, or by a new key when there is none; either signs before verifiers have fetched it,
+    which a revocation cannot wait for. Revoking the next key cancels its rotation: the key
+    signing now goes on, with no retirement time. Revoking a revoked key changes nothing.
     """
     await lock_for_change(session)
     key = await session.get(SigningKey, kid)
@@ -214,11 +287,24 @@ async def revoke(
         raise NotFound("No signing key has this kid.")
     if key.revoked_at is None:
         now = utcnow()
-        if key.kid == _signing_kid(await _usable_rows(session, now), alg=alg, now=now):
-            await _rotate(
-                session=session, alg=alg, secret_key=secret_key, access_token_ttl=access_token_ttl
-            )
-            await session.refresh(key)
+        rows = await _usable_rows(session, now)
+        signing, pending = _signing_key(rows, alg=alg, now=now), _next_key(rows, alg=alg, now=now)
+        if signing is not None and key.kid == signing.kid:
+            if pending is None:
+                await _rotate(
+                    session=session,
+                    alg=alg,
+                    secret_key=secret_key,
+                    access_token_ttl=access_token_ttl,
+                    lead=timedelta(0),
+                )
+                await session.refresh(key)
+            else:
+                pending.signs_from = now
+                session.add(pending)
+        elif pending is not None and key.kid == pending.kid and signing is not None:
+            signing.retires_at = None
+            session.add(signing)
         key.revoked_at = utcnow()
         session.add(key)
         await session.flush()
@@ -243,6 +329,7 @@ def _key_info(key: SigningKey, *, signing_kid: str | None, now: datetime) -> Key
         alg=key.alg,
         state=state_of(key, signing_kid=signing_kid, now=now),
         created_at=key.created_at,
+        signs_from=key.signs_from,
         retires_at=key.retires_at,
         revoked_at=key.revoked_at,
     )
@@ -280,8 +367,9 @@ async def load_keyset(
     secret_key: str,
     known: Mapping[str, SigningKeyPair] | None = None,
 ) -> KeySet:
-    """The usable keys of `alg`, signing with the newest. Keys in `known` are reused as
-    they are; the others are decrypted and parsed once, in a worker thread.
+    """The usable keys of `alg`, next ones included, signing with the newest whose time has
+    come. Keys in `known` are reused as they are; the others are decrypted and parsed once,
+    in a worker thread.
 
     Keys of another algorithm verify nothing here (one algorithm), so they are not in the
     set or its JWK Set, even when a process configured with that algorithm made them.
@@ -298,10 +386,9 @@ async def load_keyset(
         if pair is None:
             pair = await anyio.to_thread.run_sync(_parse, row, secret_key)
         pairs[row.kid] = pair
-    retirements = [row.retires_at for row in rows if row.retires_at is not None]
-    return KeySet(
-        signing=pairs[signing.kid], by_kid=pairs, refresh_at=min(retirements, default=None)
-    )
+    changes = [row.retires_at for row in rows if row.retires_at is not None]
+    changes += [row.signs_from for row in rows if row.signs_from > now]
+    return KeySet(signing=pairs[signing.kid], by_kid=pairs, refresh_at=min(changes, default=None))
 
 
 _FINGERPRINT = core_select(
@@ -309,6 +396,7 @@ _FINGERPRINT = core_select(
     func.count(col(SigningKey.retires_at)),
     func.count(col(SigningKey.revoked_at)),
     func.max(col(SigningKey.created_at)),
+    func.max(col(SigningKey.signs_from)),
     func.min(col(SigningKey.retires_at)),
     func.max(col(SigningKey.retires_at)),
     func.max(col(SigningKey.revoked_at)),
@@ -316,7 +404,8 @@ _FINGERPRINT = core_select(
 
 
 async def fingerprint(session: AsyncSession) -> tuple[Any, ...]:
-    """One row that changes whenever a key is added, rotated out or revoked."""
+    """One row that changes whenever a key is added, rotated out or revoked, or the next key
+    is made to sign at once."""
     connection = await session.connection()
     return tuple((await connection.execute(_FINGERPRINT)).one())
 
@@ -402,7 +491,8 @@ class KeyRing:
         return keys
 
     async def refresh(self) -> bool:
-        """Reload when the table changed or a retirement is due; True when the set changed."""
+        """Reload when the table changed or a retirement or a next key's start is due; True
+        when the set changed."""
         async with self._lock:
             before = self._keys
             due = before is None or (
