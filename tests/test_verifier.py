@@ -77,6 +77,7 @@ class Issuer:
         self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
         self.jwks_gate: threading.Event | None = None  # when set: JWK Sets wait for it
         self.jwks_drip: float | None = None  # when set: the JWK Set a byte per this many s
+        self.drip_head = False  # with jwks_drip: its status line and headers dripped too
         self.stopped = threading.Event()
         self.jwks_requests = 0
         self.rotations: list[str] = []
@@ -123,19 +124,21 @@ class Issuer:
                 data = json.dumps(body).encode()
                 if self.path == "/jwks.json" and issuer.jwks_body is not None:
                     data = issuer.jwks_body
+                headers |= {"Content-Type": "application/json", "Content-Length": str(len(data))}
+                head = f"{self.protocol_version} {status} {self.responses[status][0]}\r\n"
+                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+                answer = (head + "\r\n").encode() + data
                 try:
-                    self.send_response(status)
-                    for name, value in {**headers, "Content-Type": "application/json"}.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
                     if self.path == "/jwks.json" and issuer.jwks_drip is not None:
-                        for byte in data:  # a drip-fed answer: each read is quick
+                        if not issuer.drip_head:
+                            self.wfile.write(answer[: len(answer) - len(data)])
+                            answer = data
+                        for byte in answer:  # a drip-fed answer: each read is quick
                             self.wfile.write(bytes([byte]))
                             self.wfile.flush()
                             if issuer.stopped.wait(issuer.jwks_drip):
                                 return
-                    self.wfile.write(data)
+                    self.wfile.write(answer)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the verifier gave up on a hung issuer, as it should
 
@@ -180,7 +183,7 @@ def test_a_token_signed_with_the_issuers_key_is_verified(issuer: Issuer) -> None
 
 @pytest.mark.parametrize("forgery", forgery_params())
 def test_forged_token_is_refused_saying_why(issuer: Issuer, forgery: Forgery) -> None:
-    verifier = _verifier(issuer)
+    verifier = _verifier(issuer, min_refetch_interval=0)  # an unknown kid is looked for
     verifier.verify(issuer.signer.token())  # the key set is in: refusals are about the token
 
     description = _refusal(verifier, forgery.make(issuer.signer))
@@ -250,7 +253,7 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
         {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
         {**_public_jwk(issuer.signer.private_pem, "for-encryption"), "use": "enc"},
     ]
-    verifier = _verifier(issuer)
+    verifier = _verifier(issuer, min_refetch_interval=0)  # each kid is looked for
 
     for kid in ("ec-as-rsa", "hmac", "for-encryption"):
         assert "unknown key" in _refusal(verifier, issuer.signer.token(kid=kid))
@@ -319,7 +322,7 @@ async def test_keys_published_with_private_material_are_left_out_and_reported(
     private_jwk = json.loads(RSAAlgorithm.to_jwk(private))  # type: ignore[arg-type]
     current = issuer.rotate()
     issuer.keys[0] = {**private_jwk, "kid": leaked.kid, "alg": "RS256", "use": "sig"}
-    verifier = _verifier(issuer)
+    verifier = _verifier(issuer, min_refetch_interval=0)  # the leaked kid is looked for
 
     assert (await verifier.averify(current.token())).sub == "user-1"
     with pytest.raises(InvalidTokenError, match="unknown key"):
@@ -509,11 +512,69 @@ def test_tokens_with_made_up_kids_do_not_make_it_hammer_the_issuer(issuer: Issue
     verifier.verify(issuer.signer.token())
 
     for _ in range(50):
-        refused = _refusal(verifier, issuer.signer.token(kid=uuid.uuid4().hex))
-        assert "unknown key" in refused
+        with pytest.raises(KeysUnavailableError):  # "not now": the next fetch may find it
+            verifier.verify(issuer.signer.token(kid=uuid.uuid4().hex))
 
     assert issuer.jwks_requests == 1
     assert verifier.keys.fetches == 1
+
+
+class Clock:
+    """A monotonic clock the test moves on, for a key source's refetch interval."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.anyio
+async def test_a_new_key_during_the_refetch_interval_is_unavailable_not_refused(
+    issuer: Issuer,
+) -> None:
+    # A made-up kid spends the refetch allowance just before the issuer publishes a new key
+    # (it publishes before it signs): the new key's tokens are "not now" (503), not 401.
+    verifier = _verifier(issuer, min_refetch_interval=60)
+    clock = Clock()
+    verifier.keys._clock = clock
+    old = issuer.signer
+    verifier.verify(old.token())
+    clock.now += 60
+    made_up = old.token(old.claims(jti="made-up"), kid="made-up-kid")
+    new = issuer.rotate()
+    issuer.keys = [key for key in issuer.keys if key["kid"] != new.kid]  # not published yet
+    async with _downstream(verifier) as client:
+        looked_for = await client.get("/anything", headers=_bearer(made_up))  # spends it
+        issuer.keys.append(_public_jwk(new.private_pem, new.kid))  # the JWK Set gains a key
+        clock.now += 1  # within the refetch interval
+        too_soon = await client.get("/anything", headers=_bearer(new.token()))
+        with pytest.raises(KeysUnavailableError):
+            verifier.verify(new.token(new.claims(jti="sync")))
+        clock.now += 59  # the refetch interval has passed
+        found = await client.get("/anything", headers=_bearer(new.token()))
+
+    assert looked_for.status_code == 401  # the set fetched for it lacks it: never
+    assert "unknown key" in looked_for.json()["detail"]
+    assert too_soon.status_code == 503
+    assert "Retry-After" in too_soon.headers
+    assert "not known here yet" in too_soon.json()["detail"]
+    assert (found.status_code, found.json()) == (200, "user-1")
+    assert issuer.jwks_requests == 3
+
+
+def test_a_failed_refetch_for_an_unknown_kid_is_unavailability(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    verifier.verify(issuer.signer.token())
+    new = issuer.rotate()
+    issuer.jwks_status = 500
+
+    with pytest.raises(KeysUnavailableError, match="not known here yet"):
+        verifier.verify(new.token())  # it could not look: "not now", not "never"
+
+    issuer.jwks_status = 200
+    assert verifier.verify(new.token()).sub == "user-1"
+    assert issuer.jwks_requests == 3
 
 
 def test_a_failed_refetch_keeps_the_last_good_keys(issuer: Issuer) -> None:
@@ -610,9 +671,13 @@ async def test_a_refresh_due_to_max_age_runs_in_the_background(issuer: Issuer) -
         issuer.jwks_gate.set()
 
 
-def test_a_drip_fed_key_set_fails_after_the_timeout_not_the_last_byte(issuer: Issuer) -> None:
-    # Each byte comes well within httpx's read timeout; the whole answer would take minutes.
-    issuer.jwks_drip = 0.1
+@pytest.mark.parametrize("drip_head", [False, True], ids=["body", "head"])
+def test_a_drip_fed_key_set_fails_after_the_timeout_not_the_last_byte(
+    issuer: Issuer, drip_head: bool
+) -> None:
+    # Each byte comes well within httpx's read timeout; the whole answer would take a minute
+    # (its head alone, over ten seconds), while other threads would wait on the fetch's lock.
+    issuer.jwks_drip, issuer.drip_head = 0.1, drip_head
     verifier = _verifier(issuer, timeout=1)
     outcome: list[BaseException] = []
 
@@ -632,8 +697,11 @@ def test_a_drip_fed_key_set_fails_after_the_timeout_not_the_last_byte(issuer: Is
 
 
 @pytest.mark.anyio
-async def test_a_drip_fed_key_set_fails_after_the_timeout_under_asyncio(issuer: Issuer) -> None:
-    issuer.jwks_drip = 0.1
+@pytest.mark.parametrize("drip_head", [False, True], ids=["body", "head"])
+async def test_a_drip_fed_key_set_fails_after_the_timeout_under_asyncio(
+    issuer: Issuer, drip_head: bool
+) -> None:
+    issuer.jwks_drip, issuer.drip_head = 0.1, drip_head
     verifier = _verifier(issuer, timeout=1)
 
     with pytest.raises(KeysUnavailableError):

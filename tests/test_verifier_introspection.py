@@ -27,10 +27,10 @@ from auth_service_verifier import (
 )
 from fastapi import Depends, FastAPI
 
-from tests.conftest import admin_headers, app_of, bearer, login, register, request_token
-from tests.forged_tokens import b64url
+from tests.conftest import admin_headers, app_of, app_state, bearer, login, register, request_token
+from tests.forged_tokens import Signer, b64url
 from tests.test_revocation import new_client, revoke
-from tests.test_verifier import HugeBody
+from tests.test_verifier import HugeBody, _public_jwk, _rsa_pem
 
 pytestmark = pytest.mark.anyio
 
@@ -222,6 +222,39 @@ async def test_a_header_of_the_wrong_types_is_refused_without_asking(
     assert transport.introspections == 0  # refused by the rules: never sent anywhere
 
 
+FORGERIES = [
+    pytest.param(lambda kid: Signer(_rsa_pem(0), kid, ISSUER, ISSUER, "x").token(), id="wrong key"),
+    pytest.param(
+        lambda kid: (
+            f"{b64url(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}"
+            f".{b64url(json.dumps(SIGNER.claims()).encode())}."
+        ),
+        id="alg none",
+    ),
+    pytest.param(lambda kid: SIGNER.token(kid="made-up"), id="unknown kid"),
+    pytest.param(lambda kid: "garbage", id="garbage"),
+]
+
+
+@pytest.mark.parametrize("forge", FORGERIES)
+async def test_a_forged_token_never_reaches_the_introspection_endpoint(
+    client: httpx.AsyncClient, forge: Any
+) -> None:
+    # RFC 7662 §4: each request costs the auth service; a forgery is refused locally first.
+    await register(client, "ann@example.com")
+    token = await login(client, "ann@example.com")
+    transport = Counted(client)
+    introspecting = _introspecting(transport, *await _service(client))
+    assert (await introspecting.averify(token)).sub  # the keys are in, the endpoint asked
+    forged = forge(app_state(client).keys.signing.kid)
+
+    for _ in range(5):
+        with pytest.raises(InvalidTokenError):
+            await introspecting.averify(forged)
+
+    assert transport.introspections == 1  # the genuine token's, none for the forgery
+
+
 # --- the cache: bounded, brief, never past exp -------------------------------------------
 
 
@@ -314,20 +347,28 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     assert secret not in repr(source.settings)
 
 
+SIGNER = Signer(_rsa_pem(0), "k", ISSUER, ISSUER, "user-1")
+
+
 def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
-    """An issuer whose metadata and introspection answer are these (sync and async)."""
+    """An issuer whose metadata and introspection answer are these (sync and async), and
+    whose JWK Set holds `SIGNER`'s key."""
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json={"issuer": ISSUER, **metadata})
+            return httpx.Response(
+                200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks", **metadata}
+            )
+        if request.url.path == "/jwks":
+            return httpx.Response(200, json={"keys": [_public_jwk(SIGNER.private_pem, "k")]})
         return httpx.Response(200, content=answer)
 
     return httpx.MockTransport(handle)
 
 
 def _well_formed_token() -> str:
-    """A token the rules let through to the endpoint (what it says is the endpoint's say)."""
-    return ".".join(b64url(part) for part in (b'{"alg":"RS256","typ":"at+jwt"}', b"{}", b"s"))
+    """A token local verification lets through to the endpoint (whose say it then is)."""
+    return SIGNER.token()
 
 
 HOSTILE_ANSWERS = [
@@ -374,12 +415,13 @@ async def test_an_unusable_introspection_endpoint_is_unavailability(endpoint: ob
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["verify", "averify"])
 async def test_an_answer_past_the_size_cap_is_not_read_further(asynchronous: bool) -> None:
     body = HugeBody()
-    metadata = {"issuer": ISSUER, "introspection_endpoint": ISSUER + "/oauth2/introspect"}
+    metadata = {"introspection_endpoint": ISSUER + "/oauth2/introspect"}
+    small = _answering(metadata, b"")
 
     def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json=metadata)
-        return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+        if request.url.path == "/oauth2/introspect":
+            return httpx.Response(200, content=body.achunks() if asynchronous else body.chunks())
+        return small.handle_request(request)
 
     transport = httpx.MockTransport(handle)
     introspecting = TokenVerifier(
@@ -414,7 +456,7 @@ async def test_an_auth_service_that_is_gone_is_unavailability_not_acceptance(
         introspection=Introspection(client_id=client_id, client_secret=secret),
     )
 
-    with pytest.raises(IntrospectionUnavailableError):
+    with pytest.raises(VerificationUnavailableError):  # its keys first: local rules go first
         await introspecting.averify(token)
     await introspecting.aclose()
 
@@ -435,13 +477,11 @@ async def test_an_auth_service_that_does_not_answer_in_time_is_unavailability(
             introspection=Introspection(client_id=client_id, client_secret=secret),
         )
 
-        with pytest.raises(IntrospectionUnavailableError):
+        with pytest.raises(VerificationUnavailableError):
             await introspecting.averify(token)
         await introspecting.aclose()
 
-    source = introspecting.introspection
-    assert source is not None
-    assert "timeout" in (source.last_error or "").lower()
+    assert "timeout" in (introspecting.keys.last_error or "").lower()
 
 
 # --- the FastAPI dependency, unchanged ---------------------------------------------------

@@ -13,10 +13,11 @@ class VerificationUnavailableError(InvalidTokenError):
 
 
 class KeysUnavailableError(VerificationUnavailableError):
-    """No key set has been fetched yet, so no token can be verified now (retry later).
+    """The keys to verify the token with are not at hand now (retry later): no key set has
+    been fetched yet, or the token names a key the set lacks and no fetch since the token
+    came could look for it (the refetch interval had not passed, or the fetch failed).
 
-    Once one key set has been fetched this is never raised: a failed refetch keeps the
-    last good set in use.
+    A failed refetch keeps the last good set in use for the keys it holds.
     """
 
 

@@ -1,6 +1,7 @@
 """Introspection mode: the auth service itself says whether a token is active right now.
 
-RFC 7662: the token is POSTed (§2.1) to the `introspection_endpoint` of the issuer's
+RFC 7662: a token that passed local verification (the verifier's; §4: a forged token must
+cost the auth service nothing) is POSTed (§2.1) to the `introspection_endpoint` of the issuer's
 metadata (RFC 8414 §2; its `issuer` must be the one configured), the caller authenticated
 as a client with HTTP Basic (RFC 6749 §2.3.1: id and secret form-urlencoded first), and the
 answer (§2.2) is the token's state, revocation included. §4 lets a resource server cache
@@ -30,6 +31,7 @@ from auth_service_verifier._jwks import (
     endpoint,
     fetch,
     json_document,
+    sync_client,
 )
 from auth_service_verifier._rules import VerifiedToken
 
@@ -128,7 +130,7 @@ class IntrospectionSource:
         IntrospectionUnavailableError; blocks for at most `timeout` per request."""
         with self._client_lock:
             if self._client is None:
-                self._client = httpx.Client(transport=self._transport, timeout=self._timeout)
+                self._client = sync_client(self._transport, timeout=self._timeout)
         client = self._client
         steps = self._steps(token)
         try:

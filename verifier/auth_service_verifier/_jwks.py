@@ -7,22 +7,29 @@ a token naming an unknown `kid` makes it fetch again at once, but never more tha
 `min_refetch_interval`, so a stream of made-up kids cannot turn into a stream of fetches.
 A refresh due to max-age holds up no request (one caller or a background task makes it), and
 a failed fetch keeps the last good set in use (an auth service that is down or slow must not
-take its consumers down with it). The steps are written once, as a generator of
-requests, and driven by a synchronous or an asynchronous httpx client.
+take its consumers down with it). A token naming a kid the set lacks is refused only when a
+fetch made since the token arrived did not find it: the issuer publishes a key before it signs
+with it, so until the verifier can look again it cannot tell a made-up kid from a new key,
+and says "not now" (`KeysUnavailableError`), not "never". The steps are written once, as a
+generator of requests, and driven by a synchronous or an asynchronous httpx client.
 """
 
 import asyncio
+import contextvars
 import json
 import re
+import ssl
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 import jwt
 
+from auth_service_verifier._errors import KeysUnavailableError
 from auth_service_verifier._rules import ALLOWED_ALGORITHMS, KeySet
 
 # What the key type (and curve) must be for each algorithm (RFC 7518 §3, RFC 8037 §3.1).
@@ -70,28 +77,122 @@ class KeySetVersion:
 
 
 _TOO_SLOW = "the answer took longer than the timeout"
+_NO_KEYS = "The issuer's signing keys could not be fetched; try again later."
+_NOT_YET = "The token names a signing key not known here yet; try again later."
+
+# When the exchange this thread is making must be over (time.monotonic), or None.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+def _within(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """A socket operation's timeout, cut to what is left of the exchange's deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired(_TOO_SLOW)  # 0 would make the socket non-blocking, not time out
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the deadline of the exchange using it
+    (connections are reused: the deadline is the thread's, not the connection's)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        within = _within(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, within))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, each wrapped in a `_DeadlineStream`."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        within = _within(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_tcp(host, port, within, local_address, socket_options)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over connections that keep `fetch`'s deadline: httpx's timeout
+    bounds each read, so without it an issuer dripping its headers a byte at a time would
+    hold a synchronous fetch (and the threads waiting on it) for as long as it went on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), network_backend=_DeadlineBackend()
+        )
+
+
+def sync_client(transport: httpx.BaseTransport | None, *, timeout: float) -> httpx.Client:
+    """A client for `fetch`: over `transport` if one was given, else over connections that
+    end every exchange by its deadline, headers included."""
+    chosen = _DeadlineTransport() if transport is None else transport
+    return httpx.Client(transport=chosen, timeout=timeout)
 
 
 def fetch(client: httpx.Client, request: httpx.Request, *, timeout: float) -> Fetched:
     """Send `request`; read the answer's body up to the cap, then close it.
 
-    httpx's timeout bounds each read, not the answer: an issuer that drip-feeds bytes would
-    hold the fetch for as long as it went on. The body must be in within `timeout` of the
-    request (checked at each chunk, so at most one read later); FetchError otherwise.
+    The whole exchange has `timeout`, however slowly the bytes come: with `sync_client`'s own
+    connections every socket operation ends by the deadline, the headers' reads included;
+    over a transport of the caller's the body is checked against it at each chunk (so at
+    most one read late). FetchError otherwise.
     """
     deadline = time.monotonic() + timeout
-    response = client.send(request, stream=True)
+    reset = _DEADLINE.set(deadline)
     try:
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > _MAX_DOCUMENT_BYTES:
-                return Fetched(response.status_code, response.headers, b"", too_large=True)
-            if time.monotonic() > deadline:
-                raise FetchError(_TOO_SLOW)
-        return Fetched(response.status_code, response.headers, bytes(body))
+        response = client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_DOCUMENT_BYTES:
+                    return Fetched(response.status_code, response.headers, b"", too_large=True)
+                if time.monotonic() > deadline:
+                    raise FetchError(_TOO_SLOW)
+            return Fetched(response.status_code, response.headers, bytes(body))
+        finally:
+            response.close()
+    except httpx.TimeoutException:
+        raise FetchError(_TOO_SLOW) from None  # every timeout is the exchange's: same words
     finally:
-        response.close()
+        _DEADLINE.reset(reset)
 
 
 async def afetch(
@@ -230,6 +331,7 @@ class JWKSKeySource:
         self._jwks_uri: str | None = None
         self._expires_at = float("-inf")
         self._last_attempt = float("-inf")
+        self._fetched_at = float("-inf")  # when the last fetch that succeeded began
         self._thread_lock = threading.Lock()
         self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
@@ -244,15 +346,16 @@ class JWKSKeySource:
         current = self._current
         return 0 if current is None else current.generation
 
-    def keys(self, kid: str | None) -> KeySetVersion | None:
+    def keys(self, kid: str | None) -> KeySetVersion:
         """The key set to verify a token naming `kid` with, and its generation, in one read;
-        fetches (blocking) when due.
+        fetches (blocking) when due. KeysUnavailableError when it cannot answer now.
 
         Only a caller that needs the fetch waits for it: with no keys yet, or a kid the set
         lacks (a rotation). A refresh that is due because the set's max-age has passed is
         made by one caller while the others go on with the keys in hand, so a slow or hung
         auth service holds up one request, not all of them.
         """
+        arrived = self._clock()
         if self._current is None or self._due(kid):
             if self._thread_lock.acquire(blocking=self._must_wait(kid)):
                 try:
@@ -260,11 +363,12 @@ class JWKSKeySource:
                         self._run_sync()
                 finally:
                     self._thread_lock.release()
-        return self._current
+        return self._answer(kid, arrived)
 
-    async def akeys(self, kid: str | None) -> KeySetVersion | None:
+    async def akeys(self, kid: str | None) -> KeySetVersion:
         """`keys` for asyncio: fetched without blocking the event loop, and a refresh due
         to max-age is made in the background while every request goes on."""
+        arrived = self._clock()
         if self._current is None or self._due(kid):
             if self._must_wait(kid):
                 async with self._async_lock:
@@ -272,7 +376,20 @@ class JWKSKeySource:
                         await self._run_async()
             elif self._refresh is None or self._refresh.done():
                 self._refresh = asyncio.create_task(self._refresh_in_background())
-        return self._current
+        return self._answer(kid, arrived)
+
+    def _answer(self, kid: str | None, arrived: float) -> KeySetVersion:
+        """The keys for a token that came at `arrived`, or KeysUnavailableError: no set yet,
+        or a kid the set lacks that no successful fetch since has looked for (the refetch
+        interval had not passed, or the fetch failed). The issuer publishes a key before it
+        signs with it, so a set fetched after the token came holds its key if it is genuine;
+        an older set may simply predate it, and the next fetch may find it."""
+        current = self._current
+        if current is None:
+            raise KeysUnavailableError(_NO_KEYS)
+        if kid is not None and kid not in current.keys and self._fetched_at < arrived:
+            raise KeysUnavailableError(_NOT_YET)
+        return current
 
     async def _refresh_in_background(self) -> None:
         async with self._async_lock:
@@ -314,6 +431,7 @@ class JWKSKeySource:
             self._current = KeySetVersion(keys, 1 if current is None else current.generation + 1)
             self._jwks = document
         self._expires_at = self._clock() + lifetime
+        self._fetched_at = self._last_attempt
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 
     def _start(self) -> Steps:
@@ -329,7 +447,7 @@ class JWKSKeySource:
     def _run_sync(self) -> None:
         steps = self._start()
         try:
-            with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+            with sync_client(self._transport, timeout=self._timeout) as client:
                 request = next(steps)
                 while True:
                     request = steps.send(fetch(client, request, timeout=self._timeout))

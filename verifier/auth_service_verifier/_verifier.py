@@ -3,8 +3,10 @@
 The rules are `_rules` (RFC 9068 §4, RFC 8725), the keys come from a key source (`_jwks`:
 the issuer's JWK Set found through its metadata). Verified tokens are kept, bounded and
 never past their `exp`, so a token's signature is checked once, not on every request.
-In introspection mode (`_introspection`, RFC 7662) the auth service is asked instead, and
-its answer is held to the same rules; what `verify` returns and raises is the same.
+In introspection mode (`_introspection`, RFC 7662) the auth service is asked too, about a
+token that passed those rules only (§4: every request costs the service; a forged token must
+cost it nothing), and its answer is held to the same rules; what `verify` returns and raises
+is the same.
 """
 
 import time
@@ -13,12 +15,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from auth_service_verifier import _rules
-from auth_service_verifier._errors import InvalidTokenError, KeysUnavailableError
+from auth_service_verifier._errors import InvalidTokenError
 from auth_service_verifier._introspection import Introspection, IntrospectionSource
 from auth_service_verifier._jwks import JWKSKeySource, KeySetVersion
 from auth_service_verifier._rules import ParsedToken, TokenRuleError, VerifiedToken
-
-_UNAVAILABLE = "The issuer's signing keys could not be fetched; try again later."
 
 
 class _VerifiedTokens:
@@ -68,10 +68,11 @@ class TokenVerifier:
     FastAPI dependency (the `fastapi` extra). One instance per process, shared: it holds the
     key set and the verified tokens.
 
-    With `introspection=Introspection(client_id=..., client_secret=...)` every token is
-    looked up at the auth service's introspection endpoint instead (answers kept a few
-    seconds): a revocation, sign-out or deactivation is seen at once, for one request per
-    token per cache window, and no token is accepted while the auth service cannot answer.
+    With `introspection=Introspection(client_id=..., client_secret=...)` every token that
+    passes local verification is then looked up at the auth service's introspection
+    endpoint (answers kept a few seconds): a revocation, sign-out or deactivation is seen at
+    once, for one request per token per cache window, and no token is accepted while the
+    auth service cannot answer.
     """
 
     def __init__(
@@ -126,30 +127,22 @@ class TokenVerifier:
         if self.introspection is not None:
             verdict = self.introspection.cached(token)
             if verdict is None:
-                _parse(token)  # what is not an access token is never sent anywhere
+                self._verify_locally(token)  # RFC 7662 §4: forged tokens are never sent
                 answer = self.introspection.ask(token)
                 verdict = self._introspected(self.introspection, token, answer)
             return _accepted(verdict)
-        cached = self._cached(token)
-        if cached is not None:
-            return cached
-        parsed = _parse(token)
-        return self._finish(token, parsed, self.keys.keys(parsed.kid))
+        return self._verify_locally(token)
 
     async def averify(self, token: str) -> VerifiedToken:
         """`verify` for asyncio: fetching keys (or asking) does not block the event loop."""
         if self.introspection is not None:
             verdict = self.introspection.cached(token)
             if verdict is None:
-                _parse(token)
+                await self._averify_locally(token)
                 answer = await self.introspection.aask(token)
                 verdict = self._introspected(self.introspection, token, answer)
             return _accepted(verdict)
-        cached = self._cached(token)
-        if cached is not None:
-            return cached
-        parsed = _parse(token)
-        return self._finish(token, parsed, await self.keys.akeys(parsed.kid))
+        return await self._averify_locally(token)
 
     def require(self, *scopes: str) -> Callable[..., Awaitable[VerifiedToken]]:
         """A FastAPI dependency: the request's verified bearer token holding every one of
@@ -193,12 +186,21 @@ class TokenVerifier:
         source.keep(token, verdict)
         return verdict
 
-    def _cached(self, token: str) -> VerifiedToken | None:
-        return self._verified.get(token, generation=self.keys.generation, now=time.time())
+    def _verify_locally(self, token: str) -> VerifiedToken:
+        cached = self._verified.get(token, generation=self.keys.generation, now=time.time())
+        if cached is not None:
+            return cached
+        parsed = _parse(token)
+        return self._finish(token, parsed, self.keys.keys(parsed.kid))
 
-    def _finish(self, token: str, parsed: ParsedToken, keys: KeySetVersion | None) -> VerifiedToken:
-        if keys is None:
-            raise KeysUnavailableError(_UNAVAILABLE)
+    async def _averify_locally(self, token: str) -> VerifiedToken:
+        cached = self._verified.get(token, generation=self.keys.generation, now=time.time())
+        if cached is not None:
+            return cached
+        parsed = _parse(token)
+        return self._finish(token, parsed, await self.keys.akeys(parsed.kid))
+
+    def _finish(self, token: str, parsed: ParsedToken, keys: KeySetVersion) -> VerifiedToken:
         now = time.time()
         try:
             verified = _rules.verify(
