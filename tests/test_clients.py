@@ -506,6 +506,45 @@ async def test_a_scope_taken_from_a_client_is_refused_to_its_tokens_at_once(
 
 
 @pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({"audiences": []}, {"orders-api"}),
+        ({"audiences": ["billing-api"]}, {"orders-api"}),
+        ({"grant_types": ["password"]}, {"default", "orders-api"}),
+    ],
+)
+async def test_a_grant_or_audience_taken_from_a_client_is_refused_to_its_tokens_at_once(
+    client: httpx.AsyncClient, change: dict[str, Any], refused: set[str]
+) -> None:
+    gateway = await new_client(client, name="gateway", scopes=["introspect"])
+    registered = await new_client(client, scopes=["introspect"], audiences=["orders-api"])
+    issued = {
+        "default": (await client_token(client, registered)).json()["access_token"],
+        "orders-api": (await client_token(client, registered, audience="orders-api")).json()[
+            "access_token"
+        ],
+    }
+    assert all([(await introspected(client, t, gateway))["active"] for t in issued.values()])
+
+    patched = await client.patch(
+        f"/admin/clients/{registered['client_id']}",
+        json=change,
+        headers=await admin_headers(client),
+    )
+
+    assert patched.status_code == 200, patched.text
+    active = {
+        name for name, t in issued.items() if (await introspected(client, t, gateway))["active"]
+    }
+    assert active == set(issued) - refused
+    # Nor does a refused token let it introspect: the guards judge it alike.
+    by_token = await client.post(
+        "/oauth2/introspect", data={"token": "x"}, headers=bearer(issued["default"])
+    )
+    assert by_token.status_code == (401 if "default" in refused else 200), by_token.text
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"grace_seconds": -1},
