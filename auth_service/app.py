@@ -20,6 +20,7 @@ from auth_service.config import (
 from auth_service.middleware import (
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
+    ForwardedHeadersMiddleware,
     RequestContextMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -161,8 +162,11 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
-    # Outermost: sees every answer.
+    # Outermost (but for the forwarded headers): sees every answer.
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics, access_log=state.access_log)
+    if settings.trusted_proxies:
+        # Before anything reads the client's address (per-client limits, sessions).
+        app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.trusted_proxies)
     return app
 
 

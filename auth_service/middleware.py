@@ -1,8 +1,10 @@
-"""ASGI middleware: request ids, metrics and access log per request; the JSON 500; the body
-size limit. In `create_app` the order is, outermost first: RequestContext, CORS, BodySizeLimit,
-UnhandledError, then the discovery documents' fast path (`routers/wellknown.py`), so every
-answer a middleware builds also gets CORS headers."""
+"""ASGI middleware: the client's address behind trusted proxies; request ids, metrics and
+access log per request; the JSON 500; the body size limit. In `create_app` the order is,
+outermost first: ForwardedHeaders (with AUTH_TRUSTED_PROXIES), RequestContext, CORS,
+BodySizeLimit, UnhandledError, then the discovery documents' fast path
+(`routers/wellknown.py`), so every answer a middleware builds also gets CORS headers."""
 
+import ipaddress
 import logging
 import re
 import secrets
@@ -23,6 +25,78 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # used with fullmatch: 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 logger = logging.getLogger(__name__)
+
+
+_FORWARDED_FOR, _FORWARDED_PROTO = b"x-forwarded-for", b"x-forwarded-proto"
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _forwarded_address(hop: str) -> tuple[str, int] | None:
+    """One X-Forwarded-For entry as (address in canonical form, port or 0); None when it is
+    not an IP address, bare or as `a.b.c.d:port` or `[v6]:port`."""
+    host, port = hop, "0"
+    if hop.startswith("["):
+        host, bracket, rest = hop[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:] or "0"
+    elif hop.count(":") == 1:
+        host, _, port = hop.partition(":")
+    if not _PORT.fullmatch(port) or int(port) > 65535:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if getattr(address, "scope_id", None):  # fe80::1%<any text>: a zone is no client's
+        return None
+    return str(address), int(port)
+
+
+class ForwardedHeadersMiddleware:
+    """The client's address and scheme as a trusted proxy forwards them.
+
+    Only when the socket peer is one of `trusted` (AUTH_TRUSTED_PROXIES; `*`: any): the client
+    is the nearest X-Forwarded-For entry that is not itself a trusted proxy (with `*`, the
+    first), stored in its canonical form. Every entry up to it must be an IP address, else
+    the header is not believed and the socket peer stays the client: what a session shows as
+    its address is always one. X-Forwarded-Proto counts when it is `http` or `https`.
+    """
+
+    def __init__(self, app: ASGIApp, *, trusted: list[str]) -> None:
+        self.app = app
+        self.any = trusted == ["*"]
+        self.networks = [] if self.any else [ipaddress.ip_network(entry) for entry in trusted]
+
+    def _trusts(self, host: str) -> bool:
+        if self.any:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def _client(self, forwarded_for: str) -> tuple[str, int] | None:
+        found = None
+        for hop in reversed(forwarded_for.split(",")):  # each proxy appends the peer it saw
+            found = _forwarded_address(hop.strip())
+            if found is None or not self._trusts(found[0]):
+                return found
+        return found  # every entry a trusted proxy: the first is the client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        peer = scope.get("client")
+        if scope["type"] == "http" and (self.any or (peer and self._trusts(peer[0]))):
+            headers = scope["headers"]
+            forwarded = [value for name, value in headers if name == _FORWARDED_FOR]
+            proto = [value for name, value in headers if name == _FORWARDED_PROTO]
+            if proto and (scheme := proto[-1].decode("latin-1").strip()) in ("http", "https"):
+                scope["scheme"] = scheme
+            client = self._client(b",".join(forwarded).decode("latin-1")) if forwarded else None
+            if client is not None:
+                scope["client"] = client
+        await self.app(scope, receive, send)
 
 
 async def _send(send: Send, answer: Answer) -> None:

@@ -256,6 +256,22 @@ class UnprocessableResponse(BaseModel):
 
 # RFC 6749 §3.3 scope-token: printable ASCII but space, '"' and '\'.
 ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")]
+# What a session stores of its grant (`sessions.scope`, VARCHAR(2000)): a sign-in may be
+# granted every scope of its client's list, so the list, space-joined, must fit.
+MAX_SCOPE_CHARS = 2000
+
+
+def _fits_a_session(scopes: list[str]) -> list[str]:
+    if len(" ".join(set(scopes))) > MAX_SCOPE_CHARS:
+        raise PydanticCustomError(
+            "too_long",
+            "the scopes, joined by spaces, are longer than {limit} characters",
+            {"limit": MAX_SCOPE_CHARS},
+        )
+    return scopes
+
+
+Scopes = Annotated[list[ScopeToken], Field(max_length=64), AfterValidator(_fits_a_session)]
 GrantType = Literal["password", "refresh_token", "client_credentials"]
 # An audience: an API's name or URI, printable, no white space (RFC 7519 §4.1.3 StringOrURI).
 Audience = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7E]{1,255}$")]
@@ -271,7 +287,7 @@ class ClientCreate(_Input):
         description="A service that keeps a secret (true), or a login form or app that "
         "cannot (false).",
     )
-    scopes: list[ScopeToken] = Field(default_factory=list, max_length=64)
+    scopes: Scopes = Field(default_factory=list)
     grant_types: list[GrantType] = Field(
         default_factory=lambda: list[GrantType](["client_credentials"]), min_length=1, max_length=3
     )
@@ -287,7 +303,7 @@ class ClientCreate(_Input):
 
 class ClientUpdate(_Input):
     name: Name | None = None
-    scopes: list[ScopeToken] | None = Field(default=None, max_length=64)
+    scopes: Scopes | None = None
     grant_types: list[GrantType] | None = Field(default=None, min_length=1, max_length=3)
     audiences: list[Audience] | None = Field(default=None, max_length=32)
     redirect_uris: list[RedirectURI] | None = Field(default=None, max_length=16)

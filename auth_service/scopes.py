@@ -12,6 +12,7 @@ class Scope(StrEnum):
     EMAIL = "email"
     ACCOUNT = "account"
     ADMIN_USERS = "admin:users"
+    ADMIN_ROLES = "admin:roles"
     ADMIN_CLIENTS = "admin:clients"
     ADMIN_KEYS = "admin:keys"
     INTROSPECT = "introspect"
@@ -23,6 +24,7 @@ DESCRIPTIONS: dict[str, str] = {
     Scope.EMAIL: "Your email address and whether it is verified.",
     Scope.ACCOUNT: "Read and manage your own account.",
     Scope.ADMIN_USERS: "Manage all users (role admin).",
+    Scope.ADMIN_ROLES: "Grant and remove roles; change admin accounts (role admin).",
     Scope.ADMIN_CLIENTS: "Manage OAuth clients (role admin).",
     Scope.ADMIN_KEYS: "Rotate and revoke the token signing keys (role admin).",
     Scope.INTROSPECT: "Introspect tokens (RFC 7662); for service clients only.",
@@ -30,7 +32,9 @@ DESCRIPTIONS: dict[str, str] = {
 
 # Scopes a role unlocks on top of the ones every user may have.
 _ROLE_SCOPES: dict[str, frozenset[Scope]] = {
-    ADMIN_ROLE: frozenset({Scope.ADMIN_USERS, Scope.ADMIN_CLIENTS, Scope.ADMIN_KEYS})
+    ADMIN_ROLE: frozenset(
+        {Scope.ADMIN_USERS, Scope.ADMIN_ROLES, Scope.ADMIN_CLIENTS, Scope.ADMIN_KEYS}
+    )
 }
 _USER_SCOPES = frozenset({Scope.OPENID, Scope.PROFILE, Scope.EMAIL, Scope.ACCOUNT})
 # Scopes that act for a user: never in a token a service client gets for itself (RFC 6749

@@ -47,10 +47,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws": "none",  # the service has no WebSocket routes: no upgrade path to guard
         "limit_concurrency": settings.http_max_connections,
         "timeout_keep_alive": settings.http_keep_alive_timeout_seconds,
-        # Forwarded headers only from proxies named in the settings: without one, any local
-        # process could pick the client address that per-client limits are keyed on.
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies),
+        # The app reads forwarded headers itself, from the proxies the settings name and
+        # only as IP addresses (`middleware.ForwardedHeadersMiddleware`); uvicorn's would pass
+        # any text on as the client's address.
+        "proxy_headers": False,
         "server_header": False,
     }
 

@@ -154,6 +154,93 @@ async def test_admin_token_without_admin_scope_gets_403(client: httpx.AsyncClien
     assert response.status_code == 403
 
 
+async def _role_fixtures(client: httpx.AsyncClient, root: dict[str, str]) -> dict[str, str]:
+    """A plain member, an active admin and a deactivated admin: their ids by name."""
+    ids = {}
+    for name, body in [
+        ("member", {}),
+        ("deputy", {"roles": ["admin"]}),
+        ("retired", {"roles": ["admin"], "is_active": False}),
+    ]:
+        created = await client.post(
+            "/admin/users",
+            json={"email": f"{name}@example.com", "password": STRONG_PASSWORD, **body},
+            headers=root,
+        )
+        assert created.status_code == 201, created.text
+        ids[name] = created.json()["id"]
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body"),
+    [
+        ("POST", None, {"email": "new@example.com", "roles": ["admin"]}),
+        ("POST", None, {"email": "new@example.com", "roles": ["support"]}),
+        ("PATCH", "member", {"roles": ["admin"]}),
+        ("PATCH", "member", {"roles": ["support"]}),
+        ("PATCH", "deputy", {"name": "Someone Else"}),
+        ("PATCH", "deputy", {"is_active": False}),
+        ("PATCH", "deputy", {"is_verified": False}),
+        ("PATCH", "retired", {"is_active": True}),  # would revive an admin
+        ("DELETE", "deputy", None),
+    ],
+)
+async def test_roles_and_admin_accounts_need_the_admin_roles_scope(
+    client: httpx.AsyncClient, method: str, target: str | None, body: dict[str, object] | None
+) -> None:
+    root = await admin_headers(client)
+    ids = await _role_fixtures(client, root)
+    before = (await client.get("/admin/users", headers=root)).json()
+    users_only = bearer(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users"))
+    path = "/admin/users" if target is None else f"/admin/users/{ids[target]}"
+    if method == "POST":
+        body = {**(body or {}), "password": STRONG_PASSWORD}
+
+    response = await client.request(method, path, json=body, headers=users_only)
+
+    assert response.status_code == 403, response.text
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="admin:users admin:roles"' in challenge
+    assert (await client.get("/admin/users", headers=root)).json() == before
+
+
+async def test_admin_users_alone_manages_accounts_without_roles(
+    client: httpx.AsyncClient,
+) -> None:
+    root = await admin_headers(client)
+    ids = await _role_fixtures(client, root)
+    users_only = bearer(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users"))
+    with_roles = bearer(
+        await login(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:users admin:roles")
+    )
+
+    created = await client.post(
+        "/admin/users",
+        json={"email": "plain@example.com", "password": STRONG_PASSWORD, "roles": []},
+        headers=users_only,
+    )
+    changed = await client.patch(
+        f"/admin/users/{ids['member']}",
+        json={"name": "Member", "roles": [], "is_active": False, "is_verified": True},
+        headers=users_only,
+    )
+    deleted = await client.delete(f"/admin/users/{created.json()['id']}", headers=users_only)
+    promoted = await client.patch(
+        f"/admin/users/{ids['member']}",
+        json={"roles": ["admin"], "is_active": True},
+        headers=with_roles,
+    )
+
+    assert created.status_code == 201, created.text
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["is_active"] is False
+    assert deleted.status_code == 204, deleted.text
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["roles"] == ["admin"]
+
+
 @pytest.mark.parametrize(
     ("method", "body"),
     [("PATCH", {"is_active": False}), ("PATCH", {"roles": []}), ("DELETE", None)],

@@ -4,6 +4,7 @@ public login clients of AUTH_CLIENT_IDS as rows of the same table."""
 
 import base64
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus
@@ -139,6 +140,45 @@ async def test_a_client_that_cannot_work_is_refused_and_nothing_is_stored(
 
     assert response.status_code == 422, response.text
     assert await sql(client, "SELECT client_id FROM clients") == [("auth-service",)]
+
+
+def _scopes_joining_to(length: int) -> list[str]:
+    """23 distinct scope-tokens whose space-joined list is `length` characters (2000 or so)."""
+    scopes = [f"s{n:02d}:" + "x" * 82 for n in range(23)]  # 23 x 86 + 22 spaces = 2000
+    scopes[-1] += "x" * (length - 2000)
+    return scopes
+
+
+async def test_a_scope_list_longer_than_a_session_can_hold_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+    admin = await admin_headers(client)
+    fits = await client.patch(
+        "/admin/clients/auth-service", json={"scopes": _scopes_joining_to(2000)}, headers=admin
+    )
+    signed_in = await request_token(client, "ann@example.com")
+
+    too_long = [
+        await client.patch(
+            "/admin/clients/auth-service", json={"scopes": _scopes_joining_to(2001)}, headers=admin
+        ),
+        await client.post(
+            "/admin/clients",
+            json={"name": "wide", "scopes": _scopes_joining_to(2001)},
+            headers=admin,
+        ),
+    ]
+
+    assert fits.status_code == 200, fits.text
+    assert signed_in.status_code == 200, signed_in.text
+    assert len(signed_in.json()["scope"]) == 2000
+    for response in too_long:
+        assert response.status_code == 422, response.text
+        assert "longer than 2000 characters" in response.json()["detail"]
+    [(stored,)] = await sql(client, "SELECT scopes FROM clients")  # one client, unchanged
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored == sorted(_scopes_joining_to(2000))
 
 
 async def test_only_an_admin_with_the_clients_scope_manages_clients(
@@ -466,6 +506,45 @@ async def test_a_scope_taken_from_a_client_is_refused_to_its_tokens_at_once(
 
 
 @pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({"audiences": []}, {"orders-api"}),
+        ({"audiences": ["billing-api"]}, {"orders-api"}),
+        ({"grant_types": ["password"]}, {"default", "orders-api"}),
+    ],
+)
+async def test_a_grant_or_audience_taken_from_a_client_is_refused_to_its_tokens_at_once(
+    client: httpx.AsyncClient, change: dict[str, Any], refused: set[str]
+) -> None:
+    gateway = await new_client(client, name="gateway", scopes=["introspect"])
+    registered = await new_client(client, scopes=["introspect"], audiences=["orders-api"])
+    issued = {
+        "default": (await client_token(client, registered)).json()["access_token"],
+        "orders-api": (await client_token(client, registered, audience="orders-api")).json()[
+            "access_token"
+        ],
+    }
+    assert all([(await introspected(client, t, gateway))["active"] for t in issued.values()])
+
+    patched = await client.patch(
+        f"/admin/clients/{registered['client_id']}",
+        json=change,
+        headers=await admin_headers(client),
+    )
+
+    assert patched.status_code == 200, patched.text
+    active = {
+        name for name, t in issued.items() if (await introspected(client, t, gateway))["active"]
+    }
+    assert active == set(issued) - refused
+    # Nor does a refused token let it introspect: the guards judge it alike.
+    by_token = await client.post(
+        "/oauth2/introspect", data={"token": "x"}, headers=bearer(issued["default"])
+    )
+    assert by_token.status_code == (401 if "default" in refused else 200), by_token.text
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"grace_seconds": -1},
@@ -731,15 +810,18 @@ def test_create_client_refuses_bad_input_in_one_line(
         ["create-client", "--name", "x", "--public", "--grant-type", "client_credentials"]
     )
     bad_scope = cli.main(["create-client", "--name", "x", "--scope", 'say "hi"'])
+    too_many = [arg for scope in _scopes_joining_to(2001) for arg in ("--scope", scope)]
+    too_long = cli.main(["create-client", "--name", "x", *too_many])
 
-    assert (public_service, bad_scope) == (1, 1)
+    assert (public_service, bad_scope, too_long) == (1, 1, 1)
     errors = [
         line
         for line in capsys.readouterr().err.splitlines()
         if "Traceback" in line or not line.startswith("{")
     ]
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert all(line.startswith("auth-service: ") for line in errors)
+    assert "longer than 2000 characters" in errors[2]
 
 
 async def test_token_requests_are_counted_by_grant_type(client: httpx.AsyncClient) -> None:

@@ -42,6 +42,7 @@ async def test_metadata_names_our_endpoints_grants_and_algorithms(
         "email",
         "account",
         "admin:users",
+        "admin:roles",
         "admin:clients",
         "introspect",
         "admin:keys",

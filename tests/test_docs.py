@@ -31,7 +31,16 @@ pytestmark = pytest.mark.anyio
 
 ASSETS = "/docs-assets/"
 # What a user may hold (introspect is for service clients only).
-SCOPES = {"openid", "profile", "email", "account", "admin:users", "admin:clients", "admin:keys"}
+SCOPES = {
+    "openid",
+    "profile",
+    "email",
+    "account",
+    "admin:users",
+    "admin:roles",
+    "admin:clients",
+    "admin:keys",
+}
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
 
 

@@ -244,34 +244,69 @@ async def test_an_active_access_token_is_described(
 
     answer = await introspector.ask(client, tokens["access_token"])
 
+    # Not for the introspecting client (its `aud` is the service's): no user's email (§5).
     assert answer == {
         "active": True,
         "token_type": "Bearer",
         "sub": user["id"],
-        "username": "ann@example.com",
         "client_id": "auth-service",
         "scope": tokens["scope"],
         **{name: claims[name] for name in ("exp", "iat", "aud", "iss", "jti")},
     }
 
 
-async def test_a_refresh_token_can_be_introspected_until_it_is_spent(
+async def test_the_users_email_goes_only_to_the_client_the_token_is_for(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, "ann@example.com")
+    orders, gateway = await new_client(client), await new_client(client, name="gateway")
+    await client.patch(
+        "/admin/clients/auth-service",
+        json={"audiences": [orders["client_id"]]},
+        headers=await admin_headers(client),
+    )
+    form = {"grant_type": "password", "username": "ann@example.com", "password": STRONG_PASSWORD}
+    signed_in = await client.post(TOKEN, data={**form, "audience": orders["client_id"]})
+    token = signed_in.json()["access_token"]
+
+    for_it = await Introspector(orders).ask(client, token)
+    for_another = await Introspector(gateway).ask(client, token)
+
+    assert for_it["aud"] == orders["client_id"]
+    assert for_it["username"] == "ann@example.com"
+    assert for_another == {k: v for k, v in for_it.items() if k != "username"}
+
+
+async def test_a_refresh_token_is_introspected_only_by_its_client_until_it_is_spent(
     client: httpx.AsyncClient, introspector: Introspector
 ) -> None:
     user = await register(client, "ann@example.com")
-    tokens = await sign_in(client)
-
-    live = await introspector.ask(client, tokens["refresh_token"])
-    await client.post(
-        TOKEN, data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    app = await new_client(
+        client,
+        name="app",
+        scopes=["introspect", "openid"],
+        grant_types=["password", "refresh_token"],
     )
-    spent = await introspector.ask(client, tokens["refresh_token"])
+    own = Introspector(app)
+    form = {"grant_type": "password", "username": "ann@example.com", "password": STRONG_PASSWORD}
+    tokens = (await client.post(TOKEN, data=form, headers=own.headers)).json()
+
+    live = await own.ask(client, tokens["refresh_token"])
+    another = await introspector.ask(client, tokens["refresh_token"])
+    await client.post(
+        TOKEN,
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers=own.headers,
+    )
+    spent = await own.ask(client, tokens["refresh_token"])
 
     assert live["active"] is True
     assert live["token_type"] == "refresh_token"
     assert live["sub"] == user["id"]
-    assert live["client_id"] == "auth-service"
+    assert live["client_id"] == app["client_id"]
     assert live["exp"] > time.time()
+    assert "username" not in live  # its `aud` is the service's, not the client's
+    assert another == {"active": False}
     assert spent == {"active": False}
 
 
@@ -391,8 +426,10 @@ async def test_only_authenticated_clients_with_the_introspect_scope_may_ask(
         (basic("svc_nobody", allowed["client_secret"]), {}),
         (basic(without_scope["client_id"], without_scope["client_secret"]), {}),
     ):
-        for token in (tokens["access_token"], tokens["refresh_token"], "junk"):
-            response = await client.post(INTROSPECT, data={"token": token, **data}, headers=headers)
+        # Authentication comes first: without it, even a missing token is not told.
+        for token in (tokens["access_token"], tokens["refresh_token"], "junk", None):
+            form = {"token": token, **data} if token else {"token_type_hint": "x", **data}
+            response = await client.post(INTROSPECT, data=form, headers=headers)
             assert response.status_code == 401, (headers, data, response.text)
             assert response.json()["error"] == "invalid_client"
             assert "active" not in response.text

@@ -22,6 +22,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from auth_service.config import Settings
+from auth_service.middleware import ForwardedHeadersMiddleware
 from auth_service.server import uvicorn_options
 from tests.test_serve import Server, _free_port
 
@@ -375,10 +376,15 @@ async def _echo_client(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _seen_by_app(settings: Settings) -> dict[str, str]:
+def _seen_by_app(settings: Settings, forwarded_for: str) -> dict[str, str]:
+    """What an app behind `serve`'s options sees, with the forwarded headers read as
+    `create_app` reads them."""
     port = _free_port()
+    app: Any = _echo_client
+    if settings.trusted_proxies:
+        app = ForwardedHeadersMiddleware(app, trusted=settings.trusted_proxies)
     config = uvicorn.Config(
-        _echo_client, host="127.0.0.1", port=port, log_config=None, **uvicorn_options(settings)
+        app, host="127.0.0.1", port=port, log_config=None, **uvicorn_options(settings)
     )
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -391,7 +397,7 @@ def _seen_by_app(settings: Settings) -> dict[str, str]:
             time.sleep(0.02)
         response = httpx.get(
             f"http://127.0.0.1:{port}/",
-            headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"},
             timeout=GRACE_SECONDS,
         )
     finally:
@@ -402,21 +408,28 @@ def _seen_by_app(settings: Settings) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("trusted", "expected"),
+    ("trusted", "forwarded_for", "expected"),
     [
-        (None, {"client": "127.0.0.1", "scheme": "http"}),  # the default: nobody
-        ("10.0.0.0/8", {"client": "127.0.0.1", "scheme": "http"}),
-        ("127.0.0.1", {"client": "203.0.113.7", "scheme": "https"}),
+        (None, "203.0.113.7", {"client": "127.0.0.1", "scheme": "http"}),  # the default: nobody
+        ("10.0.0.0/8", "203.0.113.7", {"client": "127.0.0.1", "scheme": "http"}),
+        ("127.0.0.1", "203.0.113.7", {"client": "203.0.113.7", "scheme": "https"}),
+        ("127.0.0.1", "<script>", {"client": "127.0.0.1", "scheme": "https"}),
+        ("*", "[2001:DB8::1]:443", {"client": "2001:db8::1", "scheme": "https"}),
     ],
 )
 def test_forwarded_headers_count_only_from_trusted_proxies(
-    monkeypatch: pytest.MonkeyPatch, trusted: str | None, expected: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: str | None,
+    forwarded_for: str,
+    expected: dict[str, str],
 ) -> None:
     monkeypatch.delenv("AUTH_TRUSTED_PROXIES", raising=False)
     if trusted is not None:
         monkeypatch.setenv("AUTH_TRUSTED_PROXIES", trusted)
 
-    assert _seen_by_app(Settings(_env_file=None)) == expected  # type: ignore[call-arg]
+    seen = _seen_by_app(Settings(_env_file=None), forwarded_for)  # type: ignore[call-arg]
+
+    assert seen == expected
 
 
 @pytest.mark.parametrize("value", ["10.0.0.1/8", "localhost", "*,10.0.0.1", "1.2.3"])

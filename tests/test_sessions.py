@@ -98,6 +98,38 @@ def _ago(*, seconds: int) -> datetime:
 # --- listing -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("forwarded_for", "recorded"),
+    [
+        ("2001:DB8:0:0::7", "2001:db8::7"),  # the canonical form
+        ("[2001:db8::7]:8443, 10.0.0.2", "2001:db8::7"),
+        ("198.51.100.4:51234", "198.51.100.4"),
+        ("<script>alert(1)</script>", "127.0.0.1"),  # not an address: the socket peer
+        ("a" * 65, "127.0.0.1"),
+        ("fe80::1%" + "x" * 64, "127.0.0.1"),
+        ("198.51.100.4, proxy.internal", "127.0.0.1"),
+    ],
+)
+async def test_a_session_records_only_an_address_as_forwarded_by_a_trusted_proxy(
+    make_client: ClientFactory, forwarded_for: str, recorded: str
+) -> None:
+    async with make_client(trusted_proxies="*") as client:
+        await register(client, "ann@example.com")
+        form = {
+            "grant_type": "password",
+            "username": "ann@example.com",
+            "password": STRONG_PASSWORD,
+        }
+        signed_in = await client.post(
+            "/oauth2/token", data=form, headers={"X-Forwarded-For": forwarded_for}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+
+        body = await listed(client, signed_in.json())
+
+    assert [s["ip"] for s in body["data"]] == [recorded]
+
+
 async def test_the_list_shows_what_each_sign_in_recorded_and_marks_the_current_one(
     client: httpx.AsyncClient,
 ) -> None:

@@ -97,6 +97,8 @@ async def test_a_service_gets_tokens_introspects_and_revokes(
     assert own["scope"] == "orders:read"
     assert "refresh_token" not in own
     assert introspected.json()["active"] is True
-    assert introspected.json()["username"] == "ann@example.com"
+    # The user's token is for this service, not for the backend: no email for it.
+    assert introspected.json()["client_id"] == "auth-service"
+    assert "username" not in introspected.json()
     assert revoked.status_code == 200
     assert after.json() == {"active": False}

@@ -615,7 +615,7 @@ async def test_admin_is_granted_the_admin_scope(client: httpx.AsyncClient) -> No
     )
 
     assert everything.json()["scope"] == (
-        "account admin:clients admin:keys admin:users email openid profile"
+        "account admin:clients admin:keys admin:roles admin:users email openid profile"
     )
     assert only_admin.json()["scope"] == "admin:users"
     claims = jwt.decode(only_admin.json()["access_token"], options={"verify_signature": False})

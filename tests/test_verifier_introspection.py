@@ -27,7 +27,16 @@ from auth_service_verifier import (
 )
 from fastapi import Depends, FastAPI
 
-from tests.conftest import admin_headers, app_of, app_state, bearer, login, register, request_token
+from tests.conftest import (
+    STRONG_PASSWORD,
+    admin_headers,
+    app_of,
+    app_state,
+    bearer,
+    login,
+    register,
+    request_token,
+)
 from tests.forged_tokens import Signer, b64url
 from tests.test_revocation import new_client, revoke
 from tests.test_verifier import HugeBody, _public_jwk, _rsa_pem
@@ -180,9 +189,13 @@ async def test_a_refresh_token_is_never_accepted_as_an_access_token(
     client: httpx.AsyncClient,
 ) -> None:
     await register(client, "ann@example.com")
-    tokens = (await request_token(client, "ann@example.com")).json()
+    # A refresh token is described only to its own client: Ann signs in through the service.
+    service = await new_client(client, grant_types=["password", "refresh_token"])
+    credentials = (service["client_id"], service["client_secret"])
+    form = {"grant_type": "password", "username": "ann@example.com", "password": STRONG_PASSWORD}
+    tokens = (await client.post("/oauth2/token", data=form, auth=credentials)).json()
     transport = Counted(client)
-    introspecting = _introspecting(transport, *await _service(client))
+    introspecting = _introspecting(transport, *credentials)
     source = introspecting.introspection
     assert source is not None
 

@@ -1,4 +1,5 @@
-"""User administration, for holders of the `admin` role with the `admin:users` scope."""
+"""User administration, for holders of the `admin` role with the `admin:users` scope (and
+`admin:roles` to hand out roles or change an admin's account: `services.admin`)."""
 
 import uuid
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from auth_service.schemas import (
     UserPublic,
     UsersPublic,
 )
+from auth_service.scopes import Scope
 from auth_service.services import admin, sessions, users
 from auth_service.services.access import Principal
 
@@ -30,6 +32,10 @@ router = APIRouter(
 # The admin's own principal, where a route needs it (the router's guard, solved once).
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 _CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
+
+
+def _manages_roles(principal: Principal) -> bool:
+    return Scope.ADMIN_ROLES in principal.scopes
 
 
 @router.get("")
@@ -51,9 +57,15 @@ async def list_users(
     "", status_code=status.HTTP_201_CREATED, responses=_CONFLICT, dependencies=[PasswordTurn]
 )
 async def create_user(
-    data: AdminUserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
+    data: AdminUserCreate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
 ) -> UserPublic:
-    """Create a user with chosen roles and flags (the password policy applies)."""
+    """Create a user with chosen roles (with `admin:roles`) and flags (the password policy
+    applies)."""
+    admin.check_new_user(roles=data.roles, manages_roles=_manages_roles(principal))
     user = await users.create_user(
         session=session,
         hasher=hasher,
@@ -76,13 +88,17 @@ async def read_user(user_id: uuid.UUID, session: SessionDep) -> UserPublic:
 
 
 @router.patch("/{user_id}", responses=_CONFLICT)
-async def update_user(user_id: uuid.UUID, data: AdminUserUpdate, session: SessionDep) -> UserPublic:
-    """Change name, roles, active or verified; deactivation revokes the user's tokens at once."""
+async def update_user(
+    user_id: uuid.UUID, data: AdminUserUpdate, principal: AdminPrincipal, session: SessionDep
+) -> UserPublic:
+    """Change name, roles, active or verified; deactivation revokes the user's tokens at once.
+    Roles, and any change to an account holding the admin role, need `admin:roles`."""
     user = await users.get_user(session=session, user_id=user_id)
     # `null` leaves a field as it is, except the name, which it clears.
     updated = await admin.update_user(
         session=session,
         user=user,
+        manages_roles=_manages_roles(principal),
         name=data.name if "name" in data.model_fields_set else admin.KEEP,
         roles=data.roles,
         is_active=data.is_active,
@@ -92,10 +108,12 @@ async def update_user(user_id: uuid.UUID, data: AdminUserUpdate, session: Sessio
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)
-async def delete_user(user_id: uuid.UUID, session: SessionDep) -> Response:
-    """Delete a user for good."""
+async def delete_user(
+    user_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep
+) -> Response:
+    """Delete a user for good (an account holding the admin role with `admin:roles`)."""
     user = await users.get_user(session=session, user_id=user_id)
-    await admin.delete_user(session=session, user=user)
+    await admin.delete_user(session=session, user=user, manages_roles=_manages_roles(principal))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -194,10 +194,15 @@ def _check_claims(claims: dict[str, Any], *, issuer: str, audience: str | None) 
         check_audience(claims, audience)
 
 
+def audiences(claims: Mapping[str, Any]) -> list[str]:
+    """RFC 7519 §4.1.3: the (checked) claims' `aud`, one string or a list, as a list."""
+    aud = claims["aud"]
+    return [aud] if type(aud) is str else list(aud)
+
+
 def check_audience(claims: Mapping[str, Any], audience: str) -> None:
     """RFC 7519 §4.1.3: `audience` must be among the (checked) claims' `aud`."""
-    aud = claims["aud"]
-    if audience not in ([aud] if type(aud) is str else aud):
+    if audience not in audiences(claims):
         raise TokenError("The access token is for another audience.")
 
 

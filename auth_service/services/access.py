@@ -9,7 +9,8 @@ its `jti` was not revoked (RFC 7009), and what it acts for is still there:
   session it names (`sid`), if any, has not ended;
 - a client's own token (client credentials: `sub` is its `client_id`): the client exists,
   is active, and has not been deactivated or had its secret replaced after a leak since the
-  token was issued; its scopes are those the client still has.
+  token was issued; it still has the client credentials grant and the token's audience; its
+  scopes are those the client still has.
 
 All of it is read in one statement on every call, never cached, so a change through any
 worker or replica counts at once.
@@ -25,7 +26,7 @@ from auth_service.scopes import split_scope
 from auth_service.security import jwt
 from auth_service.security.jwt import SESSION_CLAIM, VerifiedTokenCache
 from auth_service.services.keys import KeySet
-from auth_service.services.tokens import is_revoked
+from auth_service.services.tokens import is_revoked, still_granted
 from auth_service.services.user_state import ClientState, TokenState, UserState, UserStates
 
 REVOKED = "The access token has been revoked."
@@ -116,7 +117,11 @@ def _scopes(claims: dict[str, Any]) -> frozenset[str]:
 
 
 def _judge(
-    claims: dict[str, Any], scopes: frozenset[str], subject: _Subject, state: TokenState
+    claims: dict[str, Any],
+    scopes: frozenset[str],
+    subject: _Subject,
+    state: TokenState,
+    settings: Settings,
 ) -> Principal | ClientPrincipal:
     """The principal, if `state` (read for `subject`) still lets the token act."""
     # One answer for a revoked token, a deleted, deactivated or logged-out user, an ended
@@ -125,7 +130,12 @@ def _judge(
         raise InvalidToken(REVOKED)
     if subject.client_id is not None:
         client = state.client
-        if client is None or not client.is_active or is_revoked(claims, client):
+        if (
+            client is None
+            or not client.is_active
+            or is_revoked(claims, client)
+            or not still_granted(claims, client, settings=settings)
+        ):
             raise InvalidToken(REVOKED)
         # The client's list as it is now: a scope taken away counts at once.
         return ClientPrincipal(claims=claims, scopes=scopes & client.scopes, client=client)
@@ -160,7 +170,7 @@ async def principal_of(
         jti=claims["jti"],
         client_id=subject.client_id,
     )
-    return _judge(claims, scopes, subject, state)
+    return _judge(claims, scopes, subject, state, settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +207,9 @@ async def inspect(
         caller_id=caller_id,
     )
     try:
-        principal: Principal | ClientPrincipal | None = _judge(claims, scopes, subject, state)
+        principal: Principal | ClientPrincipal | None = _judge(
+            claims, scopes, subject, state, settings
+        )
     except InvalidToken:
         principal = None
     return Inspection(principal, state.caller)

@@ -1,5 +1,6 @@
 """Administration: other users' accounts, the rule that one active admin always remains,
-and the first admin from configuration or the command line.
+the rule that only `admin:roles` hands out roles, and the first admin from configuration or
+the command line.
 
 Functions take `session` and collaborators as keywords, raise `errors.DomainError`s and
 never commit: the request's session dependency commits once or rolls back.
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.errors import LastAdmin, NotFound
+from auth_service.errors import InsufficientScope, LastAdmin, NotFound
 from auth_service.models import ADMIN_ROLE, User, utcnow
+from auth_service.scopes import Scope
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services import users
 from auth_service.services.authentication import end_every_session
@@ -35,6 +37,25 @@ async def list_users(
     *, session: AsyncSession, limit: int, offset: int, q: str | None
 ) -> tuple[list[User], int]:
     return await repository.search(session, limit=limit, offset=offset, q=q)
+
+
+def _ensure_manages_roles(manages_roles: bool) -> None:
+    """Refuse a change only `admin:roles` may make (RFC 6750 §3: naming the scopes needed).
+
+    Without it a token for managing users could make an admin, or take over one, sign in as
+    it and so hold every admin scope.
+    """
+    if not manages_roles:
+        raise InsufficientScope(
+            f"This requires the scope {Scope.ADMIN_ROLES}.",
+            scope=f"{Scope.ADMIN_USERS} {Scope.ADMIN_ROLES}",
+        )
+
+
+def check_new_user(*, roles: Sequence[str], manages_roles: bool) -> None:
+    """A new user with roles needs `admin:roles`."""
+    if roles:
+        _ensure_manages_roles(manages_roles)
 
 
 def _is_active_admin(user: User) -> bool:
@@ -69,19 +90,32 @@ async def update_user(
     *,
     session: AsyncSession,
     user: User,
+    manages_roles: bool,
     name: str | None | Keep = KEEP,
     roles: Sequence[str] | None = None,
     is_active: bool | None = None,
     is_verified: bool | None = None,
 ) -> User:
     """Change what is given (None: unchanged; for the name, KEEP, as None clears it).
-    Deactivation ends every session of the user at once.
+    Deactivation ends every session of the user at once. Without `manages_roles` (the
+    caller's `admin:roles`), a change of roles or any change to an account holding the admin
+    role is refused.
 
     `user` may have been loaded before a concurrent change: a change of roles or of
     activity reads it again under the admin lock, and what is returned is that copy.
     """
-    if roles is not None or is_active is not None:
+    locked = roles is not None or is_active is not None
+    admins: list[uuid.UUID] = []
+    if locked:
         user, admins = await _reread_under_admin_lock(session=session, user=user)
+    # Judged on the copy read under the lock wherever the change could make or revive an
+    # admin; a name or a verified flag alone cannot.
+    changes = name is not KEEP or locked or is_verified is not None
+    if (roles is not None and set(roles) != set(user.roles)) or (
+        changes and ADMIN_ROLE in user.roles
+    ):
+        _ensure_manages_roles(manages_roles)
+    if locked:
         new_roles = list(roles) if roles is not None else user.roles
         active = is_active if is_active is not None else user.is_active
         if _is_active_admin(user) and not (ADMIN_ROLE in new_roles and active):
@@ -101,9 +135,12 @@ async def update_user(
     return user
 
 
-async def delete_user(*, session: AsyncSession, user: User) -> None:
-    """Delete `user` for good (read again under the admin lock, as in `update_user`)."""
+async def delete_user(*, session: AsyncSession, user: User, manages_roles: bool) -> None:
+    """Delete `user` for good (read again under the admin lock, as in `update_user`); an
+    account holding the admin role only with `manages_roles`."""
     user, admins = await _reread_under_admin_lock(session=session, user=user)
+    if ADMIN_ROLE in user.roles:
+        _ensure_manages_roles(manages_roles)
     if _is_active_admin(user):
         _ensure_other_active_admin(user=user, admins=admins)
     await session.delete(user)

@@ -24,6 +24,9 @@ from auth_service.services.clients import Client
 from auth_service.services.keys import KeySet
 from auth_service.services.user_state import UserState
 
+# RFC 6749 §4.4: the grant of a client's own tokens.
+CLIENT_CREDENTIALS = "client_credentials"
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
@@ -87,14 +90,27 @@ def service_scopes(requested: set[str] | None, *, client_scopes: frozenset[str])
     return granted
 
 
+def _allowed_audiences(client: Client, settings: Settings) -> set[str]:
+    return {settings.token_audience, *settings.allowed_audiences, *client.audiences}
+
+
 def audience_for(requested: str | None, *, client: Client, settings: Settings) -> str:
     """The `aud` of a token `client` asks for (RFC 8707 `resource`, or `audience`): the
     service's default, or one the settings or the client's configuration allow."""
     if requested is None:
         return settings.token_audience
-    if requested not in {settings.token_audience, *settings.allowed_audiences, *client.audiences}:
+    if requested not in _allowed_audiences(client, settings):
         raise InvalidTarget("This client may not have tokens for that audience.")
     return requested
+
+
+def still_granted(claims: dict[str, Any], client: Client, *, settings: Settings) -> bool:
+    """Would `client` (as it is now) still be granted its own token with these claims: it
+    keeps the client credentials grant (RFC 6749 §4.4) and may have every audience of the
+    token? A grant or an audience taken away counts at once, as a scope does."""
+    return CLIENT_CREDENTIALS in client.grant_types and all(
+        aud in _allowed_audiences(client, settings) for aud in jwt.audiences(claims)
+    )
 
 
 def issue_access_token(
