@@ -1,7 +1,7 @@
 """signing keys: when each one signs from, so a rotation publishes the next key first
 
 Revision ID: 7d3e2f1a9c58
-Revises: 5c1e7a9d2b40
+Revises: 9e31660fa3a9
 Create Date: 2026-12-07 19:25:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7d3e2f1a9c58"
-down_revision: str | None = "5c1e7a9d2b40"
+down_revision: str | None = "9e31660fa3a9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
