@@ -1,9 +1,21 @@
 """The schema changes only through Alembic: models and migrations must agree."""
 
+from datetime import UTC, datetime
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    String,
+    column,
+    create_engine,
+    inspect,
+    select,
+    table,
+)
 
 from auth_service import migrate
 from auth_service.db import sync_url
@@ -37,3 +49,54 @@ def test_migrations_build_the_schema_from_nothing_and_tear_it_down(empty_databas
 
     migrate.upgrade(empty_database)
     assert _differences(empty_database) == []
+
+
+def test_an_upgrade_keeps_the_role_powers_of_clients_that_manage_users(
+    empty_database: str,
+) -> None:
+    """Handing out roles came with `admin:users` before it became `admin:roles`."""
+    migrate.upgrade(empty_database, "7d3e2f1a9c58")
+    engine = create_engine(sync_url(empty_database))
+    clients = table(
+        "clients",
+        column("client_id", String()),
+        column("name", String()),
+        column("is_confidential", Boolean()),
+        column("scopes", JSON()),
+        column("grant_types", JSON()),
+        column("audiences", JSON()),
+        column("redirect_uris", JSON()),
+        column("is_active", Boolean()),
+        column("created_at", DateTime(timezone=True)),
+        column("updated_at", DateTime(timezone=True)),
+    )
+    lists = {"grant_types": [], "audiences": [], "redirect_uris": []}
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as connection:
+            for client_id, scopes in (("login", ["account", "admin:users"]), ("svc", ["x:read"])):
+                connection.execute(
+                    clients.insert().values(
+                        client_id=client_id,
+                        name=client_id,
+                        is_confidential=False,
+                        scopes=scopes,
+                        is_active=True,
+                        created_at=now,
+                        updated_at=now,
+                        **lists,
+                    )
+                )
+        scopes_now = select(clients.c.client_id, clients.c.scopes).order_by(clients.c.client_id)
+
+        migrate.upgrade(empty_database)
+        with engine.connect() as connection:
+            upgraded = connection.execute(scopes_now).all()
+        command.downgrade(migrate.alembic_config(empty_database), "7d3e2f1a9c58")
+        with engine.connect() as connection:
+            downgraded = connection.execute(scopes_now).all()
+    finally:
+        engine.dispose()
+
+    assert upgraded == [("login", ["account", "admin:roles", "admin:users"]), ("svc", ["x:read"])]
+    assert downgraded == [("login", ["account", "admin:users"]), ("svc", ["x:read"])]
