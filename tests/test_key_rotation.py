@@ -213,6 +213,22 @@ async def test_a_rotation_publishes_the_next_key_before_it_signs(
     assert after[kid_of(old)]["revoked_at"] is None
 
 
+async def test_a_short_max_age_still_leaves_the_verifiers_minimum_cache_to_the_lead(
+    make_client: ClientFactory,
+) -> None:
+    """With 60 s tokens the JWKS max-age is 30 s, but auth-service-verifier keeps a set at
+    least 60 s: the next key waits for that."""
+    async with make_client(access_token_ttl=60) as client:
+        admin = await admin_headers(client)
+        max_age = (await client.get("/.well-known/jwks.json")).headers["cache-control"]
+        before = datetime.now(UTC)
+        rotated = await _rotate(client, admin)
+
+    assert max_age == "public, max-age=30"
+    signs_from = _parse_time(rotated["signs_from"])
+    assert before + timedelta(seconds=60 + KEY_REFRESH_MAX_SECONDS) <= signs_from
+
+
 async def test_a_rotation_while_a_key_is_next_is_409_and_changes_nothing(
     client: httpx.AsyncClient, database: str
 ) -> None:

@@ -45,6 +45,8 @@ KeyState = Literal["next", "signing", "verifying", "retired", "revoked"]
 
 # The longest a JWK Set may be cached: a revocation reaches verifiers within it.
 JWKS_MAX_AGE_CEILING = 300
+# auth-service-verifier's `min_cache_seconds` default: it keeps a JWK Set at least this long.
+VERIFIER_MIN_CACHE_SECONDS = 60
 
 
 class SigningKeyUnreadable(RuntimeError):
@@ -122,9 +124,11 @@ def publication_lead(access_token_ttl: int) -> timedelta:
     keeps that copy for its max-age. After both, every verifier that honours the max-age
     knows the key before it meets a token it signed, so none needs the refetch for an
     unknown `kid` that it allows itself only so often (and that tokens with made-up kids may
-    have spent).
+    have spent). auth-service-verifier keeps a set at least VERIFIER_MIN_CACHE_SECONDS,
+    whatever a shorter max-age (a short token lifetime) says: the lead counts that too.
     """
-    return timedelta(seconds=jwks_max_age(access_token_ttl) + KEY_REFRESH_MAX_SECONDS)
+    cached = max(jwks_max_age(access_token_ttl), VERIFIER_MIN_CACHE_SECONDS)
+    return timedelta(seconds=cached + KEY_REFRESH_MAX_SECONDS)
 
 
 def overlap(access_token_ttl: int) -> timedelta:
