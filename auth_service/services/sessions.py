@@ -64,6 +64,7 @@ async def start(
     version = await users_repository.lock_for_sign_in(session, user.id)
     if version is None or version != user.token_version:
         raise InvalidGrant("The email or password is incorrect.")
+    expires_at = now + timedelta(seconds=settings.session_max_age)
     login = LoginSession(
         user_id=user.id,
         client_id=client_id,
@@ -73,8 +74,8 @@ async def start(
         refresh_seed=os.urandom(SEED_BYTES),
         created_at=now,
         last_used_at=now,
-        expires_at=now + timedelta(seconds=settings.session_max_age),
-        idle_expires_at=now,  # set by _issue
+        expires_at=expires_at,
+        idle_expires_at=_idle_end(now, expires_at, settings),
         ip=device.ip,
         user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
@@ -83,29 +84,13 @@ async def start(
     await repository.keep_newest(
         session, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
     )
-    return login, await _issue(
-        session, login, scope=scope, settings=settings, refresh_tokens=refresh_tokens, now=now
-    )
+    return login, refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
 
-async def _issue(
-    session: AsyncSession,
-    login: LoginSession,
-    *,
-    scope: str,
-    settings: Settings,
-    refresh_tokens: RefreshTokens,
-    now: datetime,
-) -> str:
-    """The value of `login`'s live refresh token, which is usable from now for the idle
-    lifetime (never past the session), with `scope`."""
-    login.scope, login.last_used_at = scope, now
-    login.idle_expires_at = min(
-        now + timedelta(seconds=settings.refresh_token_ttl), login.expires_at
-    )
-    session.add(login)
-    await session.flush()
-    return refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
+def _idle_end(now: datetime, expires_at: datetime, settings: Settings) -> datetime:
+    """When a refresh token issued now expires unused: the idle lifetime, never past the
+    session's end."""
+    return min(now + timedelta(seconds=settings.refresh_token_ttl), expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,15 +180,14 @@ async def rotate(
     refresh_tokens: RefreshTokens,
     now: datetime,
 ) -> str:
-    """The successor of a token `spend` has just spent, with `scope`."""
-    return await _issue(
-        session,
-        presented.login,
-        scope=scope,
-        settings=settings,
-        refresh_tokens=refresh_tokens,
-        now=now,
-    )
+    """The successor of a token `spend` has just spent, with `scope` (the live token's
+    scope from now on), usable from now for the idle lifetime."""
+    login = presented.login
+    login.scope, login.last_used_at = scope, now
+    login.idle_expires_at = _idle_end(now, login.expires_at, settings)
+    session.add(login)
+    await session.flush()
+    return refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
 
 def successor_association(presented: Presented) -> bytes:
