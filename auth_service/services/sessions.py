@@ -55,11 +55,11 @@ async def start(
     service's default), and its first refresh token.
 
     `user` is as the password check found it. InvalidGrant when the account has changed
-    since: deleted, deactivated, or its token version raised (a password change, a
-    sign-out everywhere). That last check holds a lock on the user until the transaction
-    ends, so such a change either came first and refuses the sign-in here, or waits for
-    its commit and ends the new session with the others: none survives it. The session
-    records the version all the same, which refuses its refreshes should one slip by.
+    since: deleted, deactivated, or its token version raised (a password change). That
+    last check holds a lock on the user until the transaction ends, so such a change
+    either came first and refuses the sign-in here, or waits for its commit and ends the
+    new session with the others: none survives it. The session records the version all
+    the same, which refuses its refreshes should one slip by.
     """
     version = await users_repository.lock_for_sign_in(session, user.id)
     if version is None or version != user.token_version:
