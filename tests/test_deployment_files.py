@@ -1,0 +1,117 @@
+"""The deployment files: `docker build` sends what the Dockerfile copies and nothing that
+holds a secret, a database or a cache.
+
+No Docker engine is needed: the files are read with the rules Docker applies to them.
+"""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    git = shutil.which("git")
+    assert git is not None, "these tests read the checkout with git"
+    return subprocess.run(  # noqa: S603 (a fixed command line)
+        [git, *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def _dockerignore_rules() -> list[tuple[re.Pattern[str], bool]]:
+    """(pattern, is an exception) per line of .dockerignore, compiled as Docker's
+    patternmatcher does: `**` spans directories, `*` and `?` stay within one name."""
+    path = ROOT / ".dockerignore"
+    rules: list[tuple[re.Pattern[str], bool]] = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = line.removeprefix("!").strip().strip("/")
+        assert not set(pattern) & set("[\\"), f"{line}: classes and escapes are not read here"
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                i += 2
+                if i == len(pattern):
+                    regex += ".*"
+                else:
+                    regex += "(.*/)?"
+                    i += pattern.startswith("/", i)
+                continue
+            regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+        rules.append((re.compile(f"^{regex}$"), exception))
+    return rules
+
+
+def _excluded(path: str) -> bool:
+    """Whether `docker build` leaves `path` out of its context: the last rule that matches
+    the path or one of its parent directories decides."""
+    parts = path.split("/")
+    candidates = [path, *("/".join(parts[: i + 1]) for i in range(len(parts) - 1))]
+    excluded = False
+    for pattern, exception in _dockerignore_rules():
+        if excluded == exception and any(pattern.match(c) for c in candidates):
+            excluded = not exception
+    return excluded
+
+
+def _copied_sources() -> list[str]:
+    """The context paths the Dockerfile's COPY lines name (not those from another stage)."""
+    sources: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "COPY":
+            continue
+        if any(w.startswith("--from") for w in words):
+            continue
+        sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def test_build_context_holds_every_file_the_dockerfile_copies() -> None:
+    sources = _copied_sources()
+    assert {"requirements.lock", "pyproject.toml", "auth_service", "migrations"} <= set(sources)
+    for source in sources:
+        files = _git("ls-files", "--", source).stdout.split()
+        assert files, f"COPY {source}: nothing tracked there"
+        assert [f for f in files if _excluded(f)] == [], f"COPY {source}"
+
+
+def test_build_context_leaves_out_environments_caches_databases_and_keys() -> None:
+    kept_out = [
+        ".venv/bin/python",
+        ".git",  # a worktree's .git is a file
+        ".git/HEAD",
+        ".env",
+        "auth_service/.env",
+        ".auth-secret-key",
+        "..auth-secret-key.3f0c9a.tmp",  # a key file being created
+        "auth_service/.auth-secret-key",
+        "auth.db",
+        "auth.db-wal",
+        "auth.db-shm",
+        "auth_service/auth.db",
+        "migrations/auth.sqlite3",
+        "auth_service/__pycache__/app.cpython-311.pyc",
+        "migrations/versions/__pycache__/x.cpython-311.pyc",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/cache.db",
+        ".ruff_cache/CACHEDIR.TAG",
+        ".import_linter_cache/x.json",
+        ".coverage",
+        ".coverage.host.1234.567890",
+        "htmlcov/index.html",
+        ".schemathesis/report.json",
+        "tests/conftest.py",
+        "bench/figures.json",
+        "openapi.json",
+        "build/lib/auth_service/app.py",
+        "dist/auth_service-0.1.0-py3-none-any.whl",
+    ]
+    assert [p for p in kept_out if not _excluded(p)] == []
