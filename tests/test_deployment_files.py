@@ -1,5 +1,6 @@
-"""The deployment files: `docker build` sends what the Dockerfile copies and nothing that
-holds a secret, a database or a cache.
+"""The deployment files: docker-compose.yml agrees with the code and the README, and
+`docker build` sends what the Dockerfile copies and nothing that holds a secret, a database
+or a cache.
 
 No Docker engine is needed: the files are read with the rules Docker applies to them.
 """
@@ -8,8 +9,24 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from auth_service.db import create_engine
+from auth_service.services.user_state import POSTGRES_CONNECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
+
+
+def _readme() -> str:
+    """The README with its line breaks as spaces, so a phrase can be found across lines."""
+    return " ".join((ROOT / "README.md").read_text().split())
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,3 +132,24 @@ def test_build_context_leaves_out_environments_caches_databases_and_keys() -> No
         "dist/auth_service-0.1.0-py3-none-any.whl",
     ]
     assert [p for p in kept_out if not _excluded(p)] == []
+
+
+def test_postgres_holds_every_worker_of_the_compose_file() -> None:
+    engine = create_engine("postgresql://auth@db/auth")  # connects to nothing yet
+    pool = engine.sync_engine.pool
+    # The pool keeps max_overflow in a private attribute only.
+    per_worker = pool.size() + pool._max_overflow + POSTGRES_CONNECTIONS
+    assert f"Each worker opens up to {per_worker} connections" in _readme()
+
+    services = _compose()["services"]
+    command = services["auth"]["command"]
+    workers = int(command[command.index("--workers") + 1])
+    db_command = services["db"].get("command", [])
+    options = dict(
+        value.split("=", 1)
+        for flag, value in zip(db_command, db_command[1:], strict=False)
+        if flag == "-c"
+    )
+    max_connections = int(options.get("max_connections", 100))  # PostgreSQL's default
+    # Every worker at its limit, and room for one more process (create-admin, psql).
+    assert workers * per_worker + per_worker <= max_connections
