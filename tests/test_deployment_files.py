@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from auth_service.config import Settings, unknown_variables
 from auth_service.db import create_engine
 from auth_service.services.user_state import POSTGRES_CONNECTIONS
 
@@ -22,6 +24,29 @@ ROOT = Path(__file__).resolve().parent.parent
 def _compose() -> dict[str, Any]:
     compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return compose
+
+
+def _service_environment(
+    monkeypatch: pytest.MonkeyPatch, service: str, host: dict[str, str]
+) -> dict[str, str]:
+    """The service's environment as compose hands it over, with `host` as the variables of
+    the shell that runs compose; set in this process, where Settings reads it."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, kind, text = match.groups()
+        if value := host.get(name):
+            return value
+        assert kind != "?", f"compose stops: {name} is required"
+        return text or ""
+
+    variable = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+    environment = {
+        name: variable.sub(substitute, str(value))
+        for name, value in _compose()["services"][service]["environment"].items()
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return environment
 
 
 def _readme() -> str:
@@ -153,3 +178,24 @@ def test_postgres_holds_every_worker_of_the_compose_file() -> None:
     max_connections = int(options.get("max_connections", 100))  # PostgreSQL's default
     # Every worker at its limit, and room for one more process (create-admin, psql).
     assert workers * per_worker + per_worker <= max_connections
+
+
+def test_production_service_reads_its_key_from_a_compose_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compose = _compose()
+    auth = compose["services"]["auth"]
+    assert "AUTH_SECRET_KEY" not in auth["environment"]
+    assert auth.get("secrets") == ["auth_secret_key"]  # mounted at /run/secrets/auth_secret_key
+    key_file = compose["secrets"]["auth_secret_key"]["file"]  # a file, not a variable
+    # The key file beside docker-compose.yml is committed nowhere and built into nothing.
+    assert _git("check-ignore", "--quiet", "--no-index", key_file).returncode == 0
+    assert _excluded(key_file.removeprefix("./"))
+
+    host = {"AUTH_ISSUER": "https://id.example.com"}
+    environment = _service_environment(monkeypatch, "auth", host)
+    assert unknown_variables(environment) == []
+    settings = Settings()
+    assert settings.env == "production"
+    assert settings.secret_key is None
+    assert settings.secret_key_file == Path("/run/secrets/auth_secret_key")
