@@ -199,3 +199,32 @@ def test_production_service_reads_its_key_from_a_compose_secret(
     assert settings.env == "production"
     assert settings.secret_key is None
     assert settings.secret_key_file == Path("/run/secrets/auth_secret_key")
+
+
+def test_dev_profile_serves_localhost_without_tls_or_a_prepared_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = _compose()["services"]["auth-dev"]
+    assert dev["profiles"] == ["dev"]
+    assert "secrets" not in dev
+    assert "depends_on" not in dev  # SQLite: `up auth-dev` starts it alone
+    assert [p.rsplit(":", 2)[-2:] for p in dev["ports"]] == [["8000", "8000"]]
+    # Compose resolves every service's variables before choosing by profile: a required
+    # one (${VAR:?}) in the production service would stop the development command too.
+    assert not re.search(r"\$\{\w+:?\?", yaml.safe_dump(_compose()))
+    assert "docker compose --profile dev up auth-dev" in _readme()
+
+    environment = _service_environment(monkeypatch, "auth-dev", host={})
+    assert unknown_variables(environment) == []
+    settings = Settings()
+    assert settings.env == "development"
+    assert settings.issuer == "http://localhost:8000"
+    assert settings.secret_key is None  # generated in the volume on first start
+
+
+def test_production_service_without_an_issuer_stops_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _service_environment(monkeypatch, "auth", host={})
+    with pytest.raises(ValueError, match="AUTH_ISSUER must be an https URL in production"):
+        Settings()
