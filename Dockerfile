@@ -14,8 +14,9 @@ COPY migrations ./migrations
 RUN /opt/venv/bin/pip install --no-deps .
 
 FROM python:3.11-slim-bookworm
-# Production by default: AUTH_SECRET_KEY and an https AUTH_ISSUER must be given, so the key
-# that encrypts the signing keys never sits in the volume beside them.
+# Production by default: the secret key (AUTH_SECRET_KEY_FILE naming a container secret, or
+# AUTH_SECRET_KEY) and an https AUTH_ISSUER must be given, so the key that encrypts the
+# signing keys never sits in the volume beside them.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
