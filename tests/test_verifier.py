@@ -9,6 +9,7 @@ The forged-token catalogue is the one the service's guards run (`tests/forged_to
 import asyncio
 import functools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -21,8 +22,10 @@ import httpx
 import pytest
 from auth_service_verifier import (
     InvalidTokenError,
+    IssuerMismatchError,
     KeysUnavailableError,
     TokenVerifier,
+    VerificationError,
     VerificationUnavailableError,
     VerifiedToken,
     _rules,
@@ -69,7 +72,7 @@ class Issuer:
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.metadata_issuer = self.url
+        self.metadata_issuer: object = self.url  # what the metadata says the issuer is
         self.jwks_uri: object = self.url + "/jwks.json"  # what the metadata says it is
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=300"
@@ -457,12 +460,63 @@ def test_metadata_with_an_unusable_jwks_uri_is_a_failed_fetch(
     assert issuer.jwks_requests == 0
 
 
-def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
-    issuer.metadata_issuer = "https://evil.example.com"
+def _localhost(url: str) -> str:
+    """The same server under its other name: another issuer (auth-service's default one)."""
+    return url.replace("127.0.0.1", "localhost")
 
-    with pytest.raises(KeysUnavailableError):
+
+@pytest.mark.anyio
+async def test_metadata_naming_another_issuer_is_a_misconfiguration_named_and_logged(
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What `make run` gave a newcomer: uvicorn says 127.0.0.1, AUTH_ISSUER says localhost.
+    issuer.metadata_issuer = _localhost(issuer.url)
+    verifier = _verifier(issuer)
+    caplog.set_level(logging.ERROR, logger="auth_service_verifier")
+
+    with pytest.raises(IssuerMismatchError) as mismatch:
+        verifier.verify(issuer.signer.token())
+    with pytest.raises(IssuerMismatchError):
+        await verifier.averify(issuer.signer.token())  # until the refetch interval: the same
+
+    for text in (str(mismatch.value), caplog.text):
+        assert repr(issuer.url) in text
+        assert repr(issuer.metadata_issuer) in text
+    assert [r.name for r in caplog.records] == ["auth_service_verifier"]
+    # Neither a verdict on the token nor "try again later": a caller's `except` tells them apart.
+    assert not isinstance(mismatch.value, InvalidTokenError | VerificationUnavailableError)
+    assert isinstance(mismatch.value, VerificationError)
+    assert issuer.jwks_requests == 0  # none of its keys is trusted
+
+
+def test_a_mismatched_issuer_once_set_right_is_trusted(issuer: Issuer) -> None:
+    issuer.metadata_issuer = "https://evil.example.com"
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    with pytest.raises(IssuerMismatchError, match="evil"):
+        verifier.verify(issuer.signer.token())
+
+    issuer.metadata_issuer = issuer.url
+
+    assert verifier.verify(issuer.signer.token()).sub == "user-1"
+    assert verifier.keys.last_error is None
+
+
+def test_metadata_without_an_issuer_says_so(issuer: Issuer) -> None:
+    issuer.metadata_issuer = None
+
+    with pytest.raises(IssuerMismatchError, match="names no issuer"):
         _verifier(issuer).verify(issuer.signer.token())
-    assert issuer.jwks_requests == 0
+
+
+def test_an_outage_is_not_an_invalid_token(issuer: Issuer) -> None:
+    # `except InvalidTokenError: return 401` must not answer an auth service outage.
+    issuer.jwks_status = 503
+
+    with pytest.raises(KeysUnavailableError) as unavailable:
+        _verifier(issuer).verify(issuer.signer.token())
+
+    assert not isinstance(unavailable.value, InvalidTokenError)
+    assert isinstance(unavailable.value, VerificationError)
 
 
 @pytest.mark.parametrize(
@@ -893,6 +947,20 @@ async def test_require_answers_503_before_any_key_set_could_be_fetched(issuer: I
     assert response.status_code == 503
     assert "Retry-After" in response.headers
     assert "keys" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_require_answers_500_naming_both_issuers_when_they_differ(issuer: Issuer) -> None:
+    issuer.metadata_issuer = _localhost(issuer.url)
+    async with _downstream(_verifier(issuer)) as client:
+        response = await client.get("/anything", headers=_bearer(issuer.signer.token()))
+
+    assert response.status_code == 500
+    assert "Retry-After" not in response.headers
+    assert "www-authenticate" not in response.headers  # not the bearer's doing
+    detail = response.json()["detail"]
+    assert repr(issuer.url) in detail
+    assert repr(issuer.metadata_issuer) in detail
 
 
 @pytest.mark.anyio
