@@ -1,5 +1,6 @@
 # Two commands do all set-up on a machine with python3 (3.11+) and make:
-#   make run    serve on the embedded SQLite default (http://127.0.0.1:8000/docs)
+#   make run    serve on the embedded SQLite default (http://127.0.0.1:8000/docs); the issuer,
+#               which other services are given, is AUTH_ISSUER (http://localhost:8000)
 #   make test   run the whole test suite (SQLite, and PostgreSQL when one is reachable)
 # Both create or refresh the virtual environment in .venv: `make run` from the runtime lock
 # only, `make test` (and lint, format, lock, bench) from the development lock on top of it.
