@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -971,3 +972,25 @@ async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> Non
     schemes = document["components"]["securitySchemes"]
     assert [scheme["scheme"] for scheme in schemes.values()] == ["bearer"]
     assert document["paths"]["/orders"]["get"]["security"]
+
+
+# --- how to install it ---------------------------------------------------------------------
+
+
+def test_install_lines_never_take_the_verifier_by_its_bare_name() -> None:
+    # No release is published: `pip install auth-service-verifier` would install whatever
+    # someone else published under that name. A path or a git URL, never the bare name.
+    root = Path(__file__).resolve().parents[1]
+    texts = [*root.glob("*.md"), *root.glob("examples/**/*"), *root.glob("verifier/**/*")]
+    lines = [
+        line.strip()
+        for path in texts
+        if path.suffix in (".md", ".py")
+        for line in path.read_text().splitlines()
+        if "pip install" in line
+    ]
+
+    assert any("./verifier[fastapi]" in line for line in lines), lines
+    named = [line for line in lines if "auth-service-verifier" in line]
+    assert named, lines
+    assert [line for line in named if "@ git+" not in line] == []

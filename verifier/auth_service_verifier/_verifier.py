@@ -157,8 +157,7 @@ class TokenVerifier:
         except ImportError as exc:
             if exc.name in ("fastapi", "starlette"):
                 raise ImportError(
-                    "TokenVerifier.require needs FastAPI: "
-                    "pip install 'auth-service-verifier[fastapi]'"
+                    "TokenVerifier.require needs FastAPI: pip install fastapi"
                 ) from exc
             raise
         return BearerToken(self, scopes)
