@@ -1,12 +1,16 @@
 # Two commands do all set-up on a machine with python3 (3.11+) and make:
-#   make run    serve on the embedded SQLite default (http://127.0.0.1:8000/docs)
+#   make run    serve on the embedded SQLite default (http://127.0.0.1:8000/docs); the issuer,
+#               which other services are given, is AUTH_ISSUER (http://localhost:8000)
 #   make test   run the whole test suite (SQLite, and PostgreSQL when one is reachable)
-# Both create or refresh the virtual environment in .venv from the lock file.
+# Both create or refresh the virtual environment in .venv: `make run` from the runtime lock
+# only, `make test` (and lint, format, lock, bench) from the development lock on top of it.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
@@ -17,58 +21,66 @@ COVERAGE ?= --cov
 
 .PHONY: run test lint format migrate openapi lock bench bench-quick bench-micro clean
 
-# The lock is complete (every transitive pin, with hashes), so pip installs it with --no-deps
-# and resolves nothing: a newer release of a dependency wanted with an extra (pytest-cov's
-# coverage[toml]) cannot make an older pip reject the lock. `pip check` then proves the set
-# is consistent.
-$(STAMP): requirements-dev.lock pyproject.toml verifier/pyproject.toml
+# The locks are complete (every transitive pin, with hashes), so pip installs them with
+# --no-deps and resolves nothing: a newer release of a dependency wanted with an extra
+# (pytest-cov's coverage[toml]) cannot make an older pip reject a lock. `pip check` then proves
+# each set is consistent. Running needs requirements.lock only (as the Docker image does); the
+# package is built as the Docker build builds it, with the hatchling its pyproject pins.
+$(RUN_STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "auth-service needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e verifier
+	$(PIP_INSTALL) --require-hashes -r requirements.lock
+	$(PIP_INSTALL) -e .
 	$(BIN)/python -m pip check --disable-pip-version-check
-	touch $(STAMP)
+	touch $@
 
-run: $(STAMP)
+# Everything else (the tools, the verifier and what it needs), added to the runtime set: the
+# development lock pins the same versions, so `make run` after `make test` installs nothing.
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.lock verifier/pyproject.toml
+	$(PIP_INSTALL) --require-hashes -r requirements-dev.lock
+	$(PIP_INSTALL) --no-build-isolation -e verifier
+	$(BIN)/python -m pip check --disable-pip-version-check
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/auth-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-migrate: $(STAMP)
+migrate: $(RUN_STAMP)
 	$(BIN)/auth-service migrate
 
-openapi: $(STAMP)
+openapi: $(RUN_STAMP)
 	$(BIN)/auth-service openapi > openapi.json
 
 # Re-pin every dependency (with hashes) after editing pyproject.toml.
-lock: $(STAMP)
+lock: $(DEV_STAMP)
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --extra dev pyproject.toml -o requirements-dev.lock
 
 # The hot paths against ceilings measured in the same run (bench/README.md); installs wrk and
 # hey when missing. bench-quick: a few seconds per figure, while developing.
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	bench/ensure-tools
 	$(BIN)/python bench/run.py
 
-bench-quick: $(STAMP)
+bench-quick: $(DEV_STAMP)
 	bench/ensure-tools
 	$(BIN)/python bench/run.py --quick --no-readme
 
-bench-micro: $(STAMP)
+bench-micro: $(DEV_STAMP)
 	$(BIN)/python bench/micro.py
 
 clean:

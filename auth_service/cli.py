@@ -25,6 +25,8 @@ from auth_service.services.keys import SigningKeyUnreadable
 PROG = "auth-service"
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
+logger = logging.getLogger(__name__)
+
 
 class CommandError(Exception):
     """A failure reported as one line on stderr, exit status 1."""
@@ -62,6 +64,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(startup.prepare_database(settings, secret_key=secret_key))
     except PasswordRejected as exc:
         raise CommandError(f"AUTH_BOOTSTRAP_ADMIN_PASSWORD refused: {exc.description}") from None
+    # The issuer is what tokens name and what other services must be given, whatever address
+    # the server listens on (with `make run`: http://localhost:8000 on 127.0.0.1).
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    logger.info(
+        "issuer %s (AUTH_ISSUER: the URL other services verify tokens against), "
+        "listening on http://%s:%d",
+        settings.issuer,
+        host,
+        args.port,
+    )
     with contextlib.ExitStack() as cleanup:
         if args.workers > 1:
             # Workers write metric samples to files that /metrics adds up, whichever worker

@@ -10,6 +10,7 @@ tests that are about several workers check that both took part.
 """
 
 import collections
+import json
 import os
 import signal
 import socket
@@ -424,6 +425,26 @@ def test_invalid_configuration_stops_serve_with_one_line(tmp_path: Path) -> None
     assert len(lines) == 1, lines
     assert "AUTH_ACCESS_TOKEN_TTL" in lines[0]
     assert not database.exists()  # stopped before touching the database
+
+
+def test_serve_logs_the_issuer_apart_from_where_it_listens(tmp_path: Path) -> None:
+    # A newcomer reads the URL uvicorn prints; other services must be given the issuer.
+    server = Server(f"sqlite:///{tmp_path / 'auth.db'}", tmp_path)
+    server.workers = 1
+    server.issuer = server.url.replace("127.0.0.1", "localhost")
+    try:
+        server.start()
+    finally:
+        server.close()
+
+    messages = [
+        json.loads(line)["msg"] for line in server.log_text().splitlines() if line.startswith("{")
+    ]
+    named = [message for message in messages if message.startswith("issuer ")]
+    assert named == [
+        f"issuer {server.issuer} (AUTH_ISSUER: the URL other services verify tokens against), "
+        f"listening on {server.url}"
+    ]
 
 
 @pytest.mark.parametrize("change", ["deactivation", "password change", "deletion"])

@@ -9,20 +9,24 @@ The forged-token catalogue is the one the service's guards run (`tests/forged_to
 import asyncio
 import functools
 import json
+import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from auth_service_verifier import (
     InvalidTokenError,
+    IssuerMismatchError,
     KeysUnavailableError,
     TokenVerifier,
+    VerificationError,
     VerificationUnavailableError,
     VerifiedToken,
     _rules,
@@ -69,7 +73,7 @@ class Issuer:
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.metadata_issuer = self.url
+        self.metadata_issuer: object = self.url  # what the metadata says the issuer is
         self.jwks_uri: object = self.url + "/jwks.json"  # what the metadata says it is
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=300"
@@ -457,12 +461,63 @@ def test_metadata_with_an_unusable_jwks_uri_is_a_failed_fetch(
     assert issuer.jwks_requests == 0
 
 
-def test_metadata_naming_another_issuer_is_not_trusted(issuer: Issuer) -> None:
-    issuer.metadata_issuer = "https://evil.example.com"
+def _localhost(url: str) -> str:
+    """The same server under its other name: another issuer (auth-service's default one)."""
+    return url.replace("127.0.0.1", "localhost")
 
-    with pytest.raises(KeysUnavailableError):
+
+@pytest.mark.anyio
+async def test_metadata_naming_another_issuer_is_a_misconfiguration_named_and_logged(
+    issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What `make run` gave a newcomer: uvicorn says 127.0.0.1, AUTH_ISSUER says localhost.
+    issuer.metadata_issuer = _localhost(issuer.url)
+    verifier = _verifier(issuer)
+    caplog.set_level(logging.ERROR, logger="auth_service_verifier")
+
+    with pytest.raises(IssuerMismatchError) as mismatch:
+        verifier.verify(issuer.signer.token())
+    with pytest.raises(IssuerMismatchError):
+        await verifier.averify(issuer.signer.token())  # until the refetch interval: the same
+
+    for text in (str(mismatch.value), caplog.text):
+        assert repr(issuer.url) in text
+        assert repr(issuer.metadata_issuer) in text
+    assert [r.name for r in caplog.records] == ["auth_service_verifier"]
+    # Neither a verdict on the token nor "try again later": a caller's `except` tells them apart.
+    assert not isinstance(mismatch.value, InvalidTokenError | VerificationUnavailableError)
+    assert isinstance(mismatch.value, VerificationError)
+    assert issuer.jwks_requests == 0  # none of its keys is trusted
+
+
+def test_a_mismatched_issuer_once_set_right_is_trusted(issuer: Issuer) -> None:
+    issuer.metadata_issuer = "https://evil.example.com"
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    with pytest.raises(IssuerMismatchError, match="evil"):
+        verifier.verify(issuer.signer.token())
+
+    issuer.metadata_issuer = issuer.url
+
+    assert verifier.verify(issuer.signer.token()).sub == "user-1"
+    assert verifier.keys.last_error is None
+
+
+def test_metadata_without_an_issuer_says_so(issuer: Issuer) -> None:
+    issuer.metadata_issuer = None
+
+    with pytest.raises(IssuerMismatchError, match="names no issuer"):
         _verifier(issuer).verify(issuer.signer.token())
-    assert issuer.jwks_requests == 0
+
+
+def test_an_outage_is_not_an_invalid_token(issuer: Issuer) -> None:
+    # `except InvalidTokenError: return 401` must not answer an auth service outage.
+    issuer.jwks_status = 503
+
+    with pytest.raises(KeysUnavailableError) as unavailable:
+        _verifier(issuer).verify(issuer.signer.token())
+
+    assert not isinstance(unavailable.value, InvalidTokenError)
+    assert isinstance(unavailable.value, VerificationError)
 
 
 @pytest.mark.parametrize(
@@ -897,6 +952,20 @@ async def test_require_answers_503_before_any_key_set_could_be_fetched(issuer: I
 
 
 @pytest.mark.anyio
+async def test_require_answers_500_naming_both_issuers_when_they_differ(issuer: Issuer) -> None:
+    issuer.metadata_issuer = _localhost(issuer.url)
+    async with _downstream(_verifier(issuer)) as client:
+        response = await client.get("/anything", headers=_bearer(issuer.signer.token()))
+
+    assert response.status_code == 500
+    assert "Retry-After" not in response.headers
+    assert "www-authenticate" not in response.headers  # not the bearer's doing
+    detail = response.json()["detail"]
+    assert repr(issuer.url) in detail
+    assert repr(issuer.metadata_issuer) in detail
+
+
+@pytest.mark.anyio
 async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> None:
     async with _downstream(_verifier(issuer)) as client:
         document = (await client.get("/openapi.json")).json()
@@ -904,3 +973,25 @@ async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> Non
     schemes = document["components"]["securitySchemes"]
     assert [scheme["scheme"] for scheme in schemes.values()] == ["bearer"]
     assert document["paths"]["/orders"]["get"]["security"]
+
+
+# --- how to install it ---------------------------------------------------------------------
+
+
+def test_install_lines_never_take_the_verifier_by_its_bare_name() -> None:
+    # No release is published: `pip install auth-service-verifier` would install whatever
+    # someone else published under that name. A path or a git URL, never the bare name.
+    root = Path(__file__).resolve().parents[1]
+    texts = [*root.glob("*.md"), *root.glob("examples/**/*"), *root.glob("verifier/**/*")]
+    lines = [
+        line.strip()
+        for path in texts
+        if path.suffix in (".md", ".py")
+        for line in path.read_text().splitlines()
+        if "pip install" in line
+    ]
+
+    assert any("./verifier[fastapi]" in line for line in lines), lines
+    named = [line for line in lines if "auth-service-verifier" in line]
+    assert named, lines
+    assert [line for line in named if "@ git+" not in line] == []

@@ -1,13 +1,15 @@
 """A downstream service that trusts auth-service's access tokens.
 
-    ORDERS_ISSUER=http://127.0.0.1:8000 uvicorn app:app --port 8001
+    ORDERS_ISSUER=http://localhost:8000 uvicorn app:app --port 8001
 
-`ORDERS_ISSUER` is the auth service's `AUTH_ISSUER`; `ORDERS_AUDIENCE` the `aud` its tokens
-carry for this service (its `AUTH_AUDIENCE`). Tokens are verified locally, with the auth
-service's published keys; with `ORDERS_INTROSPECTION_CLIENT_ID` and
-`ORDERS_INTROSPECTION_CLIENT_SECRET` (a client allowed `introspect`) they are looked up at
-its introspection endpoint instead, so a revoked token is refused at once;
-`ORDERS_INTROSPECTION_CACHE_SECONDS` (default 5) is how late a revocation may be seen.
+`ORDERS_ISSUER` is the auth service's `AUTH_ISSUER` exactly (`make run`'s is
+http://localhost:8000, though it listens on 127.0.0.1; `serve` logs both), or every request
+gets 500 naming the two; `ORDERS_AUDIENCE` the `aud` its tokens carry for this service (its
+`AUTH_AUDIENCE`). Tokens are verified locally, with the auth service's published keys; with
+`ORDERS_INTROSPECTION_CLIENT_ID` and `ORDERS_INTROSPECTION_CLIENT_SECRET` (a client allowed
+`introspect`) they are looked up at its introspection endpoint instead, so a revoked token is
+refused at once; `ORDERS_INTROSPECTION_CACHE_SECONDS` (default 5) is how late a revocation may
+be seen.
 """
 
 import os

@@ -2,7 +2,7 @@
 
 from auth_service_verifier import TokenVerifier
 verifier = TokenVerifier(issuer="https://auth.example.com", audience="orders-api")
-token = verifier.verify(raw_token)            # anywhere; InvalidTokenError if refused
+token = verifier.verify(raw_token)            # anywhere; a VerificationError if not verified
 token = Depends(verifier.require("orders:read"))   # FastAPI (the `fastapi` extra)
 
 # or: ask the auth service about each token (RFC 7662), to see revocations at once
@@ -13,7 +13,9 @@ verifier = TokenVerifier(issuer=..., audience=..., introspection=Introspection(
 from auth_service_verifier._errors import (
     IntrospectionUnavailableError,
     InvalidTokenError,
+    IssuerMismatchError,
     KeysUnavailableError,
+    VerificationError,
     VerificationUnavailableError,
 )
 from auth_service_verifier._introspection import Introspection
@@ -24,8 +26,10 @@ __all__ = [
     "Introspection",
     "IntrospectionUnavailableError",
     "InvalidTokenError",
+    "IssuerMismatchError",
     "KeysUnavailableError",
     "TokenVerifier",
+    "VerificationError",
     "VerificationUnavailableError",
     "VerifiedToken",
 ]

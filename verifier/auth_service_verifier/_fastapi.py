@@ -4,8 +4,10 @@ RFC 6750: the token travels in `Authorization: Bearer` (§2.1); a request withou
 401 with a bare challenge (§3.1: no error code), an unacceptable token 401
 `error="invalid_token"`, a token without a required scope 403 `error="insufficient_scope"`,
 each with `{"detail": ...}` and the scopes the route requires; a token that cannot be
-verified now (no keys yet, introspection unanswered) 503 with `Retry-After`. It is an
-`HTTPBearer`, so `/docs` shows the route as needing a bearer token.
+verified now (no keys yet, introspection unanswered) 503 with `Retry-After`; and when this
+service names another issuer than the auth service does, 500 saying so (a misconfiguration
+here: neither the caller's fault nor worth a retry). It is an `HTTPBearer`, so `/docs` shows
+the route as needing a bearer token.
 """
 
 from collections.abc import Sequence
@@ -15,7 +17,11 @@ from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from auth_service_verifier._errors import InvalidTokenError, VerificationUnavailableError
+from auth_service_verifier._errors import (
+    InvalidTokenError,
+    IssuerMismatchError,
+    VerificationUnavailableError,
+)
 from auth_service_verifier._rules import VerifiedToken
 
 if TYPE_CHECKING:  # the verifier imports this module lazily
@@ -68,6 +74,8 @@ class BearerToken(HTTPBearer):
             ) from None
         except InvalidTokenError as exc:
             raise _refusal(401, "invalid_token", str(exc), None) from None
+        except IssuerMismatchError as exc:
+            raise HTTPException(500, detail=str(exc)) from None  # logged where it was found
         missing = [scope for scope in self.scopes if scope not in verified.scopes]
         if missing:
             description = f"The access token lacks the scope {' '.join(missing)}."

@@ -23,13 +23,14 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from auth_service_verifier._errors import IntrospectionUnavailableError
+from auth_service_verifier._errors import IntrospectionUnavailableError, IssuerMismatchError
 from auth_service_verifier._jwks import (
     Fetched,
     FetchError,
     afetch,
     endpoint,
     fetch,
+    issuer_metadata,
     json_document,
     sync_client,
 )
@@ -139,7 +140,7 @@ class IntrospectionSource:
                 request = steps.send(fetch(client, request, timeout=self._timeout))
         except StopIteration as done:
             return done.value
-        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError, IssuerMismatchError) as exc:
             raise self._failed(exc) from None
 
     async def aask(self, token: str) -> Any:
@@ -173,14 +174,13 @@ class IntrospectionSource:
                 request = steps.send(await afetch(client, request, timeout=self._timeout))
         except StopIteration as done:
             return done.value
-        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError, IssuerMismatchError) as exc:
             raise self._failed(exc) from None
 
     def _steps(self, token: str) -> Steps:
         if self._endpoint is None:
-            metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
-            if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
-                raise FetchError("metadata: its issuer is not the one configured")
+            response = yield httpx.Request("GET", self.metadata_url)
+            metadata = issuer_metadata(response, self.issuer)
             self._endpoint = endpoint(metadata, "introspection_endpoint")
         self.requests += 1
         request = httpx.Request(
@@ -194,11 +194,14 @@ class IntrospectionSource:
         self.last_error = None
         return answer
 
-    def _failed(self, error: Exception) -> IntrospectionUnavailableError:
+    def _failed(self, error: Exception) -> IntrospectionUnavailableError | IssuerMismatchError:
         # The endpoint is looked up again next time, in case it moved. The message names
-        # the failure only: neither the secret nor the token is in it.
+        # the failure only: neither the secret nor the token is in it. A mismatched issuer
+        # is a misconfiguration, not an outage: it is raised as it is.
         self._endpoint = None
         self.last_error = f"{type(error).__name__}: {error}"
+        if isinstance(error, IssuerMismatchError):
+            return error
         return IntrospectionUnavailableError(_UNAVAILABLE)
 
     # --- the clients --------------------------------------------------------------------

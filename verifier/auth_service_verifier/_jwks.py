@@ -17,6 +17,7 @@ generator of requests, and driven by a synchronous or an asynchronous httpx clie
 import asyncio
 import contextvars
 import json
+import logging
 import re
 import ssl
 import threading
@@ -29,7 +30,7 @@ import httpcore
 import httpx
 import jwt
 
-from auth_service_verifier._errors import KeysUnavailableError
+from auth_service_verifier._errors import IssuerMismatchError, KeysUnavailableError
 from auth_service_verifier._rules import ALLOWED_ALGORITHMS, KeySet
 
 # What the key type (and curve) must be for each algorithm (RFC 7518 §3, RFC 8037 §3.1).
@@ -46,6 +47,8 @@ _KEY_TYPES: dict[str, tuple[str, str | None]] = {
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MAX_DOCUMENT_BYTES = 1 << 20
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+
+logger = logging.getLogger("auth_service_verifier")
 
 
 class FetchError(Exception):
@@ -290,6 +293,27 @@ def json_document(response: Fetched, what: str) -> Any:
         raise FetchError(f"{what}: not JSON") from None
 
 
+def issuer_metadata(response: Fetched, issuer: str) -> dict[str, Any]:
+    """The issuer's metadata document (RFC 8414 §3), FetchError if unusable, or, when it
+    names another issuer than `issuer` (OpenID Connect Discovery 1.0 §4.3), an
+    IssuerMismatchError naming both, also logged: a misconfiguration nobody else would see."""
+    metadata = json_document(response, "metadata")
+    if not isinstance(metadata, dict):
+        raise FetchError("metadata: not a JSON object")
+    named = metadata.get("issuer")
+    if named != issuer:
+        shown = "no issuer" if named is None else repr(named)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        message = (
+            f"This service is configured with the issuer {issuer!r}, but the auth service's "
+            f"metadata names {shown}; they must be the same URL (the auth service's "
+            "AUTH_ISSUER), so no token can be verified."
+        )
+        logger.error(message)
+        raise IssuerMismatchError(message)
+    return metadata
+
+
 def endpoint(metadata: Any, member: str) -> str:
     """The http(s) URL the issuer's metadata gives as `member`, or FetchError."""
     value = metadata.get(member) if isinstance(metadata, dict) else None
@@ -337,6 +361,7 @@ class JWKSKeySource:
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
         self.last_error: str | None = None
+        self._mismatch: str | None = None  # the last fetch found another issuer named
 
     # --- the keys ---------------------------------------------------------------------
 
@@ -383,13 +408,16 @@ class JWKSKeySource:
         or a kid the set lacks that no successful fetch since has looked for (the refetch
         interval had not passed, or the fetch failed). The issuer publishes a key before it
         signs with it, so a set fetched after the token came holds its key if it is genuine;
-        an older set may simply predate it, and the next fetch may find it."""
+        an older set may simply predate it, and the next fetch may find it. When the last
+        fetch found the metadata naming another issuer, IssuerMismatchError instead."""
         current = self._current
-        if current is None:
-            raise KeysUnavailableError(_NO_KEYS)
-        if kid is not None and kid not in current.keys and self._fetched_at < arrived:
-            raise KeysUnavailableError(_NOT_YET)
-        return current
+        if current is not None and (
+            kid is None or kid in current.keys or self._fetched_at >= arrived
+        ):
+            return current
+        if self._mismatch is not None:
+            raise IssuerMismatchError(self._mismatch)  # not "try again later": it will not pass
+        raise KeysUnavailableError(_NO_KEYS if current is None else _NOT_YET)
 
     async def _refresh_in_background(self) -> None:
         async with self._async_lock:
@@ -415,10 +443,8 @@ class JWKSKeySource:
 
     def _steps(self) -> Steps:
         if self._jwks_uri is None:
-            metadata = json_document((yield httpx.Request("GET", self.metadata_url)), "metadata")
-            if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
-                raise FetchError("metadata: its issuer is not the one configured")
-            self._jwks_uri = endpoint(metadata, "jwks_uri")
+            response = yield httpx.Request("GET", self.metadata_url)
+            self._jwks_uri = endpoint(issuer_metadata(response, self.issuer), "jwks_uri")
         self.fetches += 1
         response = yield httpx.Request("GET", self._jwks_uri)
         document = json_document(response, "JWK Set")
@@ -432,6 +458,7 @@ class JWKSKeySource:
             self._jwks = document
         self._expires_at = self._clock() + lifetime
         self._fetched_at = self._last_attempt
+        self._mismatch = None
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 
     def _start(self) -> Steps:
@@ -442,6 +469,7 @@ class JWKSKeySource:
         # The last good keys stay in use; the next attempt waits for the refetch interval,
         # and looks the jwks_uri up again in case it moved.
         self._jwks_uri = None
+        self._mismatch = str(error) if isinstance(error, IssuerMismatchError) else None
         self.last_error = f"{type(error).__name__}: {error}"
 
     def _run_sync(self) -> None:
@@ -453,7 +481,7 @@ class JWKSKeySource:
                     request = steps.send(fetch(client, request, timeout=self._timeout))
         except StopIteration:
             return
-        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError, IssuerMismatchError) as exc:
             self._failed(exc)
 
     async def _run_async(self) -> None:
@@ -467,7 +495,7 @@ class JWKSKeySource:
                     request = steps.send(await afetch(client, request, timeout=self._timeout))
         except StopIteration:
             return
-        except (httpx.HTTPError, httpx.InvalidURL, FetchError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, FetchError, IssuerMismatchError) as exc:
             self._failed(exc)
 
     @property

@@ -64,8 +64,10 @@ class TokenVerifier:
     """Verifies access tokens issued by `issuer` for `audience`, with the issuer's keys.
 
     `verify(token)` (synchronous: Flask, Django, a queue worker) and `averify(token)`
-    (asyncio) return a `VerifiedToken` or raise `InvalidTokenError`; `require(*scopes)` is a
-    FastAPI dependency (the `fastapi` extra). One instance per process, shared: it holds the
+    (asyncio) return a `VerifiedToken` or raise a `VerificationError`: `InvalidTokenError`
+    (the token is bad), `VerificationUnavailableError` (not now) or `IssuerMismatchError`
+    (this service is misconfigured); `require(*scopes)` is a FastAPI dependency (the
+    `fastapi` extra). One instance per process, shared: it holds the
     key set and the verified tokens.
 
     With `introspection=Introspection(client_id=..., client_secret=...)` every token that
@@ -119,7 +121,9 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> VerifiedToken:
-        """The verified token; InvalidTokenError, with a message safe to show, if not.
+        """The verified token; InvalidTokenError, with a message safe to show, if it is bad
+        (VerificationUnavailableError if it cannot be verified now, IssuerMismatchError if
+        this service names another issuer than the auth service does).
 
         May block on fetching the issuer's keys (at most `timeout` per request, and rarely);
         in introspection mode, on asking the auth service (once per token per cache window).
@@ -146,14 +150,14 @@ class TokenVerifier:
 
     def require(self, *scopes: str) -> Callable[..., Awaitable[VerifiedToken]]:
         """A FastAPI dependency: the request's verified bearer token holding every one of
-        `scopes` (none: any valid token); 401 and 403 with RFC 6750 §3 challenges."""
+        `scopes` (none: any valid token); 401 and 403 with RFC 6750 §3 challenges, 503 while
+        the token cannot be verified, 500 when the issuer is misconfigured."""
         try:
             from auth_service_verifier._fastapi import BearerToken
         except ImportError as exc:
             if exc.name in ("fastapi", "starlette"):
                 raise ImportError(
-                    "TokenVerifier.require needs FastAPI: "
-                    "pip install 'auth-service-verifier[fastapi]'"
+                    "TokenVerifier.require needs FastAPI: pip install fastapi"
                 ) from exc
             raise
         return BearerToken(self, scopes)
