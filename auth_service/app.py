@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import APIRouter, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from auth_service import __version__, handlers, startup
@@ -18,6 +17,7 @@ from auth_service.config import (
     warn_unknown_variables,
 )
 from auth_service.middleware import (
+    CORS,
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
     ForwardedHeadersMiddleware,
@@ -106,6 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
                 secret_key=secret_key,
             )
             await state.key_ring.load()
+            logger.info(
+                "browsers may call the API from: %s (AUTH_CORS_ORIGINS)",
+                ", ".join(settings.cors_origins) or "no other origin",
+            )
             # Beside the requests, never in them: a rotation or revocation made anywhere
             # reaches this worker within the interval; expired tokens go in the background.
             async with anyio.create_task_group() as tasks:
@@ -155,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            CORS,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

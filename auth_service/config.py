@@ -4,6 +4,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,6 +41,49 @@ def secret_key_weakness(value: str) -> str | None:
             f"{MIN_PRODUCTION_SECRET_BITS} needed)"
         )
     return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+_LOOPBACK_NAMES = ("localhost", "127.", "[::1]")
+
+
+def _serialized_origin(entry: str) -> str | None:
+    """The origin `entry` names, spelled as a browser sends it in `Origin` (RFC 6454 §6.2:
+    lowercase scheme and host, the port only when it is not the scheme's default, nothing
+    else); None when it names none (no host, another scheme, a wildcard)."""
+    if "://" not in entry:
+        # A browser on the machine itself is served over http; anything else over https.
+        entry = ("http://" if entry.lower().startswith(_LOOPBACK_NAMES) else "https://") + entry
+    parts = urlsplit(entry)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if scheme not in _DEFAULT_PORTS or not _HOST.fullmatch(host):
+        return None
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, _DEFAULT_PORTS[scheme]) else "")
+
+
+def _check_origin(entry: str) -> str:
+    """`entry` if it is an origin as a browser spells it (so an `Origin` header can equal
+    it), else ValueError with the spelling that would be, when there is one."""
+    serialized = _serialized_origin(entry)
+    if serialized == entry:
+        return entry
+    if entry.lower() == "null":
+        reason = "'null' is the origin of sandboxed pages and files, which any site can make"
+    elif "*" in entry:
+        reason = "a wildcard matches nothing here: list each origin, or '*' alone for any"
+    elif serialized is None:
+        reason = "an origin is http:// or https://, a host and an optional port, nothing else"
+    else:
+        reason = f"did you mean {serialized!r}?"
+    raise ValueError(f"{entry!r} is not an origin: {reason}")
 
 
 def _split_list(value: object) -> object:
@@ -139,7 +183,12 @@ class Settings(BaseSettings):
         description="Public OAuth clients allowed to use the password grant; the first "
         "is assumed when a request names none.",
     )
-    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Origins allowed to call the API from a browser, spelled as a browser "
+        "sends them: `https://app.example` or `http://127.0.0.1:5173` (no path, no trailing "
+        "slash, no default port); `*` alone for any.",
+    )
     registration_open: bool = True
     allow_unicode_email: bool = Field(
         default=False,
@@ -195,6 +244,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # A browser sends `Origin` in one spelling only (RFC 6454 §6.2), compared as written:
+        # any other spelling would never match, and the browser would show only a failure.
+        if value == ["*"]:
+            return value
+        return [_check_origin(entry) for entry in value]
 
     @field_validator("issuer")
     @classmethod

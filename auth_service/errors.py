@@ -197,6 +197,15 @@ class LastAdmin(Conflict):
         super().__init__("This change would leave no active admin.")
 
 
+class LastAdminClient(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "This change would leave no active client through which an admin can sign in "
+            "with the scope admin:clients (the grant type password and admin:clients in its "
+            "scopes): no admin could then repair the clients."
+        )
+
+
 class PasswordRejected(DomainError):
     """The password policy refused a new password; `rule` names which rule."""
 

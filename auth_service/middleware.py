@@ -1,16 +1,22 @@
 """ASGI middleware: the client's address behind trusted proxies; request ids, metrics and
-access log per request; the JSON 500; the body size limit. In `create_app` the order is,
-outermost first: ForwardedHeaders (with AUTH_TRUSTED_PROXIES), RequestContext, CORS,
-BodySizeLimit, UnhandledError, then the discovery documents' fast path
+access log per request; CORS that says what it refuses; the JSON 500; the body size limit.
+In `create_app` the order is, outermost first: ForwardedHeaders (with AUTH_TRUSTED_PROXIES),
+RequestContext, CORS, BodySizeLimit, UnhandledError, then the discovery documents' fast path
 (`routers/wellknown.py`), so every answer a middleware builds also gets CORS headers."""
 
 import ipaddress
+import json
 import logging
 import re
 import secrets
 import time
+from itertools import islice
+from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -180,6 +186,84 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not response_started:
                 await self._refuse(scope, send, 413, BODY_TOO_LARGE)
+
+
+# Refused origins remembered per worker, each logged once a minute; at most this many at once,
+# so random Origin headers cannot grow it (beyond it, new ones wait for a free place).
+CORS_LOG_INTERVAL_SECONDS = 60.0
+CORS_LOG_CAPACITY = 1000
+MAX_LOGGED_ORIGIN = 200  # characters: a header's worth of text is no origin
+_CORS_FAILURES = {
+    "origin": "the origin is not one of AUTH_CORS_ORIGINS",
+    "method": "the method is not allowed",
+    "headers": "a requested header is not allowed",
+    "private-network": "private network access is not allowed",
+}
+
+
+class _OncePerInterval:
+    """Whether a key was not seen in the last `interval` seconds, remembering at most
+    `capacity` keys (ordered by when they were last let through, so expired ones leave
+    from the front)."""
+
+    def __init__(self, *, interval: float, capacity: int) -> None:
+        self.interval = interval
+        self.capacity = capacity
+        self._seen: dict[str, float] = {}
+
+    def first(self, key: str, now: float) -> bool:
+        # Two out per call keeps up with one in; the oldest are first.
+        for oldest in [k for k, at in islice(self._seen.items(), 2) if now - at >= self.interval]:
+            del self._seen[oldest]
+        at = self._seen.get(key)
+        if at is not None and now - at < self.interval:
+            return False
+        if at is None and len(self._seen) >= self.capacity:
+            return False
+        self._seen.pop(key, None)
+        self._seen[key] = now
+        return True
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS, which also says what it refuses: a refused preflight gets a JSON
+    body (not plain text), and a request from an origin not allowed is logged as a warning,
+    once a minute per origin, since the browser shows its user only a failed fetch.
+    A same-origin request (the service's own pages and /docs) is no CORS request."""
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._refused = _OncePerInterval(
+            interval=CORS_LOG_INTERVAL_SECONDS, capacity=CORS_LOG_CAPACITY
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+            if origin is not None and origin != own and not self.is_allowed_origin(origin):
+                self._log_refused(origin)
+        await super().__call__(scope, receive, send)
+
+    def _log_refused(self, origin: str) -> None:
+        origin = origin[:MAX_LOGGED_ORIGIN]
+        if self._refused.first(origin, time.monotonic()):
+            logger.warning(
+                "refused a cross-origin request: its origin is not in AUTH_CORS_ORIGINS",
+                extra={"origin": origin},
+            )
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        # Starlette's text names what failed: "Disallowed CORS origin, headers".
+        failed = bytes(response.body).decode().removeprefix("Disallowed CORS ").split(", ")
+        reasons = "; ".join(_CORS_FAILURES.get(part, part) for part in failed)
+        body = json.dumps({"detail": f"CORS preflight refused: {reasons}."}).encode()
+        headers = {k: v for k, v in response.headers.items() if k.startswith(("access-", "vary"))}
+        return Response(body, status_code=400, headers=headers, media_type="application/json")
 
 
 class UnhandledErrorMiddleware:

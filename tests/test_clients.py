@@ -2,19 +2,23 @@
 (RFC 6749 §2.3.1), the client credentials grant (§4.4), audiences (RFC 8707), and the
 public login clients of AUTH_CLIENT_IDS as rows of the same table."""
 
+import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus
 
+import anyio
 import anyio.to_thread
 import httpx
 import jwt
 import pytest
 
 from auth_service.services import authentication
+from auth_service.services.repositories import clients as client_repository
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -33,6 +37,8 @@ from tests.conftest import (
 pytestmark = pytest.mark.anyio
 
 TOKEN_URL = "/oauth2/token"
+# A client through which an admin can sign in with the scope that repairs clients.
+ADMIN_LOGIN: dict[str, Any] = {"grant_types": ["password"], "scopes": ["admin:clients"]}
 
 
 async def new_client(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
@@ -129,6 +135,10 @@ async def test_the_configured_public_clients_are_rows_created_at_start(
         {"name": "x", "audiences": ["has space"]},
         {"name": "x", "confidential": "yes"},
         {"name": "x", "confidential": False, "grant_types": ["client_credentials"]},
+        # No user signs in through it: a user's scopes could never be granted.
+        {"name": "x", "scopes": ["orders:read", "admin:users"]},
+        # No secret to act for itself with: introspect could never be used.
+        {"name": "x", "confidential": False, "grant_types": ["password"], "scopes": ["introspect"]},
         {"name": "", "scopes": []},
         {"name": "x", "client_secret": "chosen"},
     ],
@@ -154,6 +164,7 @@ async def test_a_scope_list_longer_than_a_session_can_hold_is_refused(
 ) -> None:
     await register(client, "ann@example.com")
     admin = await admin_headers(client)
+    await new_client(client, name="admin-login", confidential=False, **ADMIN_LOGIN)
     fits = await client.patch(
         "/admin/clients/auth-service", json={"scopes": _scopes_joining_to(2000)}, headers=admin
     )
@@ -176,7 +187,8 @@ async def test_a_scope_list_longer_than_a_session_can_hold_is_refused(
     for response in too_long:
         assert response.status_code == 422, response.text
         assert "longer than 2000 characters" in response.json()["detail"]
-    [(stored,)] = await sql(client, "SELECT scopes FROM clients")  # one client, unchanged
+    assert await sql(client, "SELECT count(*) FROM clients") == [(2,)]  # no "wide"
+    [(stored,)] = await sql(client, "SELECT scopes FROM clients WHERE client_id = 'auth-service'")
     stored = json.loads(stored) if isinstance(stored, str) else stored
     assert stored == sorted(_scopes_joining_to(2000))
 
@@ -254,7 +266,7 @@ async def test_nothing_requested_grants_every_scope_of_the_client(
 async def test_a_scope_outside_the_clients_own_is_invalid_scope(
     client: httpx.AsyncClient, scope: str
 ) -> None:
-    registered = await new_client(client, scopes=["orders:read", "account"])
+    registered = await new_client(client, scopes=["orders:read"])
 
     assert_oauth_error(await client_token(client, registered, scope=scope), 400, "invalid_scope")
 
@@ -655,7 +667,7 @@ async def test_a_login_client_may_hand_out_service_scopes_to_users(
     await register(client, "ann@example.com")
     await client.patch(
         "/admin/clients/auth-service",
-        json={"scopes": ["openid", "account", "orders:read"]},
+        json={"scopes": ["openid", "account", "admin:clients", "orders:read"]},
         headers=await admin_headers(client),
     )
 
@@ -664,6 +676,142 @@ async def test_a_login_client_may_hand_out_service_scopes_to_users(
 
     assert token.json()["scope"] == "account orders:read"
     assert_oauth_error(refused, 400, "invalid_scope")
+
+
+# --- what a client may list --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "change", "refused"),
+    [
+        ("backend", {"grant_types": ["client_credentials"]}, "can never be granted account"),
+        ("auth-service", {"scopes": ["introspect", "openid"]}, "can never be granted introspect"),
+    ],
+)
+async def test_a_change_to_scopes_a_client_can_never_be_granted_is_refused(
+    client: httpx.AsyncClient, target: str, change: dict[str, list[str]], refused: str
+) -> None:
+    backend = await new_client(
+        client, scopes=["account", "orders:read"], grant_types=["password", "refresh_token"]
+    )
+    admin = await admin_headers(client)
+    path = f"/admin/clients/{backend['client_id'] if target == 'backend' else target}"
+    before = (await client.get(path, headers=admin)).json()
+
+    response = await client.patch(path, json=change, headers=admin)
+
+    assert response.status_code == 422, response.text
+    assert refused in response.json()["detail"]
+    assert (await client.get(path, headers=admin)).json() == before
+
+
+# --- the client an admin signs in through ------------------------------------------------
+
+LAST_ADMIN_CLIENT = (
+    "no active client through which an admin can sign in with the scope admin:clients"
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"scopes": ["openid", "reports:read"]},
+        {"grant_types": ["refresh_token"]},
+        {"is_active": False},
+    ],
+)
+async def test_a_change_that_leaves_no_client_for_admins_to_sign_in_is_refused(
+    client: httpx.AsyncClient, change: dict[str, Any]
+) -> None:
+    admin = await admin_headers(client)
+    path = "/admin/clients/auth-service"
+    before = (await client.get(path, headers=admin)).json()
+
+    refused = await client.patch(path, json=change, headers=admin)
+
+    assert refused.status_code == 409, refused.text
+    assert LAST_ADMIN_CLIENT in refused.json()["detail"]
+    assert (await client.get(path, headers=admin)).json() == before
+    signed_in = await request_token(client, ADMIN_EMAIL, ADMIN_PASSWORD, scope="admin:clients")
+    assert signed_in.status_code == 200, signed_in.text
+
+
+async def test_the_last_client_for_admins_to_sign_in_cannot_be_deleted(
+    client: httpx.AsyncClient,
+) -> None:
+    web = await new_client(client, name="web", confidential=False, **ADMIN_LOGIN)
+    admin = await admin_headers(client)
+    await client.patch("/admin/clients/auth-service", json={"scopes": ["openid"]}, headers=admin)
+    admin = await _admin_through(client, web["client_id"])
+
+    refused = await client.delete(f"/admin/clients/{web['client_id']}", headers=admin)
+
+    assert refused.status_code == 409, refused.text
+    assert LAST_ADMIN_CLIENT in refused.json()["detail"]
+    assert (
+        await client.get(f"/admin/clients/{web['client_id']}", headers=admin)
+    ).status_code == 200
+
+
+async def test_with_another_client_for_admins_a_login_client_may_drop_the_admin_scopes(
+    client: httpx.AsyncClient,
+) -> None:
+    web = await new_client(client, name="web", confidential=False, **ADMIN_LOGIN)
+    admin = await _admin_through(client, web["client_id"])
+
+    patched = await client.patch(
+        "/admin/clients/auth-service", json={"scopes": ["openid", "reports:read"]}, headers=admin
+    )
+
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["scopes"] == ["openid", "reports:read"]
+
+
+async def test_two_admins_taking_the_admin_scope_from_two_clients_at_once_leave_one(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web = await new_client(client, name="web", confidential=False, **ADMIN_LOGIN)
+    # The admins' tokens come through a third client that signs no one in any more, so
+    # neither change can make the other's token lose its scope: only the rule decides.
+    console = await new_client(client, name="console", confidential=False, **ADMIN_LOGIN)
+    first = await _admin_through(client, console["client_id"])
+    second = await _admin_through(client, console["client_id"])
+    to_refresh_only = {"grant_types": ["refresh_token"]}
+    path = f"/admin/clients/{console['client_id']}"
+    assert (await client.patch(path, json=to_refresh_only, headers=first)).status_code == 200
+
+    # Both changes reach the rule's lock before either goes on: a race every time.
+    arrived, both_arrived = 0, anyio.Event()
+    lock = client_repository.lock_admin_sign_in_clients
+
+    async def together(session: Any, **kwargs: str) -> list[str]:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 2:
+            both_arrived.set()
+        await both_arrived.wait()
+        return await lock(session, **kwargs)
+
+    monkeypatch.setattr(client_repository, "lock_admin_sign_in_clients", together)
+
+    def drop(client_id: str, headers: dict[str, str]) -> Awaitable[httpx.Response]:
+        body = {"scopes": ["openid"]}
+        return client.patch(f"/admin/clients/{client_id}", json=body, headers=headers)
+
+    results = await asyncio.gather(drop("auth-service", first), drop(web["client_id"], second))
+
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 409], [r.text for r in results]
+    rows = await sql(client, "SELECT grant_types, scopes FROM clients")
+    lists = [[json.loads(v) if isinstance(v, str) else v for v in row] for row in rows]
+    assert len([s for g, s in lists if "password" in g and "admin:clients" in s]) == 1
+
+
+async def _admin_through(client: httpx.AsyncClient, client_id: str) -> dict[str, str]:
+    form = {"grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    response = await client.post(TOKEN_URL, data={**form, "client_id": client_id})
+    assert response.status_code == 200, response.text
+    return bearer(response.json()["access_token"])
 
 
 # --- audiences (RFC 8707) ----------------------------------------------------------------
@@ -812,16 +960,23 @@ def test_create_client_refuses_bad_input_in_one_line(
     bad_scope = cli.main(["create-client", "--name", "x", "--scope", 'say "hi"'])
     too_many = [arg for scope in _scopes_joining_to(2001) for arg in ("--scope", scope)]
     too_long = cli.main(["create-client", "--name", "x", *too_many])
+    for_users = cli.main(["create-client", "--name", "x", "--scope", "admin:users"])
+    public_introspect = cli.main(
+        ["create-client", "--name", "x", "--public", "--grant-type", "password"]
+        + ["--scope", "introspect"]
+    )
 
-    assert (public_service, bad_scope, too_long) == (1, 1, 1)
+    assert (public_service, bad_scope, too_long, for_users, public_introspect) == (1,) * 5
     errors = [
         line
         for line in capsys.readouterr().err.splitlines()
         if "Traceback" in line or not line.startswith("{")
     ]
-    assert len(errors) == 3
+    assert len(errors) == 5
     assert all(line.startswith("auth-service: ") for line in errors)
     assert "longer than 2000 characters" in errors[2]
+    assert "can never be granted admin:users" in errors[3]
+    assert "can never be granted introspect" in errors[4]
 
 
 async def test_token_requests_are_counted_by_grant_type(client: httpx.AsyncClient) -> None:

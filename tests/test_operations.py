@@ -19,6 +19,7 @@ from psycopg import sql
 from sqlalchemy import text
 
 from auth_service import migrate
+from auth_service.middleware import _OncePerInterval
 from auth_service.observability import AccessLog, JSONFormatter, logging_config, request_id_var
 from tests.conftest import (
     ADMIN_EMAIL,
@@ -366,6 +367,62 @@ async def test_cors_refuses_a_foreign_origin(make_client: ClientFactory) -> None
     assert actual.status_code == 200
     assert "access-control-allow-origin" not in actual.headers
     assert "access-control-allow-origin" not in lookalike.headers
+
+
+async def test_a_refused_preflight_says_why_in_json(make_client: ClientFactory) -> None:
+    async with make_client(cors_origins=[APP_ORIGIN]) as client:
+        foreign = await client.options("/oauth2/token", headers=_preflight("https://evil.example"))
+        put = {**_preflight(APP_ORIGIN), "Access-Control-Request-Method": "PUT"}
+        method = await client.options("/oauth2/token", headers=put)
+
+    assert foreign.status_code == 400
+    assert foreign.headers["content-type"] == "application/json"
+    assert foreign.json() == {
+        "detail": "CORS preflight refused: the origin is not one of AUTH_CORS_ORIGINS."
+    }
+    assert "access-control-allow-origin" not in foreign.headers
+    assert HEX32.fullmatch(foreign.headers["x-request-id"])
+    assert foreign.headers["x-content-type-options"] == "nosniff"
+    assert method.status_code == 400
+    assert method.json() == {"detail": "CORS preflight refused: the method is not allowed."}
+    assert method.headers["access-control-allow-origin"] == APP_ORIGIN
+
+
+async def test_a_refused_origin_is_logged_once_a_minute_and_allowed_ones_at_start(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="auth_service")
+    long_origin = "https://" + "x" * 5000 + ".example"
+    async with make_client(cors_origins=[APP_ORIGIN, "http://127.0.0.1:5173"]) as client:
+        for origin in ["http://127.0.0.1:5173/", "http://127.0.0.1:5173/", long_origin]:
+            await client.post("/oauth2/token", data={}, headers={"Origin": origin})
+        await client.options("/oauth2/token", headers=_preflight("http://127.0.0.1:5173/"))
+        await client.get("/health/live", headers={"Origin": APP_ORIGIN})
+        await client.get("/health/live", headers={"Origin": "http://testserver"})  # its own
+
+    started = [r.getMessage() for r in caplog.records if "AUTH_CORS_ORIGINS" in r.getMessage()]
+    refused = [r for r in caplog.records if r.name == "auth_service.middleware"]
+    assert started[0] == (
+        "browsers may call the API from: https://app.example, http://127.0.0.1:5173 "
+        "(AUTH_CORS_ORIGINS)"
+    )
+    assert [getattr(r, "origin", None) for r in refused] == [
+        "http://127.0.0.1:5173/",
+        long_origin[:200],
+    ]
+
+
+def test_refused_origins_are_remembered_within_a_bound() -> None:
+    once = _OncePerInterval(interval=60, capacity=3)
+
+    first = [once.first(f"https://{n}.example", now=0) for n in range(5)]
+    again = once.first("https://0.example", now=59)
+    after_a_minute = [once.first(f"https://{n}.example", now=61) for n in (3, 0)]
+
+    assert first == [True, True, True, False, False]  # full: new origins wait for a place
+    assert again is False
+    assert after_a_minute == [True, True]
+    assert len(once._seen) <= 3
 
 
 async def test_without_cors_origins_there_are_no_cors_headers(client: httpx.AsyncClient) -> None:

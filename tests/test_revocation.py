@@ -166,7 +166,11 @@ async def test_nobody_revokes_another_clients_tokens(client: httpx.AsyncClient) 
     await register(client, "ann@example.com")
     tokens = await sign_in(client)  # issued to auth-service
     mobile = await new_client(
-        client, name="mobile", confidential=False, grant_types=["password", "refresh_token"]
+        client,
+        name="mobile",
+        confidential=False,
+        scopes=["orders:read"],
+        grant_types=["password", "refresh_token"],
     )
     service = await new_client(client)
 

@@ -72,6 +72,47 @@ def test_invalid_values_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("origin", "reason"),
+    [
+        ("http://127.0.0.1:5173/", "did you mean 'http://127.0.0.1:5173'?"),
+        ("127.0.0.1:5173", "did you mean 'http://127.0.0.1:5173'?"),
+        ("localhost:5173", "did you mean 'http://localhost:5173'?"),
+        ("app.example", "did you mean 'https://app.example'?"),
+        ("https://app.example/login?next=1", "did you mean 'https://app.example'?"),
+        ("HTTPS://App.Example", "did you mean 'https://app.example'?"),
+        ("https://app.example:443", "did you mean 'https://app.example'?"),
+        ("https://bücher.example", "did you mean 'https://xn--bcher-kva.example'?"),
+        ("https://*.app.example", "a wildcard matches nothing here"),
+        ("*, https://app.example", "a wildcard matches nothing here"),
+        ("ftp://app.example", "an origin is http:// or https://"),
+        ("https://app.example:99999", "an origin is http:// or https://"),
+        ("null", "'null' is the origin of sandboxed pages"),
+    ],
+)
+def test_a_cors_origin_a_browser_never_sends_is_refused_with_its_spelling(
+    origin: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, cors_origins=origin)  # type: ignore[call-arg]
+
+    [error] = refused.value.errors()
+    assert error["loc"] == ("cors_origins",)
+    assert reason in error["msg"]
+    assert cli._describe(refused.value).startswith("AUTH_CORS_ORIGINS: ")
+
+
+def test_cors_origins_as_a_browser_sends_them_are_kept() -> None:
+    origins = (
+        "https://app.example, http://127.0.0.1:5173, http://[::1]:8080, https://a.example:8443"
+    )
+    settings = Settings(_env_file=None, cors_origins=origins)  # type: ignore[call-arg]
+    anyone = Settings(_env_file=None, cors_origins="*")  # type: ignore[call-arg]
+
+    assert settings.cors_origins == [item.strip() for item in origins.split(",")]
+    assert anyone.cors_origins == ["*"]
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         {},

@@ -77,11 +77,12 @@ async def read_client(client_id: ClientId, session: SessionDep) -> ClientPublic:
     )
 
 
-@router.patch("/{client_id}", responses={422: {"model": ErrorResponse}})
+@router.patch("/{client_id}", responses={**_CONFLICT, 422: {"model": ErrorResponse}})
 async def update_client(
     client_id: ClientId, data: ClientUpdate, session: SessionDep
 ) -> ClientPublic:
-    """Change a client; deactivation refuses its tokens and ends its sessions at once."""
+    """Change a client; deactivation refuses its tokens and ends its sessions at once. A
+    change that leaves admins no client to sign in through with `admin:clients` is a 409."""
     client = await clients.get_client(session=session, client_id=client_id)
     updated = await clients.update_client(
         session=session,

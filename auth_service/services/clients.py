@@ -8,6 +8,12 @@ working for a grace period, so the services holding it move over without downtim
 public clients AUTH_CLIENT_IDS names are rows like any other, created at start-up; a request
 that names no client is taken to come from the first of them.
 
+One active client always remains through which an admin can sign in with `admin:clients`
+(the password grant and that scope in its list): with it an admin can repair every other
+client, so no change of clients may take the last one away. And a client may list only
+scopes it can be granted: a user's scopes need a grant a user signs in through, the scopes
+a client holds for itself need a secret to authenticate with.
+
 Functions take `session` as a keyword and never commit.
 """
 
@@ -23,9 +29,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
-from auth_service.errors import Conflict, InvalidClient, NotFound, UnprocessableClient
+from auth_service.errors import (
+    Conflict,
+    InvalidClient,
+    LastAdminClient,
+    NotFound,
+    UnprocessableClient,
+)
 from auth_service.models import LoginSession, OAuthClient, utcnow
-from auth_service.scopes import USER_SCOPES
+from auth_service.scopes import CLIENT_ONLY_SCOPES, USER_SCOPES, Scope, format_scope
+from auth_service.services.repositories import clients as repository
 from auth_service.services.user_state import ClientState, UserStates
 
 logger = logging.getLogger(__name__)
@@ -37,6 +50,10 @@ SECRET_BYTES = 32
 CONFIDENTIAL_ONLY_GRANTS = frozenset({"client_credentials"})
 # What a configured login client may do: sign users in and keep them signed in.
 LOGIN_GRANTS = ("password", "refresh_token")
+# The grants through which a client acts for a user (a refresh keeps a sign-in's scopes).
+USER_GRANTS = frozenset(LOGIN_GRANTS)
+# What an admin must always be able to sign in with somewhere: the scope that repairs clients.
+ADMIN_SIGN_IN = ("password", Scope.ADMIN_CLIENTS)
 
 
 # An authenticated client and what it may ask for, as read with the driver (no pooled
@@ -98,12 +115,47 @@ def authenticated_caller(found: ClientState | None, secret: str, *, scope: str) 
     return client
 
 
-def _check(*, confidential: bool, grant_types: Sequence[str]) -> None:
+def _check(*, confidential: bool, grant_types: Sequence[str], scopes: Sequence[str]) -> None:
+    """Refuse a client that could never use what it lists."""
     refused = CONFIDENTIAL_ONLY_GRANTS.intersection(grant_types)
     if refused and not confidential:
         raise UnprocessableClient(
             f"grant_types: a public client cannot use {', '.join(sorted(refused))}."
         )
+    for_users = USER_SCOPES.intersection(scopes)
+    if for_users and not USER_GRANTS.intersection(grant_types):
+        raise UnprocessableClient(
+            "scopes: no user signs in through a client without the grant type password or "
+            f"refresh_token, so it can never be granted {format_scope(for_users)}."
+        )
+    for_itself = CLIENT_ONLY_SCOPES.intersection(scopes)
+    if for_itself and not confidential:
+        raise UnprocessableClient(
+            "scopes: a public client has no secret to act for itself with, so it can never "
+            f"be granted {format_scope(for_itself)}."
+        )
+
+
+def _admin_can_sign_in(
+    *, is_active: bool, grant_types: Sequence[str], scopes: Sequence[str]
+) -> bool:
+    grant, scope = ADMIN_SIGN_IN
+    return is_active and grant in grant_types and scope in scopes
+
+
+async def _lock_for_admin_sign_in(session: AsyncSession, client: OAuthClient) -> list[str]:
+    """Lock the clients an admin can sign in through, then read `client` again: the ids of
+    those clients but `client`. NotFound when it was deleted meanwhile.
+
+    Whether a change takes away the last of them is decided on this copy, never on one
+    loaded before the lock: two changes of two such clients queue, and the second sees the
+    first (two admins cannot each take one away and leave none).
+    """
+    grant, scope = ADMIN_SIGN_IN
+    found = await repository.lock_admin_sign_in_clients(session, grant=grant, scope=scope)
+    if await repository.reread_locked(session, client) is None:
+        raise NotFound("No such client.")
+    return [client_id for client_id in found if client_id != client.client_id]
 
 
 async def create_client(
@@ -118,7 +170,7 @@ async def create_client(
     client_id: str | None = None,
 ) -> tuple[OAuthClient, str | None]:
     """A new client, and its secret (None for a public client): the only time it is shown."""
-    _check(confidential=confidential, grant_types=grant_types)
+    _check(confidential=confidential, grant_types=grant_types, scopes=scopes)
     client_id = client_id or CLIENT_ID_PREFIX + secrets.token_hex(12)
     if await session.get(OAuthClient, client_id) is not None:
         raise Conflict(f"A client {client_id} exists already.")
@@ -203,14 +255,30 @@ async def update_client(
     is_active: bool | None = None,
 ) -> OAuthClient:
     """Change what is given (None: unchanged). Deactivation ends the client's sessions and
-    refuses its tokens at once and for good; scopes taken away are refused at once."""
-    if grant_types is not None:
-        _check(confidential=client.is_confidential, grant_types=grant_types)
-        client.grant_types = sorted(set(grant_types))
+    refuses its tokens at once and for good; scopes taken away are refused at once.
+
+    A change of scopes, grant types or activity is judged on the client as read again under
+    the lock of the clients an admin signs in through, and what is returned is that copy.
+    """
+    if scopes is not None or grant_types is not None or is_active is not None:
+        others = await _lock_for_admin_sign_in(session, client)
+        new_grants = sorted(set(grant_types)) if grant_types is not None else client.grant_types
+        new_scopes = sorted(set(scopes)) if scopes is not None else client.scopes
+        if scopes is not None or grant_types is not None:
+            _check(confidential=client.is_confidential, grant_types=new_grants, scopes=new_scopes)
+        admits_before = _admin_can_sign_in(
+            is_active=client.is_active, grant_types=client.grant_types, scopes=client.scopes
+        )
+        admits_after = _admin_can_sign_in(
+            is_active=client.is_active if is_active is None else is_active,
+            grant_types=new_grants,
+            scopes=new_scopes,
+        )
+        if admits_before and not admits_after and not others:
+            raise LastAdminClient
+        client.grant_types, client.scopes = new_grants, new_scopes
     if name is not None:
         client.name = name
-    if scopes is not None:
-        client.scopes = sorted(set(scopes))
     if audiences is not None:
         client.audiences = sorted(set(audiences))
     if redirect_uris is not None:
@@ -256,6 +324,12 @@ async def delete_client(*, session: AsyncSession, client: OAuthClient, settings:
             "AUTH_CLIENT_IDS names this client: it would be created again at the next start. "
             "Remove it from AUTH_CLIENT_IDS first, or deactivate it."
         )
+    others = await _lock_for_admin_sign_in(session, client)
+    admits = _admin_can_sign_in(
+        is_active=client.is_active, grant_types=client.grant_types, scopes=client.scopes
+    )
+    if admits and not others:
+        raise LastAdminClient
     await _end_sessions(session, client.client_id)
     await session.delete(client)
     await session.flush()
