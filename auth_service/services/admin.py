@@ -17,8 +17,7 @@ from auth_service.errors import InsufficientScope, LastAdmin, NotFound
 from auth_service.models import ADMIN_ROLE, User, utcnow
 from auth_service.scopes import Scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import users
-from auth_service.services.authentication import end_every_session
+from auth_service.services import sessions, users
 from auth_service.services.repositories import users as repository
 
 logger = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ async def update_user(
         if active != user.is_active:
             user.is_active = active
             if not active:
-                await end_every_session(session, user)
+                await sessions.end_all(session, user.id)
     if name is not KEEP:
         user.name = name
     if is_verified is not None:

@@ -1,4 +1,5 @@
-"""Credentials: signing in with a password, changing it, and ending every session at once.
+"""Credentials: signing in with a password, and changing it (which ends every session:
+`sessions.end_all`).
 
 Functions take `session` and collaborators as keywords, raise `errors.DomainError`s and
 never commit: the request's session dependency commits once or rolls back.
@@ -7,7 +8,7 @@ never commit: the request's session dependency commits once or rolls back.
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import WrongPassword
-from auth_service.models import User, utcnow
+from auth_service.models import User
 from auth_service.security import emails, password_policy
 from auth_service.security.passwords import PasswordHasher, normalize
 from auth_service.services import passwords, sessions
@@ -54,15 +55,6 @@ async def authenticate(
     return user
 
 
-async def end_every_session(session: AsyncSession, user: User) -> None:
-    """End every session of `user`: refresh tokens die, and every access token issued so
-    far fails verification from the next request on."""
-    # Incremented in SQL, so two concurrent invalidations both count.
-    user.token_version = User.token_version + 1
-    user.updated_at = utcnow()
-    await sessions.end_all(session, user.id)
-
-
 async def change_password(
     *,
     session: AsyncSession,
@@ -79,5 +71,5 @@ async def change_password(
         user.hashed_password = await passwords.checked_hash(
             new_password, email=user.email, min_length=min_length, hasher=hasher
         )
-    await end_every_session(session, user)
     session.add(user)
+    await sessions.end_all(session, user.id)

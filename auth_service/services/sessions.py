@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
 from auth_service.errors import InvalidGrant, NotFound, NotInSession
-from auth_service.models import LoginSession, User
+from auth_service.models import LoginSession, User, utcnow
 from auth_service.security.refresh_tokens import SEED_BYTES, RefreshTokens
 from auth_service.services.repositories import sessions as repository
 from auth_service.services.repositories import users as users_repository
@@ -209,7 +209,18 @@ async def end(session: AsyncSession, session_id: uuid.UUID) -> None:
 
 async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
     """End every session of a user (a password change, a deactivation, a sign-out
-    everywhere)."""
+    everywhere, an admin's revocation): refresh tokens die, and every access token issued
+    so far fails verification from the next request on.
+
+    The user's token version is raised first, in SQL (two concurrent calls both count),
+    which also takes the user's row lock: a sign-in in flight either committed its session
+    before, and it is deleted here, or finds the raised version and is refused
+    (`start`)."""
+    await session.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(token_version=User.token_version + 1, updated_at=utcnow())
+    )
     await session.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
 
 
