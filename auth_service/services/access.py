@@ -26,7 +26,7 @@ from auth_service.scopes import split_scope
 from auth_service.security import jwt
 from auth_service.security.jwt import SESSION_CLAIM, VerifiedTokenCache
 from auth_service.services.keys import KeySet
-from auth_service.services.tokens import is_revoked, still_granted
+from auth_service.services.tokens import predates_version, still_granted
 from auth_service.services.user_state import ClientState, TokenState, UserState, UserStates
 
 REVOKED = "The access token has been revoked."
@@ -133,7 +133,7 @@ def _judge(
         if (
             client is None
             or not client.is_active
-            or is_revoked(claims, client)
+            or predates_version(claims, client)
             or not still_granted(claims, client, settings=settings)
         ):
             raise InvalidToken(REVOKED)
@@ -143,7 +143,7 @@ def _judge(
     if (
         user is None
         or not user.is_active
-        or is_revoked(claims, user)
+        or predates_version(claims, user)
         or (subject.session_id is not None and not state.session_alive)
     ):
         raise InvalidToken(REVOKED)

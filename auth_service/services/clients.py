@@ -17,8 +17,6 @@ a client holds for itself need a secret to authenticate with.
 Functions take `session` as a keyword and never commit.
 """
 
-import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Sequence
@@ -38,6 +36,7 @@ from auth_service.errors import (
 )
 from auth_service.models import LoginSession, OAuthClient, utcnow
 from auth_service.scopes import CLIENT_ONLY_SCOPES, USER_SCOPES, Scope, format_scope
+from auth_service.security import opaque
 from auth_service.services.repositories import clients as repository
 from auth_service.services.user_state import ClientState, UserStates
 
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "ast_cs_"  # noqa: S105 (a prefix, not a secret)
 CLIENT_ID_PREFIX = "svc_"
-SECRET_BYTES = 32
 # RFC 6749 §4.4: only a client that can authenticate may act for itself.
 CONFIDENTIAL_ONLY_GRANTS = frozenset({"client_credentials"})
 # What a configured login client may do: sign users in and keep them signed in.
@@ -61,15 +59,6 @@ ADMIN_SIGN_IN = ("password", Scope.ADMIN_CLIENTS)
 Client = ClientState
 
 
-def new_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
-
-
-def secret_digest(secret: str) -> bytes:
-    """What is stored of a client secret: 256 random bits need no slow hash."""
-    return hashlib.sha256(secret.encode()).digest()
-
-
 async def authenticate(
     *, states: UserStates, client_id: str | None, secret: str | None, settings: Settings
 ) -> Client:
@@ -82,7 +71,7 @@ def verify(client: ClientState | None, secret: str | None) -> Client:
     """`client` (as read, None when there is none), if `secret` is what it must present: its
     secret for a confidential client, nothing for a public one; InvalidClient otherwise."""
     # The digest is computed whether or not the client exists: one cost for every failure.
-    presented = secret_digest(secret) if secret is not None else None
+    presented = opaque.digest(secret) if secret is not None else None
     if client is None or not client.is_active:
         raise InvalidClient("Client authentication failed.")
     if not client.is_confidential:
@@ -100,8 +89,8 @@ def _matches(client: ClientState, presented: bytes) -> bool:
     """Whether `presented` is the digest of the client's secret, or of the one its last
     rotation replaced while that is still accepted. Both comparisons always run, in constant
     time: how long a failure takes tells nothing."""
-    current = hmac.compare_digest(client.secret_digest or b"", presented)
-    previous = hmac.compare_digest(client.previous_secret_digest or b"", presented)
+    current = opaque.matches(client.secret_digest, presented)
+    previous = opaque.matches(client.previous_secret_digest, presented)
     expires = client.previous_secret_expires_at
     return current or (previous and expires is not None and utcnow() < expires)
 
@@ -174,13 +163,13 @@ async def create_client(
     client_id = client_id or CLIENT_ID_PREFIX + secrets.token_hex(12)
     if await session.get(OAuthClient, client_id) is not None:
         raise Conflict(f"A client {client_id} exists already.")
-    secret = new_secret() if confidential else None
+    secret = opaque.new(SECRET_PREFIX) if confidential else None
     now = utcnow()
     client = OAuthClient(
         client_id=client_id,
         name=name,
         is_confidential=confidential,
-        secret_digest=secret_digest(secret) if secret else None,
+        secret_digest=opaque.digest(secret) if secret else None,
         scopes=sorted(set(scopes)),
         grant_types=sorted(set(grant_types)),
         audiences=sorted(set(audiences)),
@@ -302,7 +291,7 @@ async def rotate_secret(
     a leak. Any earlier secret stops now."""
     if not client.is_confidential:
         raise Conflict("A public client has no secret.")
-    secret = new_secret()
+    secret = opaque.new(SECRET_PREFIX)
     now = utcnow()
     if grace > timedelta(0):
         client.previous_secret_digest = client.secret_digest
@@ -310,7 +299,7 @@ async def rotate_secret(
     else:
         client.previous_secret_digest = client.previous_secret_expires_at = None
         client.token_version += 1  # a leak: what the old secret obtained goes with it
-    client.secret_digest = secret_digest(secret)
+    client.secret_digest = opaque.digest(secret)
     client.secret_rotated_at = client.updated_at = now
     session.add(client)
     await session.flush()

@@ -168,9 +168,10 @@ def user_claims(user: User, *, session_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def is_revoked(claims: dict[str, Any], user: User | UserState | Client) -> bool:
-    """Was the token issued before the user's latest password change or deactivation (or
-    the client's latest deactivation or emergency rotation)?
+def predates_version(claims: dict[str, Any], user: User | UserState | Client) -> bool:
+    """Was the token issued at another token version than the user's now: before the
+    user's latest password change, deactivation or end of every session (or the client's
+    latest deactivation or emergency rotation)?
 
     `jwt.decode` has checked the claim is an int (`False` and `0.0` would equal 0).
     """
