@@ -16,6 +16,7 @@ from auth_service.oauth.grants import (
     requested_audience,
 )
 from auth_service.schemas import TokenResponse
+from auth_service.scopes import parse_scope, service_scopes
 from auth_service.services import tokens
 
 
@@ -35,8 +36,8 @@ class ClientCredentialsGrant(Grant):
         # RFC 6749 §4.4: only for a client that authenticated; a public one cannot.
         if not client.is_confidential:
             raise UnauthorizedClient("A public client cannot act for itself.")
-        scopes = tokens.service_scopes(
-            tokens.parse_scope(forms.optional(request.form, "scope")), client_scopes=client.scopes
+        scopes = service_scopes(
+            parse_scope(forms.optional(request.form, "scope")), client_scopes=client.scopes
         )
         audience = tokens.audience_for(
             requested_audience(request.form), client=client, settings=settings

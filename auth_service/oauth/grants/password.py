@@ -13,7 +13,7 @@ from auth_service.oauth.grants import (
     token_response,
 )
 from auth_service.schemas import TokenResponse
-from auth_service.scopes import format_scope
+from auth_service.scopes import format_scope, grant_scopes, parse_scope, within_client
 from auth_service.services import authentication, clients, sessions, tokens
 
 
@@ -32,8 +32,8 @@ class PasswordGrant(Grant):
         username = forms.required(form, "username")
         password = forms.required(form, "password")
         # Everything the password does not decide is checked before the password work.
-        requested = tokens.parse_scope(forms.optional(form, "scope"))
-        tokens.within_client(requested, request.client.scopes)
+        requested = parse_scope(forms.optional(form, "scope"))
+        within_client(requested, request.client.scopes)
         audience = tokens.audience_for(
             requested_audience(form), client=request.client, settings=state.settings
         )
@@ -49,9 +49,7 @@ class PasswordGrant(Grant):
         if user is None:
             # RFC 6749 §5.2: one answer for unknown, inactive and wrong password (no enumeration).
             raise InvalidGrant("The email or password is incorrect.")
-        scopes = tokens.grant_scopes(
-            requested, roles=user.roles, client_scopes=request.client.scopes
-        )
+        scopes = grant_scopes(requested, roles=user.roles, client_scopes=request.client.scopes)
         login, refresh_token = await sessions.start(
             request.session,
             user=user,

@@ -23,7 +23,7 @@ from auth_service.oauth.grants import (
     token_response,
 )
 from auth_service.schemas import TokenResponse
-from auth_service.scopes import format_scope
+from auth_service.scopes import format_scope, parse_scope, refresh_scopes, within_granted
 from auth_service.services import sessions, tokens
 
 INVALID = "The refresh token is invalid, expired or revoked."
@@ -44,7 +44,7 @@ class RefreshTokenGrant(Grant):
     async def respond(self, request: TokenRequest) -> TokenResponse:
         state, db = request.state, request.session
         token = forms.required(request.form, "refresh_token")
-        requested = tokens.parse_scope(forms.optional(request.form, "scope"))
+        requested = parse_scope(forms.optional(request.form, "scope"))
         audience = requested_audience(request.form)
         now = utcnow()
         presented = await sessions.spend(
@@ -88,7 +88,7 @@ class RefreshTokenGrant(Grant):
         # RFC 6749 §6: the successor keeps the presented token's scope (less what the user or
         # the client has lost since); a narrower request narrows this access token alone.
         scopes_of = partial(
-            tokens.refresh_scopes,
+            refresh_scopes,
             granted=login.scope,
             roles=user.roles,
             client_scopes=request.client.scopes,
@@ -125,7 +125,7 @@ class RefreshTokenGrant(Grant):
         """Refuse a request for more than the session holds: a scope beyond its refresh
         token's (`invalid_scope`, RFC 6749 §6), or an audience other than its sign-in's, or
         one the client or the settings no longer allow (`invalid_target`, RFC 8707 §2.2)."""
-        tokens.within_granted(requested, login.scope)
+        within_granted(requested, login.scope)
         settings = request.state.settings
         if audience is not None and audience != (login.audience or settings.token_audience):
             raise InvalidTarget("A refresh keeps the audience of its sign-in.")
