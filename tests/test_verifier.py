@@ -10,6 +10,8 @@ import asyncio
 import functools
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -976,6 +978,31 @@ async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> Non
 
 
 # --- how to install it ---------------------------------------------------------------------
+
+
+def test_without_fastapi_the_package_imports_and_require_says_what_is_missing() -> None:
+    # FastAPI is an extra: `verify()` users must not need it, and nothing but `require`
+    # may import it. A fresh interpreter, where importing FastAPI fails.
+    script = """
+import sys
+sys.modules["fastapi"] = None
+import auth_service_verifier
+verifier = auth_service_verifier.TokenVerifier(issuer="http://127.0.0.1:1", audience="a")
+try:
+    verifier.require("orders:read")
+except ImportError as exc:
+    print(exc)
+print([name for name, module in sys.modules.items() if module and "starlette" in name])
+"""
+    ran = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        "TokenVerifier.require needs FastAPI: pip install fastapi",
+        "[]",
+    ]
 
 
 def test_install_lines_never_take_the_verifier_by_its_bare_name() -> None:

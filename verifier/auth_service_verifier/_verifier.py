@@ -152,7 +152,7 @@ class TokenVerifier:
         """A FastAPI dependency: the request's verified bearer token holding every one of
         `scopes` (none: any valid token); 401 and 403 with RFC 6750 §3 challenges, 503 while
         the token cannot be verified, 500 when the issuer is misconfigured."""
-        try:
+        try:  # imported here, not at the top: FastAPI is optional
             from auth_service_verifier._fastapi import BearerToken
         except ImportError as exc:
             if exc.name in ("fastapi", "starlette"):
