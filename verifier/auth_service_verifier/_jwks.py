@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,7 @@ class JWKSKeySource:
         self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
+        self.fetched_at: float | None = None  # wall clock: when the last good fetch ended
         self.last_error: str | None = None
         self._mismatch: str | None = None  # the last fetch found another issuer named
 
@@ -295,6 +296,7 @@ class JWKSKeySource:
             self._jwks = document
         self._expires_at = self._clock() + lifetime
         self._fetched_at = self._last_attempt
+        self.fetched_at = time.time()
         self._mismatch = None
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 
@@ -336,8 +338,7 @@ class JWKSKeySource:
             self._failed(exc)
 
     @property
-    def key_ids(self) -> Mapping[str, str]:
-        """kid -> algorithm of the keys in use (for diagnostics)."""
+    def key_ids(self) -> tuple[str, ...]:
+        """The kids of the keys in use, sorted (none before the first fetch)."""
         current = self._current
-        keys = {} if current is None else current.keys
-        return {kid: key.algorithm_name for kid, key in keys.items()}
+        return () if current is None else tuple(sorted(current.keys))
