@@ -10,6 +10,8 @@ import asyncio
 import functools
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,6 +31,7 @@ from auth_service_verifier import (
     VerificationError,
     VerificationUnavailableError,
     VerifiedToken,
+    VerifierStatus,
     _rules,
 )
 from cryptography.hazmat.primitives import serialization
@@ -261,7 +264,7 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
 
     for kid in ("ec-as-rsa", "hmac", "for-encryption"):
         assert "unknown key" in _refusal(verifier, issuer.signer.token(kid=kid))
-    assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+    assert verifier.status().key_ids == (issuer.signer.kid,)
 
 
 @pytest.mark.parametrize(
@@ -286,7 +289,7 @@ def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, documen
 
     with pytest.raises(KeysUnavailableError):
         verifier.verify(issuer.signer.token())
-    assert verifier.keys.last_error is not None
+    assert verifier.status().last_error is not None
 
 
 def _private_jwks() -> list[Any]:
@@ -313,8 +316,8 @@ def test_a_key_published_with_its_private_material_is_never_used(
     with pytest.raises(KeysUnavailableError):  # not AttributeError: a private key cannot verify
         verifier.verify(issuer.signer.token())
 
-    assert "private key material" in (verifier.keys.last_error or "")
-    assert issuer.signer.kid in (verifier.keys.last_error or "")
+    assert "private key material" in (verifier.status().last_error or "")
+    assert issuer.signer.kid in (verifier.status().last_error or "")
 
 
 @pytest.mark.anyio
@@ -332,8 +335,8 @@ async def test_keys_published_with_private_material_are_left_out_and_reported(
     with pytest.raises(InvalidTokenError, match="unknown key"):
         await verifier.averify(leaked.token())
 
-    assert set(verifier.keys.key_ids) == {current.kid}
-    assert f"private key material (1 key(s): {leaked.kid})" in (verifier.keys.last_error or "")
+    assert verifier.status().key_ids == (current.kid,)
+    assert f"private key material (1 key(s): {leaked.kid})" in (verifier.status().last_error or "")
 
 
 BROKEN_JWK_SETS = [
@@ -357,7 +360,7 @@ def test_a_broken_jwk_set_at_a_refresh_keeps_the_last_good_keys(
 
     assert verified.sub == "user-1"
     assert issuer.jwks_requests == 2
-    assert "FetchError" in (verifier.keys.last_error or "")
+    assert "FetchError" in (verifier.status().last_error or "")
 
 
 @pytest.mark.anyio
@@ -377,8 +380,8 @@ async def test_a_broken_jwk_set_at_a_background_refresh_keeps_the_last_good_keys
 
     assert verified.sub == "user-1"
     assert issuer.jwks_requests == 2
-    assert "FetchError" in (verifier.keys.last_error or "")
-    assert set(verifier.keys.key_ids) == {issuer.signer.kid}
+    assert "FetchError" in (verifier.status().last_error or "")
+    assert verifier.status().key_ids == (issuer.signer.kid,)
 
 
 class HugeBody:
@@ -437,7 +440,7 @@ async def test_an_answer_past_the_size_cap_is_not_read_further(
     with pytest.raises(KeysUnavailableError):
         await verifier.averify(token) if asynchronous else verifier.verify(token)
 
-    assert verifier.keys.last_error == f"FetchError: {what}: too large"
+    assert verifier.status().last_error == f"FetchError: {what}: too large"
     assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
 
 
@@ -457,7 +460,7 @@ def test_metadata_with_an_unusable_jwks_uri_is_a_failed_fetch(
 
     with pytest.raises(KeysUnavailableError):
         verifier.verify(issuer.signer.token())
-    assert "jwks_uri" in (verifier.keys.last_error or "")
+    assert "jwks_uri" in (verifier.status().last_error or "")
     assert issuer.jwks_requests == 0
 
 
@@ -499,7 +502,7 @@ def test_a_mismatched_issuer_once_set_right_is_trusted(issuer: Issuer) -> None:
     issuer.metadata_issuer = issuer.url
 
     assert verifier.verify(issuer.signer.token()).sub == "user-1"
-    assert verifier.keys.last_error is None
+    assert verifier.status().last_error is None
 
 
 def test_metadata_without_an_issuer_says_so(issuer: Issuer) -> None:
@@ -540,6 +543,32 @@ def test_the_key_set_is_fetched_once_while_its_max_age_lasts(issuer: Issuer) -> 
     assert issuer.jwks_requests == 1
 
 
+def test_status_says_which_keys_it_holds_and_how_the_last_fetch_went(issuer: Issuer) -> None:
+    verifier = _verifier(issuer, min_refetch_interval=0)
+    assert verifier.status() == VerifierStatus(
+        key_ids=(),
+        keys_fetched_at=None,
+        fetches=0,
+        last_error=None,
+        introspection_requests=None,
+        introspection_error=None,
+    )
+
+    before = time.time()
+    verifier.verify(issuer.signer.token())
+    fetched = verifier.status()
+    assert (fetched.key_ids, fetched.fetches, fetched.last_error) == ((issuer.signer.kid,), 1, None)
+    assert fetched.keys_fetched_at is not None
+    assert before <= fetched.keys_fetched_at <= time.time()
+
+    issuer.jwks_body = b"not json"
+    with pytest.raises(KeysUnavailableError):  # a kid the set lacks: fetched again, and failed
+        verifier.verify(issuer.signer.token(kid="new-kid"))
+    failed = verifier.status()
+    assert (failed.key_ids, failed.keys_fetched_at) == (fetched.key_ids, fetched.keys_fetched_at)
+    assert (failed.fetches, failed.last_error) == (2, "FetchError: JWK Set: not JSON")
+
+
 def test_a_key_set_that_may_not_be_cached_is_fetched_again(issuer: Issuer) -> None:
     issuer.cache_control = "no-store"
     verifier = _verifier(issuer, min_cache_seconds=0, min_refetch_interval=0)
@@ -571,7 +600,7 @@ def test_tokens_with_made_up_kids_do_not_make_it_hammer_the_issuer(issuer: Issue
             verifier.verify(issuer.signer.token(kid=uuid.uuid4().hex))
 
     assert issuer.jwks_requests == 1
-    assert verifier.keys.fetches == 1
+    assert verifier.status().fetches == 1
 
 
 class Clock:
@@ -615,7 +644,7 @@ async def test_a_new_key_during_the_refetch_interval_is_unavailable_not_refused(
     assert too_soon.status_code == 503
     assert "Retry-After" in too_soon.headers
     assert "not known here yet" in too_soon.json()["detail"]
-    assert (found.status_code, found.json()) == (200, "user-1"), verifier.keys.last_error
+    assert (found.status_code, found.json()) == (200, "user-1"), verifier.status().last_error
     assert issuer.jwks_requests == 3
 
 
@@ -642,7 +671,7 @@ def test_a_failed_refetch_keeps_the_last_good_keys(issuer: Issuer) -> None:
     accepted = verifier.verify(issuer.signer.token(issuer.signer.claims(jti="during-failure")))
 
     assert accepted.sub == "user-1"
-    assert verifier.keys.last_error is not None
+    assert verifier.status().last_error is not None
     assert issuer.jwks_requests == 2
 
 
@@ -655,7 +684,7 @@ def test_tokens_are_still_verified_while_the_issuer_is_down(issuer: Issuer) -> N
 
     for n in range(3):
         assert verifier.verify(issuer.signer.token(issuer.signer.claims(jti=f"j{n}"))).sub
-    assert "ConnectError" in (verifier.keys.last_error or "")
+    assert "ConnectError" in (verifier.status().last_error or "")
 
 
 def test_threads_arriving_during_the_first_fetch_wait_for_it(issuer: Issuer) -> None:
@@ -718,7 +747,7 @@ async def test_a_refresh_due_to_max_age_runs_in_the_background(issuer: Issuer) -
 
         # Had it waited for the hung issuer, its fetch would have timed out by now.
         assert verified.sub == "user-1"
-        assert verifier.keys.last_error is None
+        assert verifier.status().last_error is None
         deadline = time.monotonic() + GATE_SECONDS
         while issuer.jwks_requests < 2:  # the refresh reaches the issuer all the same
             assert time.monotonic() < deadline, "no refresh was started"
@@ -749,7 +778,7 @@ def test_a_drip_fed_key_set_fails_after_the_timeout_not_the_last_byte(
 
     assert not worker.is_alive(), "the fetch went on past its timeout"
     assert [type(exc) for exc in outcome] == [KeysUnavailableError]
-    assert "longer than the timeout" in (verifier.keys.last_error or "")
+    assert "longer than the timeout" in (verifier.status().last_error or "")
 
 
 @pytest.mark.anyio
@@ -763,7 +792,7 @@ async def test_a_drip_fed_key_set_fails_after_the_timeout_under_asyncio(
     with pytest.raises(KeysUnavailableError):
         await asyncio.wait_for(verifier.averify(issuer.signer.token()), 10)
 
-    assert "longer than the timeout" in (verifier.keys.last_error or "")
+    assert "longer than the timeout" in (verifier.status().last_error or "")
 
 
 def test_without_any_key_set_it_says_so_and_does_not_retry_at_once(issuer: Issuer) -> None:
@@ -834,7 +863,7 @@ def test_a_token_verified_with_keys_a_refresh_replaced_is_not_kept(
     b.join(GATE_SECONDS)
 
     assert outcomes == {"A": current.claims()["jti"], "B": "signed-with-the-revoked-key"}
-    assert set(verifier.keys.key_ids) == {current.kid}
+    assert verifier.status().key_ids == (current.kid,)
     assert "unknown key" in _refusal(verifier, token)
 
 
@@ -868,7 +897,7 @@ async def test_a_token_from_the_services_password_grant_is_verified_in_process(
     assert verified.sub == user["id"]
     assert verified.scopes == {"openid", "profile"}
     assert verified.client_id == verified.claims["client_id"]
-    assert verifier.keys.key_ids == {app_state(client).keys.signing.kid: "RS256"}
+    assert verifier.status().key_ids == (app_state(client).keys.signing.kid,)
 
 
 # --- the FastAPI dependency: answers as the service's guards do (RFC 6750 §3) ---------------
@@ -976,6 +1005,31 @@ async def test_require_shows_the_bearer_scheme_in_openapi(issuer: Issuer) -> Non
 
 
 # --- how to install it ---------------------------------------------------------------------
+
+
+def test_without_fastapi_the_package_imports_and_require_says_what_is_missing() -> None:
+    # FastAPI is an extra: `verify()` users must not need it, and nothing but `require`
+    # may import it. A fresh interpreter, where importing FastAPI fails.
+    script = """
+import sys
+sys.modules["fastapi"] = None
+import auth_service_verifier
+verifier = auth_service_verifier.TokenVerifier(issuer="http://127.0.0.1:1", audience="a")
+try:
+    verifier.require("orders:read")
+except ImportError as exc:
+    print(exc)
+print([name for name, module in sys.modules.items() if module and "starlette" in name])
+"""
+    ran = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        "TokenVerifier.require needs FastAPI: pip install fastapi",
+        "[]",
+    ]
 
 
 def test_install_lines_never_take_the_verifier_by_its_bare_name() -> None:

@@ -112,6 +112,10 @@ async def test_an_active_token_is_verified_as_local_mode_verifies_it(
     assert verified.claims["jti"] == locally.claims["jti"]
     assert verified.expires_at == locally.expires_at
     assert transport.introspections == 1
+    status = introspecting.status()
+    assert (status.introspection_requests, status.introspection_error) == (1, None)
+    signing = app_state(client).keys.signing.kid
+    assert (local.status().introspection_requests, local.status().key_ids) == (None, (signing,))
 
 
 async def test_a_revoked_token_is_refused_at_once_while_local_mode_accepts_it_until_exp(
@@ -356,8 +360,9 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     with pytest.raises(IntrospectionUnavailableError) as refused:
         await introspecting.averify(token)
 
-    assert "HTTP 401" in (source.last_error or "")
-    assert secret not in f"{refused.value!r} {source.last_error} {caplog.text}"
+    status = introspecting.status()
+    assert "HTTP 401" in (status.introspection_error or "")
+    assert secret not in f"{refused.value!r} {status!r} {caplog.text}"
     assert secret not in repr(source.settings)
 
 
@@ -401,15 +406,13 @@ async def _assert_unavailable(transport: httpx.MockTransport, reason: str) -> No
         async_transport=transport,
         introspection=Introspection(client_id="svc", client_secret="s3cret"),
     )
-    source = introspecting.introspection
-    assert source is not None
     token = _well_formed_token()
 
     with pytest.raises(IntrospectionUnavailableError):
         introspecting.verify(token)
     with pytest.raises(IntrospectionUnavailableError):
         await introspecting.averify(token)
-    assert reason in (source.last_error or "")
+    assert reason in (introspecting.status().introspection_error or "")
     introspecting.close()
     await introspecting.aclose()
 
@@ -444,14 +447,12 @@ async def test_an_answer_past_the_size_cap_is_not_read_further(asynchronous: boo
         **({"async_transport": transport} if asynchronous else {"transport": transport}),
         introspection=Introspection(client_id="svc", client_secret="s3cret"),
     )
-    source = introspecting.introspection
-    assert source is not None
     token = _well_formed_token()
 
     with pytest.raises(IntrospectionUnavailableError):
         await introspecting.averify(token) if asynchronous else introspecting.verify(token)
 
-    assert source.last_error == "FetchError: introspection: too large"
+    assert introspecting.status().introspection_error == "FetchError: introspection: too large"
     assert body.read <= (1 << 20) + len(HugeBody.CHUNK)  # the cap, and the chunk past it
     introspecting.close()
     await introspecting.aclose()
@@ -495,7 +496,7 @@ async def test_an_auth_service_that_does_not_answer_in_time_is_unavailability(
             await introspecting.averify(token)
         await introspecting.aclose()
 
-    assert "timeout" in (introspecting.keys.last_error or "").lower()
+    assert "timeout" in (introspecting.status().last_error or "").lower()
 
 
 # --- the FastAPI dependency, unchanged ---------------------------------------------------

@@ -4,6 +4,7 @@ from auth_service_verifier import TokenVerifier
 verifier = TokenVerifier(issuer="https://auth.example.com", audience="orders-api")
 token = verifier.verify(raw_token)            # anywhere; a VerificationError if not verified
 token = Depends(verifier.require("orders:read"))   # FastAPI (the `fastapi` extra)
+verifier.status()                             # the keys held, the last error: for /health
 
 # or: ask the auth service about each token (RFC 7662), to see revocations at once
 verifier = TokenVerifier(issuer=..., audience=..., introspection=Introspection(
@@ -20,7 +21,7 @@ from auth_service_verifier._errors import (
 )
 from auth_service_verifier._introspection import Introspection
 from auth_service_verifier._rules import VerifiedToken
-from auth_service_verifier._verifier import TokenVerifier
+from auth_service_verifier._verifier import TokenVerifier, VerifierStatus
 
 __all__ = [
     "Introspection",
@@ -32,4 +33,5 @@ __all__ = [
     "VerificationError",
     "VerificationUnavailableError",
     "VerifiedToken",
+    "VerifierStatus",
 ]

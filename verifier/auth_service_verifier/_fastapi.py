@@ -11,7 +11,7 @@ the route as needing a bearer token.
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import HTTPException, Request
 from fastapi.security import HTTPBearer
@@ -24,10 +24,14 @@ from auth_service_verifier._errors import (
 )
 from auth_service_verifier._rules import VerifiedToken
 
-if TYPE_CHECKING:  # the verifier imports this module lazily
-    from auth_service_verifier._verifier import TokenVerifier
-
 RETRY_AFTER_SECONDS = 10
+
+
+class Verifier(Protocol):
+    """What the dependency needs of a verifier (`TokenVerifier` is one): this module knows
+    nothing else of it, so the dependency runs one way, from `TokenVerifier.require` here."""
+
+    async def averify(self, token: str) -> VerifiedToken: ...
 
 
 def challenge(error: str | None, description: str, scope: str | None) -> str:
@@ -51,7 +55,7 @@ class BearerToken(HTTPBearer):
     """The bearer scheme and the check in one dependency (one dependency is cheaper to
     solve than a scheme with a check on top of it)."""
 
-    def __init__(self, verifier: "TokenVerifier", scopes: Sequence[str]) -> None:
+    def __init__(self, verifier: Verifier, scopes: Sequence[str]) -> None:
         super().__init__(
             scheme_name="HTTPBearer",
             description="An access token of the auth service, verified by this service.",

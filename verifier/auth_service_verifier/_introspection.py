@@ -9,7 +9,7 @@ answers, trading freshness for load: here a few seconds, bounded, never past the
 `exp`, and an inactive answer for less. An auth service that does not answer (down, slow,
 an error, our credentials refused) is never taken to mean "active": the caller gets
 `IntrospectionUnavailableError`. The steps are written once, as a generator of requests,
-driven by a synchronous or an asynchronous httpx client, as in `_jwks`.
+driven by a synchronous or an asynchronous httpx client (`_http`), as in `_jwks`.
 """
 
 import asyncio
@@ -24,16 +24,15 @@ from urllib.parse import quote_plus
 import httpx
 
 from auth_service_verifier._errors import IntrospectionUnavailableError, IssuerMismatchError
-from auth_service_verifier._jwks import (
+from auth_service_verifier._http import (
     Fetched,
     FetchError,
     afetch,
-    endpoint,
     fetch,
-    issuer_metadata,
     json_document,
     sync_client,
 )
+from auth_service_verifier._jwks import endpoint, issuer_metadata
 from auth_service_verifier._rules import VerifiedToken
 
 _UNAVAILABLE = "The auth service could not say whether the token is active; try again later."

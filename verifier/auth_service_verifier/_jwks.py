@@ -11,26 +11,30 @@ take its consumers down with it). A token naming a kid the set lacks is refused 
 fetch made since the token arrived did not find it: the issuer publishes a key before it signs
 with it, so until the verifier can look again it cannot tell a made-up kid from a new key,
 and says "not now" (`KeysUnavailableError`), not "never". The steps are written once, as a
-generator of requests, and driven by a synchronous or an asynchronous httpx client.
+generator of requests, and driven by a synchronous or an asynchronous httpx client (`_http`).
 """
 
 import asyncio
-import contextvars
-import json
 import logging
 import re
-import ssl
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
 import httpx
 import jwt
 
 from auth_service_verifier._errors import IssuerMismatchError, KeysUnavailableError
+from auth_service_verifier._http import (
+    Fetched,
+    FetchError,
+    afetch,
+    fetch,
+    json_document,
+    sync_client,
+)
 from auth_service_verifier._rules import ALLOWED_ALGORITHMS, KeySet
 
 # What the key type (and curve) must be for each algorithm (RFC 7518 §3, RFC 8037 §3.1).
@@ -45,25 +49,9 @@ _KEY_TYPES: dict[str, tuple[str, str | None]] = {
 # (RFC 7518 §6.4.1) has. PyJWK would build a private key from such an entry, which cannot
 # verify; and a published key set holds public keys only.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_MAX_DOCUMENT_BYTES = 1 << 20
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 
 logger = logging.getLogger("auth_service_verifier")
-
-
-class FetchError(Exception):
-    """A metadata or JWK Set document could not be fetched or was not acceptable."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """An answer and its body, read in chunks: reading stops once the body is past
-    `_MAX_DOCUMENT_BYTES` (`too_large`), so a huge answer is never held in memory."""
-
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
-    too_large: bool = False
 
 
 Steps = Generator[httpx.Request, Fetched, None]
@@ -79,146 +67,8 @@ class KeySetVersion:
     generation: int  # 1 for the first set, bumped whenever the set changes
 
 
-_TOO_SLOW = "the answer took longer than the timeout"
 _NO_KEYS = "The issuer's signing keys could not be fetched; try again later."
 _NOT_YET = "The token names a signing key not known here yet; try again later."
-
-# When the exchange this thread is making must be over (time.monotonic), or None.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
-
-
-def _within(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
-    """A socket operation's timeout, cut to what is left of the exchange's deadline."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired(_TOO_SLOW)  # 0 would make the socket non-blocking, not time out
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write ends by the deadline of the exchange using it
-    (connections are reused: the deadline is the thread's, not the connection's)."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _within(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _within(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        within = _within(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, within))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's sockets, each wrapped in a `_DeadlineStream`."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        within = _within(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._backend.connect_tcp(host, port, within, local_address, socket_options)
-        )
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
-class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport over connections that keep `fetch`'s deadline: httpx's timeout
-    bounds each read, so without it an issuer dripping its headers a byte at a time would
-    hold a synchronous fetch (and the threads waiting on it) for as long as it went on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(), network_backend=_DeadlineBackend()
-        )
-
-
-def sync_client(transport: httpx.BaseTransport | None, *, timeout: float) -> httpx.Client:
-    """A client for `fetch`: over `transport` if one was given, else over connections that
-    end every exchange by its deadline, headers included."""
-    chosen = _DeadlineTransport() if transport is None else transport
-    return httpx.Client(transport=chosen, timeout=timeout)
-
-
-def fetch(client: httpx.Client, request: httpx.Request, *, timeout: float) -> Fetched:
-    """Send `request`; read the answer's body up to the cap, then close it.
-
-    The whole exchange has `timeout`, however slowly the bytes come: with `sync_client`'s own
-    connections every socket operation ends by the deadline, the headers' reads included;
-    over a transport of the caller's the body is checked against it at each chunk (so at
-    most one read late). FetchError otherwise.
-    """
-    deadline = time.monotonic() + timeout
-    reset = _DEADLINE.set(deadline)
-    try:
-        response = client.send(request, stream=True)
-        try:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > _MAX_DOCUMENT_BYTES:
-                    return Fetched(response.status_code, response.headers, b"", too_large=True)
-                if time.monotonic() > deadline:
-                    raise FetchError(_TOO_SLOW)
-            return Fetched(response.status_code, response.headers, bytes(body))
-        finally:
-            response.close()
-    except httpx.TimeoutException:
-        raise FetchError(_TOO_SLOW) from None  # every timeout is the exchange's: same words
-    finally:
-        _DEADLINE.reset(reset)
-
-
-async def afetch(
-    client: httpx.AsyncClient,
-    request: httpx.Request,
-    *,
-    timeout: float,  # noqa: ASYNC109 (the fetch's own: its expiry is a FetchError)
-) -> Fetched:
-    """`fetch` for asyncio, where the whole exchange, headers included, has `timeout`."""
-    try:
-        async with asyncio.timeout(timeout):
-            response = await client.send(request, stream=True)
-            try:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_DOCUMENT_BYTES:
-                        return Fetched(response.status_code, response.headers, b"", True)
-                return Fetched(response.status_code, response.headers, bytes(body))
-            finally:
-                await response.aclose()
-    except TimeoutError:
-        raise FetchError(_TOO_SLOW) from None
 
 
 def parse_key_set(document: Any) -> tuple[dict[str, jwt.PyJWK], str | None]:
@@ -278,19 +128,6 @@ def max_age(cache_control: str | None) -> float | None:
         return 0.0
     found = _MAX_AGE.search(cache_control)
     return float(found.group(1)) if found else None
-
-
-def json_document(response: Fetched, what: str) -> Any:
-    """The JSON value of a 200 answer, or FetchError: whatever is wrong with a document
-    is a failed fetch, never another exception."""
-    if response.status_code != 200:
-        raise FetchError(f"{what}: HTTP {response.status_code}")
-    if response.too_large:
-        raise FetchError(f"{what}: too large")
-    try:
-        return json.loads(response.content)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise FetchError(f"{what}: not JSON") from None
 
 
 def issuer_metadata(response: Fetched, issuer: str) -> dict[str, Any]:
@@ -360,6 +197,7 @@ class JWKSKeySource:
         self._async_lock = asyncio.Lock()  # bound to the event loop that first waits on it
         self._refresh: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self.fetches = 0  # JWK Set requests sent: what the issuer sees of us
+        self.fetched_at: float | None = None  # wall clock: when the last good fetch ended
         self.last_error: str | None = None
         self._mismatch: str | None = None  # the last fetch found another issuer named
 
@@ -458,6 +296,7 @@ class JWKSKeySource:
             self._jwks = document
         self._expires_at = self._clock() + lifetime
         self._fetched_at = self._last_attempt
+        self.fetched_at = time.time()
         self._mismatch = None
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 
@@ -499,8 +338,7 @@ class JWKSKeySource:
             self._failed(exc)
 
     @property
-    def key_ids(self) -> Mapping[str, str]:
-        """kid -> algorithm of the keys in use (for diagnostics)."""
+    def key_ids(self) -> tuple[str, ...]:
+        """The kids of the keys in use, sorted (none before the first fetch)."""
         current = self._current
-        keys = {} if current is None else current.keys
-        return {kid: key.algorithm_name for kid, key in keys.items()}
+        return () if current is None else tuple(sorted(current.keys))

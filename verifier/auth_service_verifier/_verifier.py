@@ -11,6 +11,7 @@ is the same.
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -19,6 +20,19 @@ from auth_service_verifier._errors import InvalidTokenError
 from auth_service_verifier._introspection import Introspection, IntrospectionSource
 from auth_service_verifier._jwks import JWKSKeySource, KeySetVersion
 from auth_service_verifier._rules import ParsedToken, TokenRuleError, VerifiedToken
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierStatus:
+    """What a verifier holds and how its last exchanges with the auth service went, as of
+    `TokenVerifier.status()`: for a health endpoint or a log line. No secret is in it."""
+
+    key_ids: tuple[str, ...]  # the kids of the key set in use, sorted; () before the first
+    keys_fetched_at: float | None  # wall clock (time.time()) of the last good key fetch
+    fetches: int  # JWK Set requests sent
+    last_error: str | None  # why the last key fetch failed or what it warned of; else None
+    introspection_requests: int | None  # introspection requests sent; None without the mode
+    introspection_error: str | None  # why the last introspection request failed; else None
 
 
 class _VerifiedTokens:
@@ -67,8 +81,8 @@ class TokenVerifier:
     (asyncio) return a `VerifiedToken` or raise a `VerificationError`: `InvalidTokenError`
     (the token is bad), `VerificationUnavailableError` (not now) or `IssuerMismatchError`
     (this service is misconfigured); `require(*scopes)` is a FastAPI dependency (the
-    `fastapi` extra). One instance per process, shared: it holds the
-    key set and the verified tokens.
+    `fastapi` extra); `status()` says what it holds, for a health endpoint. One instance per
+    process, shared: it holds the key set and the verified tokens.
 
     With `introspection=Introspection(client_id=..., client_secret=...)` every token that
     passes local verification is then looked up at the auth service's introspection
@@ -152,7 +166,7 @@ class TokenVerifier:
         """A FastAPI dependency: the request's verified bearer token holding every one of
         `scopes` (none: any valid token); 401 and 403 with RFC 6750 §3 challenges, 503 while
         the token cannot be verified, 500 when the issuer is misconfigured."""
-        try:
+        try:  # imported here, not at the top: FastAPI is optional
             from auth_service_verifier._fastapi import BearerToken
         except ImportError as exc:
             if exc.name in ("fastapi", "starlette"):
@@ -161,6 +175,19 @@ class TokenVerifier:
                 ) from exc
             raise
         return BearerToken(self, scopes)
+
+    def status(self) -> VerifierStatus:
+        """What this verifier holds and how its last exchanges with the auth service went,
+        read now: for the health endpoint of the service using it."""
+        keys, introspection = self.keys, self.introspection
+        return VerifierStatus(
+            key_ids=keys.key_ids,
+            keys_fetched_at=keys.fetched_at,
+            fetches=keys.fetches,
+            last_error=keys.last_error,
+            introspection_requests=None if introspection is None else introspection.requests,
+            introspection_error=None if introspection is None else introspection.last_error,
+        )
 
     def close(self) -> None:
         """Close the connections introspection mode keeps open (at shutdown)."""
