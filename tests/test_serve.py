@@ -12,6 +12,7 @@ tests that are about several workers check that both took part.
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -445,6 +446,29 @@ def test_serve_logs_the_issuer_apart_from_where_it_listens(tmp_path: Path) -> No
         f"issuer {server.issuer} (AUTH_ISSUER: the URL other services verify tokens against), "
         f"listening on {server.url}"
     ]
+
+
+def test_the_readmes_try_it_block_works_pasted_into_a_shell(server: Server) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("Try it:\n\n```sh\n", 1)[1].split("```", 1)[0]
+    if shutil.which("curl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is required in CI")
+        pytest.skip("the README's block needs curl")
+
+    bash = shutil.which("bash")
+    assert bash is not None
+    ran = subprocess.run(  # noqa: S603 (our own README, against our own server)
+        [bash, "-euo", "pipefail", "-c", block.replace("localhost:8000", server.url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert ran.returncode == 0, ran.stderr
+    me = json.loads(ran.stdout.splitlines()[-1])
+    assert (me["email"], me["name"]) == ("ada@example.com", "Ada")
 
 
 @pytest.mark.parametrize("change", ["deactivation", "password change", "deletion"])
