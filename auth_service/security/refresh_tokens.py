@@ -64,9 +64,9 @@ class RefreshTokens:
     def read(value: str) -> Presented | None:
         """What `value` says of itself; None for anything no `make` could have written
         (another length or alphabet, a non-canonical spelling of the same bytes)."""
-        text = value.removeprefix(PREFIX)
-        if len(text) != _BODY_CHARS or len(value) != len(PREFIX) + _BODY_CHARS:
+        if not value.startswith(PREFIX) or len(value) != len(PREFIX) + _BODY_CHARS:
             return None
+        text = value.removeprefix(PREFIX)
         try:
             body = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except ValueError:
