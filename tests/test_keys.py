@@ -1,5 +1,7 @@
 """Signing keys: generated once, stored encrypted, shared by every process and restart."""
 
+from typing import Any
+
 import httpx
 import jwt
 import pytest
@@ -23,16 +25,19 @@ pytestmark = pytest.mark.anyio
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
 
-def _stored_keys(database: str) -> list[tuple[str, str, bytes]]:
+def _signing_keys(database: str, columns: str) -> list[Any]:
+    """`columns` of every stored signing key."""
     engine = create_engine(sync_url(database))
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT kid, alg, private_key_encrypted FROM signing_keys")
-            ).all()
-            return [(row[0], row[1], bytes(row[2])) for row in rows]
+            return list(connection.execute(text(f"SELECT {columns} FROM signing_keys")).all())  # noqa: S608
     finally:
         engine.dispose()
+
+
+def _stored_keys(database: str) -> list[tuple[str, str, bytes]]:
+    rows = _signing_keys(database, "kid, alg, private_key_encrypted")
+    return [(row[0], row[1], bytes(row[2])) for row in rows]
 
 
 async def test_first_start_creates_one_encrypted_key(empty_database: str) -> None:
@@ -54,15 +59,8 @@ async def test_first_start_creates_one_encrypted_key(empty_database: str) -> Non
 
 def _signing_times(database: str) -> list[tuple[str, bool]]:
     """Each key, and whether it signs from its creation."""
-    engine = create_engine(sync_url(database))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT kid, created_at, signs_from FROM signing_keys")
-            ).all()
-            return [(row[0], row[1] == row[2]) for row in rows]
-    finally:
-        engine.dispose()
+    rows = _signing_keys(database, "kid, created_at, signs_from")
+    return [(row[0], row[1] == row[2]) for row in rows]
 
 
 async def test_jwks_publishes_public_parameters_only(client: httpx.AsyncClient) -> None:
