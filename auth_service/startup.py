@@ -5,10 +5,12 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.accounts import service as accounts
+from auth_service.clients import service as clients
 from auth_service.config import Settings
-from auth_service.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
+from auth_service.keys import service as keys
+from auth_service.kit.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import admin, clients, keys
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ async def prepare(
         )
         await clients.ensure_configured(session=session, settings=settings)
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-            created = await admin.bootstrap_admin(
+            created = await accounts.bootstrap_admin(
                 session=session,
                 hasher=hasher,
                 min_length=settings.password_min_length,

@@ -23,13 +23,9 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import make_url
 
-from auth_service.db import STARTUP_LOCK_ID, create_engine, is_unavailable
-from auth_service.deps import SessionDep
-from auth_service.services.user_state import (
-    POSTGRES_CONNECTIONS,
-    PostgresUserStates,
-    user_states_for,
-)
+from auth_service.kit.db import STARTUP_LOCK_ID, create_engine, is_unavailable
+from auth_service.kit.reads import POSTGRES_CONNECTIONS, PostgresUserStates, user_states_for
+from auth_service.web.deps import SessionDep
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from auth_service.clients import service as clients
+from auth_service.clients.service import Client
 from auth_service.errors import InvalidClient, InvalidRequest
 from auth_service.oauth import forms
-from auth_service.services import clients
-from auth_service.services.clients import Client
 from auth_service.state import AppState
 
 # RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); and no longer than a stored one.

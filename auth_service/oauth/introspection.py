@@ -17,15 +17,17 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.db import session_scope
+from auth_service.access import service as access
+from auth_service.access.scopes import Scope, format_scope
+from auth_service.access.service import ClientPrincipal, Principal
+from auth_service.clients import service as clients
 from auth_service.errors import InsufficientScope, InvalidClient
-from auth_service.models import utcnow
+from auth_service.kit.db import session_scope
+from auth_service.kit.time import utcnow
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.revocation import is_jwt
-from auth_service.scopes import Scope, format_scope
 from auth_service.security import jwt
-from auth_service.services import access, clients, sessions
-from auth_service.services.access import ClientPrincipal, Principal
+from auth_service.sessions import service as sessions
 from auth_service.state import AppState
 
 INACTIVE: dict[str, Any] = {"active": False}

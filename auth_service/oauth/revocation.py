@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.access import service as access
+from auth_service.clients.service import Client
 from auth_service.errors import InvalidGrant, InvalidToken
 from auth_service.oauth import client_auth, forms
-from auth_service.services import access, revocation, sessions
-from auth_service.services.clients import Client
+from auth_service.sessions import service as sessions
 from auth_service.state import AppState
 
 NOT_YOURS = "The token was not issued to this client."
@@ -72,7 +73,7 @@ class RevocationEndpoint:
             return  # §2.2: an invalid token (ours or not, expired or malformed) is no error
         if claims["client_id"] != client.client_id:
             raise InvalidGrant(NOT_YOURS)
-        await revocation.revoke_access_token(session, jti=claims["jti"], exp=claims["exp"])
+        await access.revoke(session, jti=claims["jti"], exp=claims["exp"])
 
     @staticmethod
     async def _revoke_refresh_token(

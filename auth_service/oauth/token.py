@@ -14,13 +14,13 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import OAuth2Error, UnauthorizedClient, UnsupportedGrantType
+from auth_service.kit.fair_queue import QueueRefused
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.grants import Grant, TokenRequest
-from auth_service.observability import Metrics
-from auth_service.schemas import TokenResponse
-from auth_service.security.fair_queue import QueueRefused
-from auth_service.services.sessions import Device
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions.service import Device
 from auth_service.state import AppState
+from auth_service.web.observability import Metrics
 
 _CLIENT_PARAMETERS: dict[str, dict[str, Any]] = {
     "client_id": {"type": "string", "description": "The client's id (RFC 6749 §2.3.1)."},

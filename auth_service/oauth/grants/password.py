@@ -2,8 +2,12 @@
 
 from typing import Any, ClassVar
 
+from auth_service.access import service as access
+from auth_service.access.scopes import format_scope, grant_scopes, parse_scope, within_client
+from auth_service.accounts import service as accounts
+from auth_service.clients import service as clients
 from auth_service.errors import InvalidGrant
-from auth_service.models import utcnow
+from auth_service.kit.time import utcnow
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
     AUDIENCE_PARAMETERS,
@@ -12,9 +16,8 @@ from auth_service.oauth.grants import (
     requested_audience,
     token_response,
 )
-from auth_service.schemas import TokenResponse
-from auth_service.scopes import format_scope, grant_scopes, parse_scope, within_client
-from auth_service.services import authentication, clients, sessions, tokens
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions import service as sessions
 
 
 class PasswordGrant(Grant):
@@ -34,12 +37,12 @@ class PasswordGrant(Grant):
         # Everything the password does not decide is checked before the password work.
         requested = parse_scope(forms.optional(form, "scope"))
         within_client(requested, request.client.scopes)
-        audience = tokens.audience_for(
+        audience = access.audience_for(
             requested_audience(form), client=request.client, settings=state.settings
         )
         # The caller's place in the fair password queue, before the lookup reads the database.
         async with state.hasher.turn(request.peer):
-            user = await authentication.authenticate(
+            user = await accounts.authenticate(
                 session=request.session,
                 states=state.user_states,
                 hasher=state.hasher,
