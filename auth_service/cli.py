@@ -117,22 +117,22 @@ def _read_password() -> str:
 
 async def _create_admin(settings: Settings, email: str, read_password: Callable[[], str]) -> str:
     from auth_service.accounts import service as accounts
-    from auth_service.kit.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
     from auth_service.security.passwords import PasswordHasher
 
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
     try:
-        async with session_scope(sessionmaker) as session:
-            existing = await accounts.get_by_email(session=session, email=email)
+        async with transaction(sessionmaker) as db:
+            existing = await accounts.get_by_email(db=db, email=email)
         if existing is None:  # refuse the address before asking for a password
             accounts.check_new_email(email, allow_unicode=settings.allow_unicode_email)
         # The prompt waits outside any transaction; an existing user needs no password.
         password = None if existing else read_password()
-        async with session_scope(sessionmaker) as session:
+        async with transaction(sessionmaker) as db:
             user, created = await accounts.ensure_admin(
-                session=session,
+                db=db,
                 hasher=hasher,
                 min_length=settings.password_min_length,
                 email=email,
@@ -165,13 +165,13 @@ def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _create_client(settings: Settings, args: argparse.Namespace) -> str:
     from auth_service.clients import service as clients
-    from auth_service.kit.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
 
     engine = create_engine(settings.database_url)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
+        async with transaction(create_sessionmaker(engine)) as db:
             client, secret = await clients.create_client(
-                session=session,
+                db=db,
                 name=args.name,
                 confidential=not args.public,
                 scopes=args.scopes,
@@ -218,13 +218,13 @@ def _create_client_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _rotate_keys(settings: Settings, secret_key: str) -> str:
     from auth_service.keys import service as keys
-    from auth_service.kit.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
 
     engine = create_engine(settings.database_url)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
+        async with transaction(create_sessionmaker(engine)) as db:
             key = await keys.rotate(
-                session=session,
+                db=db,
                 alg=settings.signing_alg,
                 secret_key=secret_key,
                 access_token_ttl=settings.access_token_ttl,

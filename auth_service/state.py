@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.config import Settings
 from auth_service.keys.service import JSONDocument, KeyRing, KeySet
 from auth_service.kit.db import create_engine, create_sessionmaker
-from auth_service.kit.reads import UserStates, user_states_for
+from auth_service.kit.reads import Reads, reads_for
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
@@ -27,7 +27,7 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
-    user_states: UserStates
+    reads: Reads
     token_cache: VerifiedTokenCache
     metrics: Metrics
     access_log: AccessLog
@@ -50,7 +50,7 @@ class AppState:
             hasher=PasswordHasher(
                 rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
             ),
-            user_states=user_states_for(engine, timeout=settings.database_timeout_seconds),
+            reads=reads_for(engine, timeout=settings.database_timeout_seconds),
             token_cache=VerifiedTokenCache(),
             metrics=Metrics(),
             access_log=AccessLog(),
@@ -72,7 +72,7 @@ class AppState:
         write the access lines still pending."""
         self.access_log.flush()
         try:
-            await self.user_states.close()
+            await self.reads.close()
             self.hasher.close()
         finally:
             await self.engine.dispose()

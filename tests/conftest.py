@@ -202,7 +202,7 @@ async def drop_connections(client: httpx.AsyncClient) -> None:
     """Close every database connection the app holds, as a restart would: pooled ones and
     the guards' own (an open SQLite file keeps working after it is moved)."""
     state = app_state(client)
-    await state.user_states.close()
+    await state.reads.close()
     await state.engine.dispose()
 
 

@@ -407,8 +407,8 @@ async def test_a_removal_that_loaded_its_target_before_it_became_the_last_admin_
     loaded, go_on = asyncio.Event(), asyncio.Event()
     get_user = accounts.get_user
 
-    async def get_user_then_wait(*, session: AsyncSession, user_id: uuid.UUID) -> User:
-        user = await get_user(session=session, user_id=user_id)
+    async def get_user_then_wait(*, db: AsyncSession, user_id: uuid.UUID) -> User:
+        user = await get_user(db=db, user_id=user_id)
         if str(user_id) == heir["id"] and not loaded.is_set():
             loaded.set()
             await go_on.wait()

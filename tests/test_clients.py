@@ -784,13 +784,13 @@ async def test_two_admins_taking_the_admin_scope_from_two_clients_at_once_leave_
     arrived, both_arrived = 0, anyio.Event()
     lock = client_repository.lock_admin_sign_in_clients
 
-    async def together(session: Any, **kwargs: str) -> list[str]:
+    async def together(db: Any, **kwargs: str) -> list[str]:
         nonlocal arrived
         arrived += 1
         if arrived == 2:
             both_arrived.set()
         await both_arrived.wait()
-        return await lock(session, **kwargs)
+        return await lock(db, **kwargs)
 
     monkeypatch.setattr(client_repository, "lock_admin_sign_in_clients", together)
 

@@ -39,7 +39,7 @@ from auth_service.config import Settings
 from auth_service.errors import InvalidTarget, InvalidToken
 from auth_service.keys.service import KeySet
 from auth_service.kit.jobs import Job
-from auth_service.kit.reads import ClientState, TokenState, UserState, UserStates
+from auth_service.kit.reads import ClientRow, Reads, TokenRow, UserRow
 from auth_service.kit.time import utcnow
 from auth_service.models import User
 from auth_service.security import jwt
@@ -59,7 +59,7 @@ class Principal:
 
     claims: dict[str, Any]
     scopes: frozenset[str]
-    user: UserState
+    user: UserRow
     # The session the token was issued in (its `sid`); None for a token tied to none.
     session_id: uuid.UUID | None = None
 
@@ -70,7 +70,7 @@ class ClientPrincipal:
 
     claims: dict[str, Any]
     scopes: frozenset[str]
-    client: ClientState
+    client: ClientRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +141,16 @@ def _judge(
     claims: dict[str, Any],
     scopes: frozenset[str],
     subject: _Subject,
-    state: TokenState,
+    row: TokenRow,
     settings: Settings,
 ) -> Principal | ClientPrincipal:
-    """The principal, if `state` (read for `subject`) still lets the token act."""
+    """The principal, if `row` (read for `subject`) still lets the token act."""
     # One answer for a revoked token, a deleted, deactivated or logged-out user, an ended
     # session and a removed client: the token is no longer valid.
-    if state.revoked:
+    if row.revoked:
         raise InvalidToken(REVOKED)
     if subject.client_id is not None:
-        client = state.client
+        client = row.client
         if (
             client is None
             or not client.is_active
@@ -160,12 +160,12 @@ def _judge(
             raise InvalidToken(REVOKED)
         # The client's list as it is now: a scope taken away counts at once.
         return ClientPrincipal(claims=claims, scopes=scopes & client.scopes, client=client)
-    user = state.user
+    user = row.user
     if (
         user is None
         or not user.is_active
         or predates_version(claims, user)
-        or (subject.session_id is not None and not state.session_alive)
+        or (subject.session_id is not None and not row.session_alive)
     ):
         raise InvalidToken(REVOKED)
     return Principal(claims=claims, scopes=scopes, user=user, session_id=subject.session_id)
@@ -177,7 +177,7 @@ async def principal_of(
     keys: KeySet,
     settings: Settings,
     cache: VerifiedTokenCache,
-    states: UserStates,
+    reads: Reads,
 ) -> Principal | ClientPrincipal:
     """The principal of an active access token for this service; InvalidToken, saying why,
     for any other."""
@@ -185,13 +185,13 @@ async def principal_of(
         token, keys=keys, settings=settings, cache=cache, audience=settings.token_audience
     )
     subject, scopes = _subject(claims), _scopes(claims)
-    state = await states.read(
+    row = await reads.read(
         user_id=subject.user_id,
         session_id=subject.session_id,
         jti=claims["jti"],
         client_id=subject.client_id,
     )
-    return _judge(claims, scopes, subject, state, settings)
+    return _judge(claims, scopes, subject, row, settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +200,7 @@ class Inspection:
     is not active) and the client asking (None: unknown)."""
 
     principal: Principal | ClientPrincipal | None
-    caller: ClientState | None
+    caller: ClientRow | None
 
 
 async def inspect(
@@ -210,7 +210,7 @@ async def inspect(
     keys: KeySet,
     settings: Settings,
     cache: VerifiedTokenCache,
-    states: UserStates,
+    reads: Reads,
 ) -> Inspection:
     """Introspection's view of an access token of any audience, read in one statement with
     the client asking (RFC 7662 §2.2: a token we did not sign, or no longer honour, is
@@ -219,8 +219,8 @@ async def inspect(
         claims = verified_claims(token, keys=keys, settings=settings, cache=cache, audience=None)
         subject, scopes = _subject(claims), _scopes(claims)
     except InvalidToken:
-        return Inspection(None, (await states.read(caller_id=caller_id)).caller)
-    state = await states.read(
+        return Inspection(None, (await reads.read(caller_id=caller_id)).caller)
+    row = await reads.read(
         user_id=subject.user_id,
         session_id=subject.session_id,
         jti=claims["jti"],
@@ -229,11 +229,11 @@ async def inspect(
     )
     try:
         principal: Principal | ClientPrincipal | None = _judge(
-            claims, scopes, subject, state, settings
+            claims, scopes, subject, row, settings
         )
     except InvalidToken:
         principal = None
-    return Inspection(principal, state.caller)
+    return Inspection(principal, row.caller)
 
 
 # RFC 6749 §4.4: the grant of a client's own tokens.
@@ -325,7 +325,7 @@ def user_claims(user: User, *, session_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def predates_version(claims: dict[str, Any], user: User | UserState | Client) -> bool:
+def predates_version(claims: dict[str, Any], user: User | UserRow | Client) -> bool:
     """Was the token issued at another token version than the user's now: before the
     user's latest password change, deactivation or end of every session (or the client's
     latest deactivation or emergency rotation)?

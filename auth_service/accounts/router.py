@@ -22,12 +22,12 @@ from auth_service.accounts.schemas import (
 )
 from auth_service.errors import Forbidden, InvalidToken
 from auth_service.kit.forms import PRINTABLE
-from auth_service.kit.reads import UserState
+from auth_service.kit.reads import UserRow
 from auth_service.kit.time import utcnow
 from auth_service.models import User
 from auth_service.sessions import service as sessions
 from auth_service.sessions.schemas import SessionsPublic
-from auth_service.web.deps import HasherDep, PasswordTurn, SessionDep, SettingsDep
+from auth_service.web.deps import DbDep, HasherDep, PasswordTurn, SettingsDep
 from auth_service.web.guards import CurrentPrincipal, require_admin, require_scopes
 from auth_service.web.schemas import ErrorResponse
 
@@ -53,11 +53,11 @@ async def registration_open(settings: SettingsDep) -> None:
     dependencies=[Depends(registration_open), PasswordTurn],
 )
 async def register(
-    data: UserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep
+    data: UserCreate, db: DbDep, settings: SettingsDep, hasher: HasherDep
 ) -> UserPublic:
     """Create an account with an email and a password."""
     user = await accounts.create_user(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=settings.password_min_length,
         allow_unicode_email=settings.allow_unicode_email,
@@ -68,9 +68,9 @@ async def register(
     return UserPublic.model_validate(user)
 
 
-async def _account(session: SessionDep, user: UserState) -> User:
+async def _account(db: DbDep, user: UserRow) -> User:
     """The caller's row, to change it in this request's transaction."""
-    account = await session.get(User, user.id)
+    account = await db.get(User, user.id)
     if account is None:  # deleted since the guard read it
         raise InvalidToken("The access token has been revoked.")
     return account
@@ -85,15 +85,13 @@ async def read_me(principal: CurrentPrincipal) -> Response:
 
 
 @router.patch("/users/me")
-async def update_me(
-    data: UserUpdateMe, principal: CurrentPrincipal, session: SessionDep
-) -> UserPublic:
+async def update_me(data: UserUpdateMe, principal: CurrentPrincipal, db: DbDep) -> UserPublic:
     """Change the caller's name."""
     if "name" not in data.model_fields_set:
         return UserPublic.model_validate(principal.user)
-    account = await _account(session, principal.user)
+    account = await _account(db, principal.user)
     return UserPublic.model_validate(
-        await accounts.update_profile(session=session, user=account, name=data.name)
+        await accounts.update_profile(db=db, user=account, name=data.name)
     )
 
 
@@ -106,16 +104,16 @@ async def update_me(
 async def change_password(
     data: PasswordChange,
     principal: CurrentPrincipal,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     hasher: HasherDep,
 ) -> Response:
     """Change the caller's password; every access token issued before now stops working."""
     await accounts.change_password(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=settings.password_min_length,
-        user=await _account(session, principal.user),
+        user=await _account(db, principal.user),
         current_password=data.current_password,
         new_password=data.new_password,
     )
@@ -155,7 +153,7 @@ def _manages_roles(principal: Principal) -> bool:
 
 @admin_router.get("")
 async def list_users(
-    session: SessionDep,
+    db: DbDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     q: Annotated[
@@ -164,7 +162,7 @@ async def list_users(
     ] = None,
 ) -> UsersPublic:
     """List users, oldest first, with the total count."""
-    found, total = await accounts.list_users(session=session, limit=limit, offset=offset, q=q)
+    found, total = await accounts.list_users(db=db, limit=limit, offset=offset, q=q)
     return UsersPublic(data=[UserPublic.model_validate(u) for u in found], count=total)
 
 
@@ -174,7 +172,7 @@ async def list_users(
 async def create_user(
     data: AdminUserCreate,
     principal: AdminPrincipal,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     hasher: HasherDep,
 ) -> UserPublic:
@@ -182,7 +180,7 @@ async def create_user(
     applies)."""
     accounts.check_new_user(roles=data.roles, manages_roles=_manages_roles(principal))
     user = await accounts.create_user(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=settings.password_min_length,
         allow_unicode_email=settings.allow_unicode_email,
@@ -197,21 +195,21 @@ async def create_user(
 
 
 @admin_router.get("/{user_id}")
-async def read_user(user_id: uuid.UUID, session: SessionDep) -> UserPublic:
+async def read_user(user_id: uuid.UUID, db: DbDep) -> UserPublic:
     """One user."""
-    return UserPublic.model_validate(await accounts.get_user(session=session, user_id=user_id))
+    return UserPublic.model_validate(await accounts.get_user(db=db, user_id=user_id))
 
 
 @admin_router.patch("/{user_id}", responses=_CONFLICT)
 async def update_user(
-    user_id: uuid.UUID, data: AdminUserUpdate, principal: AdminPrincipal, session: SessionDep
+    user_id: uuid.UUID, data: AdminUserUpdate, principal: AdminPrincipal, db: DbDep
 ) -> UserPublic:
     """Change name, roles, active or verified; deactivation revokes the user's tokens at once.
     Roles, and any change to an account holding the admin role, need `admin:roles`."""
-    user = await accounts.get_user(session=session, user_id=user_id)
+    user = await accounts.get_user(db=db, user_id=user_id)
     # `null` leaves a field as it is, except the name, which it clears.
     updated = await accounts.update_user(
-        session=session,
+        db=db,
         user=user,
         manages_roles=_manages_roles(principal),
         name=data.name if "name" in data.model_fields_set else accounts.KEEP,
@@ -223,12 +221,10 @@ async def update_user(
 
 
 @admin_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)
-async def delete_user(
-    user_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep
-) -> Response:
+async def delete_user(user_id: uuid.UUID, principal: AdminPrincipal, db: DbDep) -> Response:
     """Delete a user for good (an account holding the admin role with `admin:roles`)."""
-    user = await accounts.get_user(session=session, user_id=user_id)
-    await accounts.delete_user(session=session, user=user, manages_roles=_manages_roles(principal))
+    user = await accounts.get_user(db=db, user_id=user_id)
+    await accounts.delete_user(db=db, user=user, manages_roles=_manages_roles(principal))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -236,22 +232,22 @@ async def delete_user(
 async def list_user_sessions(
     user_id: uuid.UUID,
     principal: AdminPrincipal,
-    session: SessionDep,
+    db: DbDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> SessionsPublic:
     """A user's live sessions, newest first, with the total count."""
-    user = await accounts.get_user(session=session, user_id=user_id)
+    user = await accounts.get_user(db=db, user_id=user_id)
     found, total = await sessions.live(
-        session, user_id=user.id, now=utcnow(), limit=limit, offset=offset
+        db, user_id=user.id, now=utcnow(), limit=limit, offset=offset
     )
     return SessionsPublic.of(found, total, current=principal.session_id)
 
 
 @admin_router.post("/{user_id}/revoke-sessions", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_user_sessions(user_id: uuid.UUID, session: SessionDep) -> Response:
+async def revoke_user_sessions(user_id: uuid.UUID, db: DbDep) -> Response:
     """End every session of a user: their refresh tokens stop working, and the access tokens
     issued in them are refused from the next request on."""
-    user = await accounts.get_user(session=session, user_id=user_id)
-    await sessions.end_all(session, user.id)
+    user = await accounts.get_user(db=db, user_id=user_id)
+    await sessions.end_all(db, user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -26,7 +26,7 @@ from auth_service.errors import (
     NotFound,
     WrongPassword,
 )
-from auth_service.kit.reads import UserStates
+from auth_service.kit.reads import Reads
 from auth_service.kit.time import utcnow
 from auth_service.models import ADMIN_ROLE, User
 from auth_service.security.passwords import PasswordHasher, normalize
@@ -43,13 +43,13 @@ def check_new_email(email: str, *, allow_unicode: bool) -> emails.Email:
     return parsed
 
 
-async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
+async def get_by_email(*, db: AsyncSession, email: str) -> User | None:
     """The account of this address however it is spelled (case, width, ligatures), or None."""
-    return await repository.by_email(session, email)
+    return await repository.by_email(db, email)
 
 
-async def get_user(*, session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await repository.get(session, user_id)
+async def get_user(*, db: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await repository.get(db, user_id)
     if user is None:
         raise NotFound("No such user.")
     return user
@@ -57,7 +57,7 @@ async def get_user(*, session: AsyncSession, user_id: uuid.UUID) -> User:
 
 async def create_user(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     min_length: int,
     allow_unicode_email: bool,
@@ -73,7 +73,7 @@ async def create_user(
     when the policy refuses the password."""
     address = check_new_email(email, allow_unicode=allow_unicode_email)
     async with hasher.turn():
-        if await repository.by_email(session, address.address) is not None:
+        if await repository.by_email(db, address.address) is not None:
             raise EmailTaken
         hashed = await checked_hash(
             password, email=address.address, min_length=min_length, hasher=hasher
@@ -87,9 +87,9 @@ async def create_user(
         is_verified=is_verified,
     )
     user.set_roles(list(roles))
-    session.add(user)
+    db.add(user)
     try:
-        await session.flush()
+        await db.flush()
     except IntegrityError:
         # A concurrent registration of this key won the unique constraint; the request
         # rolls back.
@@ -97,10 +97,10 @@ async def create_user(
     return user
 
 
-async def update_profile(*, session: AsyncSession, user: User, name: str | None) -> User:
+async def update_profile(*, db: AsyncSession, user: User, name: str | None) -> User:
     user.name = name
     user.updated_at = utcnow()
-    session.add(user)
+    db.add(user)
     return user
 
 
@@ -117,8 +117,8 @@ async def checked_hash(
 
 async def authenticate(
     *,
-    session: AsyncSession,
-    states: UserStates,
+    db: AsyncSession,
+    reads: Reads,
     hasher: PasswordHasher,
     email: str,
     password: str,
@@ -130,33 +130,33 @@ async def authenticate(
     active account has the address (a right password would cost passlib a little more, in
     its rehash check). So neither the answer (callers answer every failure alike) nor its
     timing tells whether an address is registered, or whether its account is active. The
-    account itself loads, in the session, only on success.
+    account itself loads, in the request's transaction, only on success.
     """
     if len(normalize(password)) > password_policy.MAX_LENGTH:
         return None  # no password this long was ever accepted: refuse without hashing
     async with hasher.turn():
         # The account of this address however it is spelled; what is no address runs the
         # same read for a key nobody has.
-        checked = await states.credentials(emails.key_of(email) or "")
+        checked = await reads.credentials(emails.key_of(email) or "")
         if checked is None or not checked.is_active:
             await hasher.dummy_verify(password)
             return None
         ok, new_hash = await hasher.verify(password, checked.hashed_password)
     if not ok:
         return None
-    user = await repository.get(session, checked.id)
+    user = await repository.get(db, checked.id)
     # A password change or deactivation since the check raised the token version: it wins,
     # and this sign-in fails. (A concurrent hash upgrade leaves the version alone.)
     if user is None or not user.is_active or user.token_version != checked.token_version:
         return None
     if new_hash is not None:  # the cost changed: upgrade the hash
-        await repository.replace_hash(session, user, new_hash)
+        await repository.replace_hash(db, user, new_hash)
     return user
 
 
 async def change_password(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     min_length: int,
     user: User,
@@ -170,8 +170,8 @@ async def change_password(
         user.hashed_password = await checked_hash(
             new_password, email=user.email, min_length=min_length, hasher=hasher
         )
-    session.add(user)
-    await sessions.end_all(session, user.id)
+    db.add(user)
+    await sessions.end_all(db, user.id)
 
 
 logger = logging.getLogger(__name__)
@@ -187,9 +187,9 @@ KEEP = Keep.KEEP
 
 
 async def list_users(
-    *, session: AsyncSession, limit: int, offset: int, q: str | None
+    *, db: AsyncSession, limit: int, offset: int, q: str | None
 ) -> tuple[list[User], int]:
-    return await repository.search(session, limit=limit, offset=offset, q=q)
+    return await repository.search(db, limit=limit, offset=offset, q=q)
 
 
 def _ensure_manages_roles(manages_roles: bool) -> None:
@@ -215,9 +215,7 @@ def _is_active_admin(user: User) -> bool:
     return ADMIN_ROLE in user.roles and user.is_active
 
 
-async def _reread_under_admin_lock(
-    *, session: AsyncSession, user: User
-) -> tuple[User, list[uuid.UUID]]:
+async def _reread_under_admin_lock(*, db: AsyncSession, user: User) -> tuple[User, list[uuid.UUID]]:
     """Lock the active admins, then read `user` again: (the user as it is now, the ids of
     the active admins). NotFound when the user was deleted meanwhile.
 
@@ -225,8 +223,8 @@ async def _reread_under_admin_lock(
     loaded before the lock: meanwhile another admin may have made the user an admin and
     stepped down, leaving the user the last one.
     """
-    admins = await repository.lock_active_admins(session)
-    fresh = await repository.reread_locked(session, user)
+    admins = await repository.lock_active_admins(db)
+    fresh = await repository.reread_locked(db, user)
     if fresh is None:
         raise NotFound("No such user.")
     return fresh, admins
@@ -241,7 +239,7 @@ def _ensure_other_active_admin(*, user: User, admins: list[uuid.UUID]) -> None:
 
 async def update_user(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     user: User,
     manages_roles: bool,
     name: str | None | Keep = KEEP,
@@ -260,7 +258,7 @@ async def update_user(
     locked = roles is not None or is_active is not None
     admins: list[uuid.UUID] = []
     if locked:
-        user, admins = await _reread_under_admin_lock(session=session, user=user)
+        user, admins = await _reread_under_admin_lock(db=db, user=user)
     # Judged on the copy read under the lock wherever the change could make or revive an
     # admin; a name or a verified flag alone cannot.
     changes = name is not KEEP or locked or is_verified is not None
@@ -277,32 +275,32 @@ async def update_user(
         if active != user.is_active:
             user.is_active = active
             if not active:
-                await sessions.end_all(session, user.id)
+                await sessions.end_all(db, user.id)
     if name is not KEEP:
         user.name = name
     if is_verified is not None:
         user.is_verified = is_verified
     user.updated_at = utcnow()
-    session.add(user)
-    await session.flush()
+    db.add(user)
+    await db.flush()
     return user
 
 
-async def delete_user(*, session: AsyncSession, user: User, manages_roles: bool) -> None:
+async def delete_user(*, db: AsyncSession, user: User, manages_roles: bool) -> None:
     """Delete `user` for good (read again under the admin lock, as in `update_user`); an
     account holding the admin role only with `manages_roles`."""
-    user, admins = await _reread_under_admin_lock(session=session, user=user)
+    user, admins = await _reread_under_admin_lock(db=db, user=user)
     if ADMIN_ROLE in user.roles:
         _ensure_manages_roles(manages_roles)
     if _is_active_admin(user):
         _ensure_other_active_admin(user=user, admins=admins)
-    await session.delete(user)
-    await session.flush()
+    await db.delete(user)
+    await db.flush()
 
 
 async def _create_admin(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     min_length: int,
     allow_unicode_email: bool,
@@ -313,7 +311,7 @@ async def _create_admin(
     # goes to the policy unvalidated: a refused one gets one clear error, never a message
     # that prints the value.
     return await create_user(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=min_length,
         allow_unicode_email=allow_unicode_email,
@@ -326,7 +324,7 @@ async def _create_admin(
 
 async def bootstrap_admin(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     min_length: int,
     email: str,
@@ -339,13 +337,13 @@ async def bootstrap_admin(
     promotes or revives an existing account (whoever registered that address, or an admin
     another admin deactivated). `auth-service create-admin` is the explicit way to do that.
     """
-    if await repository.any_admin(session):
+    if await repository.any_admin(db):
         return None
-    if await repository.by_email(session, email) is not None:
+    if await repository.by_email(db, email) is not None:
         logger.warning("not promoting the existing account named by AUTH_BOOTSTRAP_ADMIN_EMAIL")
         return None
     return await _create_admin(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=min_length,
         allow_unicode_email=allow_unicode_email,
@@ -356,7 +354,7 @@ async def bootstrap_admin(
 
 async def ensure_admin(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     min_length: int,
     email: str,
@@ -364,19 +362,19 @@ async def ensure_admin(
     allow_unicode_email: bool,
 ) -> tuple[User, bool]:
     """Create an admin, or make an existing user an active admin. (user, created)"""
-    user = await repository.by_email(session, email)
+    user = await repository.by_email(db, email)
     if user is not None:
         if ADMIN_ROLE not in user.roles or not user.is_active:
             user.set_roles([*user.roles, ADMIN_ROLE])
             user.is_active = True
             user.updated_at = utcnow()
-            session.add(user)
-            await session.flush()
+            db.add(user)
+            await db.flush()
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")
     user = await _create_admin(
-        session=session,
+        db=db,
         hasher=hasher,
         min_length=min_length,
         allow_unicode_email=allow_unicode_email,

@@ -7,7 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.models import OAuthClient
 
 
-async def lock_admin_sign_in_clients(session: AsyncSession, *, grant: str, scope: str) -> list[str]:
+async def lock_admin_sign_in_clients(db: AsyncSession, *, grant: str, scope: str) -> list[str]:
     """The ids of the active clients whose lists hold `grant` and `scope`, locked until the
     transaction ends.
 
@@ -17,13 +17,13 @@ async def lock_admin_sign_in_clients(session: AsyncSession, *, grant: str, scope
     that matches nothing takes the database's write lock first (its SELECTs would otherwise
     run outside the transaction).
     """
-    if session.get_bind().dialect.name == "sqlite":
-        await (await session.connection()).execute(
+    if db.get_bind().dialect.name == "sqlite":
+        await (await db.connection()).execute(
             text("UPDATE clients SET is_active = is_active WHERE 1 = 0")
         )
     # The lists are JSON arrays of strings without quotes in them (scope-tokens exclude '"'):
     # a quoted item's text finds the candidates, which are then checked item by item.
-    found = await session.exec(
+    found = await db.exec(
         select(OAuthClient)
         .where(
             col(OAuthClient.is_active),
@@ -37,14 +37,14 @@ async def lock_admin_sign_in_clients(session: AsyncSession, *, grant: str, scope
     return [c.client_id for c in found.all() if grant in c.grant_types and scope in c.scopes]
 
 
-async def reread_locked(session: AsyncSession, client: OAuthClient) -> OAuthClient | None:
+async def reread_locked(db: AsyncSession, client: OAuthClient) -> OAuthClient | None:
     """`client` read again from the database over what the session holds; None when it was
     deleted meanwhile. PostgreSQL: its row stays locked until the transaction ends.
 
     After `lock_admin_sign_in_clients`, what it returns is what the rule must decide on: the
     copy loaded before the lock may be stale.
     """
-    found = await session.exec(
+    found = await db.exec(
         select(OAuthClient)
         .where(col(OAuthClient.client_id) == client.client_id)
         .with_for_update()

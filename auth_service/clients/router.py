@@ -18,7 +18,7 @@ from auth_service.clients.schemas import (
     SecretRotation,
 )
 from auth_service.models import ADMIN_ROLE
-from auth_service.web.deps import SessionDep, SettingsDep
+from auth_service.web.deps import DbDep, SettingsDep
 from auth_service.web.guards import require_roles
 from auth_service.web.schemas import ErrorResponse
 
@@ -37,12 +37,12 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 @router.get("")
 async def list_clients(
-    session: SessionDep,
+    db: DbDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ClientsPublic:
     """List clients, oldest first, with the total count."""
-    found, total = await clients.list_clients(session=session, limit=limit, offset=offset)
+    found, total = await clients.list_clients(db=db, limit=limit, offset=offset)
     return ClientsPublic(data=[ClientPublic.model_validate(c) for c in found], count=total)
 
 
@@ -52,10 +52,10 @@ async def list_clients(
     response_model=ClientCreated,
     responses={422: {"model": ErrorResponse}},
 )
-async def create_client(data: ClientCreate, session: SessionDep) -> JSONResponse:
+async def create_client(data: ClientCreate, db: DbDep) -> JSONResponse:
     """Register a client; a confidential one's secret is in this answer and nowhere else."""
     client, secret = await clients.create_client(
-        session=session,
+        db=db,
         name=data.name,
         confidential=data.confidential,
         scopes=data.scopes,
@@ -70,22 +70,18 @@ async def create_client(data: ClientCreate, session: SessionDep) -> JSONResponse
 
 
 @router.get("/{client_id}")
-async def read_client(client_id: ClientId, session: SessionDep) -> ClientPublic:
+async def read_client(client_id: ClientId, db: DbDep) -> ClientPublic:
     """One client."""
-    return ClientPublic.model_validate(
-        await clients.get_client(session=session, client_id=client_id)
-    )
+    return ClientPublic.model_validate(await clients.get_client(db=db, client_id=client_id))
 
 
 @router.patch("/{client_id}", responses={**_CONFLICT, 422: {"model": ErrorResponse}})
-async def update_client(
-    client_id: ClientId, data: ClientUpdate, session: SessionDep
-) -> ClientPublic:
+async def update_client(client_id: ClientId, data: ClientUpdate, db: DbDep) -> ClientPublic:
     """Change a client; deactivation refuses its tokens and ends its sessions at once. A
     change that leaves admins no client to sign in through with `admin:clients` is a 409."""
-    client = await clients.get_client(session=session, client_id=client_id)
+    client = await clients.get_client(db=db, client_id=client_id)
     updated = await clients.update_client(
-        session=session,
+        db=db,
         client=client,
         name=data.name,
         scopes=data.scopes,
@@ -104,14 +100,14 @@ async def update_client(
 )
 async def rotate_secret(
     client_id: ClientId,
-    session: SessionDep,
+    db: DbDep,
     data: Annotated[SecretRotation | None, Body()] = None,
 ) -> JSONResponse:
     """A new secret for a confidential client, shown once. The old one stops working at
     once, or after `grace_seconds` while its services move to the new one."""
-    client = await clients.get_client(session=session, client_id=client_id)
+    client = await clients.get_client(db=db, client_id=client_id)
     grace = timedelta(seconds=data.grace_seconds if data else 0)
-    secret = await clients.rotate_secret(session=session, client=client, grace=grace)
+    secret = await clients.rotate_secret(db=db, client=client, grace=grace)
     body = ClientSecret(
         client_id=client.client_id,
         client_secret=secret,
@@ -121,10 +117,8 @@ async def rotate_secret(
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_CONFLICT)
-async def delete_client(
-    client_id: ClientId, session: SessionDep, settings: SettingsDep
-) -> Response:
+async def delete_client(client_id: ClientId, db: DbDep, settings: SettingsDep) -> Response:
     """Delete a client for good, with every session signed in through it."""
-    client = await clients.get_client(session=session, client_id=client_id)
-    await clients.delete_client(session=session, client=client, settings=settings)
+    client = await clients.get_client(db=db, client_id=client_id)
+    await clients.delete_client(db=db, client=client, settings=settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

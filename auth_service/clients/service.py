@@ -14,7 +14,7 @@ client, so no change of clients may take the last one away. And a client may lis
 scopes it can be granted: a user's scopes need a grant a user signs in through, the scopes
 a client holds for itself need a secret to authenticate with.
 
-Functions take `session` as a keyword and never commit.
+Functions take `db` as a keyword and never commit.
 """
 
 import logging
@@ -36,7 +36,7 @@ from auth_service.errors import (
     NotFound,
     UnprocessableClient,
 )
-from auth_service.kit.reads import ClientState, UserStates
+from auth_service.kit.reads import ClientRow, Reads
 from auth_service.kit.time import utcnow
 from auth_service.models import LoginSession, OAuthClient
 from auth_service.security import opaque
@@ -57,18 +57,18 @@ ADMIN_SIGN_IN = ("password", Scope.ADMIN_CLIENTS)
 
 # An authenticated client and what it may ask for, as read with the driver (no pooled
 # connection is held while a sign-in waits for its turn at bcrypt).
-Client = ClientState
+Client = ClientRow
 
 
 async def authenticate(
-    *, states: UserStates, client_id: str | None, secret: str | None, settings: Settings
+    *, reads: Reads, client_id: str | None, secret: str | None, settings: Settings
 ) -> Client:
     """The client these credentials identify; InvalidClient when they identify none."""
     client_id = client_id or settings.default_client_id
-    return verify((await states.read(caller_id=client_id)).caller, secret)
+    return verify((await reads.read(caller_id=client_id)).caller, secret)
 
 
-def verify(client: ClientState | None, secret: str | None) -> Client:
+def verify(client: ClientRow | None, secret: str | None) -> Client:
     """`client` (as read, None when there is none), if `secret` is what it must present: its
     secret for a confidential client, nothing for a public one; InvalidClient otherwise."""
     # The digest is computed whether or not the client exists: one cost for every failure.
@@ -86,7 +86,7 @@ def verify(client: ClientState | None, secret: str | None) -> Client:
     return client
 
 
-def _matches(client: ClientState, presented: bytes) -> bool:
+def _matches(client: ClientRow, presented: bytes) -> bool:
     """Whether `presented` is the digest of the client's secret, or of the one its last
     rotation replaced while that is still accepted. Both comparisons always run, in constant
     time: how long a failure takes tells nothing."""
@@ -96,7 +96,7 @@ def _matches(client: ClientState, presented: bytes) -> bool:
     return current or (previous and expires is not None and utcnow() < expires)
 
 
-def authenticated_caller(found: ClientState | None, secret: str, *, scope: str) -> ClientState:
+def authenticated_caller(found: ClientRow | None, secret: str, *, scope: str) -> ClientRow:
     """The confidential client `found` (read with the request's other state), if `secret`
     is its secret and its list holds `scope`; InvalidClient otherwise."""
     client = verify(found, secret)  # with a secret presented, only a confidential one passes
@@ -133,7 +133,7 @@ def _admin_can_sign_in(
     return is_active and grant in grant_types and scope in scopes
 
 
-async def _lock_for_admin_sign_in(session: AsyncSession, client: OAuthClient) -> list[str]:
+async def _lock_for_admin_sign_in(db: AsyncSession, client: OAuthClient) -> list[str]:
     """Lock the clients an admin can sign in through, then read `client` again: the ids of
     those clients but `client`. NotFound when it was deleted meanwhile.
 
@@ -142,15 +142,15 @@ async def _lock_for_admin_sign_in(session: AsyncSession, client: OAuthClient) ->
     first (two admins cannot each take one away and leave none).
     """
     grant, scope = ADMIN_SIGN_IN
-    found = await repository.lock_admin_sign_in_clients(session, grant=grant, scope=scope)
-    if await repository.reread_locked(session, client) is None:
+    found = await repository.lock_admin_sign_in_clients(db, grant=grant, scope=scope)
+    if await repository.reread_locked(db, client) is None:
         raise NotFound("No such client.")
     return [client_id for client_id in found if client_id != client.client_id]
 
 
 async def create_client(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     name: str,
     confidential: bool,
     scopes: Sequence[str],
@@ -162,7 +162,7 @@ async def create_client(
     """A new client, and its secret (None for a public client): the only time it is shown."""
     _check(confidential=confidential, grant_types=grant_types, scopes=scopes)
     client_id = client_id or CLIENT_ID_PREFIX + secrets.token_hex(12)
-    if await session.get(OAuthClient, client_id) is not None:
+    if await db.get(OAuthClient, client_id) is not None:
         raise Conflict(f"A client {client_id} exists already.")
     secret = opaque.new(SECRET_PREFIX) if confidential else None
     now = utcnow()
@@ -179,40 +179,40 @@ async def create_client(
         updated_at=now,
         secret_rotated_at=now if secret else None,
     )
-    session.add(client)
-    await session.flush()
+    db.add(client)
+    await db.flush()
     return client, secret
 
 
 async def list_clients(
-    *, session: AsyncSession, limit: int, offset: int
+    *, db: AsyncSession, limit: int, offset: int
 ) -> tuple[list[OAuthClient], int]:
     """A page of clients, oldest first, and how many there are."""
-    page = await session.exec(
+    page = await db.exec(
         select(OAuthClient)
         .order_by(col(OAuthClient.created_at), col(OAuthClient.client_id))
         .limit(limit)
         .offset(offset)
     )
-    total = await session.exec(select(func.count()).select_from(OAuthClient))
+    total = await db.exec(select(func.count()).select_from(OAuthClient))
     return list(page.all()), total.one()
 
 
-async def get_client(*, session: AsyncSession, client_id: str) -> OAuthClient:
-    client = await session.get(OAuthClient, client_id)
+async def get_client(*, db: AsyncSession, client_id: str) -> OAuthClient:
+    client = await db.get(OAuthClient, client_id)
     if client is None:
         raise NotFound("No such client.")
     return client
 
 
-async def hold_active(session: AsyncSession, client_id: str) -> None:
+async def hold_active(db: AsyncSession, client_id: str) -> None:
     """Keep the client from being deactivated or deleted until the transaction ends, or
     InvalidClient if that happened already. For a sign-in, after it wrote its session: a
     deactivation or deletion then either waits for the sign-in and ends that session too, or
     has committed first and the sign-in is refused (PostgreSQL: FOR SHARE against the FOR
     UPDATE of `_end_sessions`; SQLite: the write lock the sign-in's insert holds).
     """
-    found = await session.exec(
+    found = await db.exec(
         select(col(OAuthClient.is_active))
         .where(col(OAuthClient.client_id) == client_id)
         .with_for_update(read=True)
@@ -221,21 +221,21 @@ async def hold_active(session: AsyncSession, client_id: str) -> None:
         raise InvalidClient("Client authentication failed.")
 
 
-async def _end_sessions(session: AsyncSession, client_id: str) -> None:
+async def _end_sessions(db: AsyncSession, client_id: str) -> None:
     """End every session signed in through the client: its users' tokens die with them.
     The client's row is locked first, so a sign-in holding it (`hold_active`) finishes
     before the sessions are read, and one that has not is refused."""
-    await session.exec(
+    await db.exec(
         select(col(OAuthClient.client_id))
         .where(col(OAuthClient.client_id) == client_id)
         .with_for_update()
     )
-    await session.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
+    await db.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
 
 
 async def update_client(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     client: OAuthClient,
     name: str | None = None,
     scopes: Sequence[str] | None = None,
@@ -251,7 +251,7 @@ async def update_client(
     the lock of the clients an admin signs in through, and what is returned is that copy.
     """
     if scopes is not None or grant_types is not None or is_active is not None:
-        others = await _lock_for_admin_sign_in(session, client)
+        others = await _lock_for_admin_sign_in(db, client)
         new_grants = sorted(set(grant_types)) if grant_types is not None else client.grant_types
         new_scopes = sorted(set(scopes)) if scopes is not None else client.scopes
         if scopes is not None or grant_types is not None:
@@ -275,17 +275,17 @@ async def update_client(
         client.redirect_uris = list(dict.fromkeys(redirect_uris))
     if is_active is not None:
         if client.is_active and not is_active:
-            await _end_sessions(session, client.client_id)
+            await _end_sessions(db, client.client_id)
             client.token_version += 1  # its own tokens stay refused if it comes back
         client.is_active = is_active
     client.updated_at = utcnow()
-    session.add(client)
-    await session.flush()
+    db.add(client)
+    await db.flush()
     return client
 
 
 async def rotate_secret(
-    *, session: AsyncSession, client: OAuthClient, grace: timedelta = timedelta(0)
+    *, db: AsyncSession, client: OAuthClient, grace: timedelta = timedelta(0)
 ) -> str:
     """A new secret for a confidential client. The one it replaces keeps working for
     `grace`; without one it stops at once and the client's own tokens are refused, as after
@@ -302,36 +302,36 @@ async def rotate_secret(
         client.token_version += 1  # a leak: what the old secret obtained goes with it
     client.secret_digest = opaque.digest(secret)
     client.secret_rotated_at = client.updated_at = now
-    session.add(client)
-    await session.flush()
+    db.add(client)
+    await db.flush()
     return secret
 
 
-async def delete_client(*, session: AsyncSession, client: OAuthClient, settings: Settings) -> None:
+async def delete_client(*, db: AsyncSession, client: OAuthClient, settings: Settings) -> None:
     """Delete a client for good, with every session signed in through it."""
     if client.client_id in settings.client_ids:
         raise Conflict(
             "AUTH_CLIENT_IDS names this client: it would be created again at the next start. "
             "Remove it from AUTH_CLIENT_IDS first, or deactivate it."
         )
-    others = await _lock_for_admin_sign_in(session, client)
+    others = await _lock_for_admin_sign_in(db, client)
     admits = _admin_can_sign_in(
         is_active=client.is_active, grant_types=client.grant_types, scopes=client.scopes
     )
     if admits and not others:
         raise LastAdminClient
-    await _end_sessions(session, client.client_id)
-    await session.delete(client)
-    await session.flush()
+    await _end_sessions(db, client.client_id)
+    await db.delete(client)
+    await db.flush()
 
 
-async def ensure_configured(*, session: AsyncSession, settings: Settings) -> None:
+async def ensure_configured(*, db: AsyncSession, settings: Settings) -> None:
     """A public login client for each of AUTH_CLIENT_IDS that has none yet; existing rows
     (perhaps changed by an admin since) are left as they are."""
     for client_id in settings.client_ids:
-        if await session.get(OAuthClient, client_id) is None:
+        if await db.get(OAuthClient, client_id) is None:
             await create_client(
-                session=session,
+                db=db,
                 client_id=client_id,
                 name=client_id,
                 confidential=False,

@@ -19,8 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service.keys import service as keys
 from auth_service.keys.schemas import SigningKeyPublic, SigningKeysPublic
 from auth_service.keys.service import KeyRing
-from auth_service.kit.db import session_scope
-from auth_service.web.deps import SessionDep, SettingsDep, state_of
+from auth_service.kit.db import transaction
+from auth_service.web.deps import DbDep, SettingsDep, state_of
 from auth_service.web.guards import require_key_admin
 from auth_service.web.schemas import ErrorResponse
 
@@ -37,11 +37,11 @@ async def _key_ring(request: Request) -> KeyRing:
     return state_of(request).key_ring
 
 
-async def _changing_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def _changing_db(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's transaction; once it is committed, this worker loads the key set."""
     state = state_of(request)
-    async with session_scope(state.sessionmaker) as session:
-        yield session
+    async with transaction(state.sessionmaker) as db:
+        yield db
     try:
         await state.key_ring.load()
     except Exception:  # committed all the same: the next poll loads it, so answer success
@@ -50,7 +50,7 @@ async def _changing_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 KeyRingDep = Annotated[KeyRing, Depends(_key_ring)]
 # scope="function": committed and loaded before the response goes out.
-ChangingSessionDep = Annotated[AsyncSession, Depends(_changing_session, scope="function")]
+ChangingDbDep = Annotated[AsyncSession, Depends(_changing_db, scope="function")]
 Kid = Annotated[
     str,
     Path(
@@ -62,10 +62,10 @@ Kid = Annotated[
 
 
 @router.get("")
-async def list_keys(session: SessionDep, ring: KeyRingDep) -> SigningKeysPublic:
+async def list_keys(db: DbDep, ring: KeyRingDep) -> SigningKeysPublic:
     """Every signing key ever stored, newest first, with its state, when it signs from and
     when it retires."""
-    found = await keys.list_keys(session=session, alg=ring.alg)
+    found = await keys.list_keys(db=db, alg=ring.alg)
     return SigningKeysPublic(data=[SigningKeyPublic.model_validate(key) for key in found])
 
 
@@ -73,25 +73,25 @@ async def list_keys(session: SessionDep, ring: KeyRingDep) -> SigningKeysPublic:
     "/rotate", status_code=status.HTTP_201_CREATED, responses={409: {"model": ErrorResponse}}
 )
 async def rotate_keys(
-    session: ChangingSessionDep, settings: SettingsDep, ring: KeyRingDep
+    db: ChangingDbDep, settings: SettingsDep, ring: KeyRingDep
 ) -> SigningKeyPublic:
     """Publish a new key in the JWK Set now; it signs from its `signs_from`, once verifiers
     have fetched it, and the earlier ones verify until their tokens expire.
 
     409 while the next key of an earlier rotation has not begun to sign.
     """
-    key = await ring.rotate(session=session, access_token_ttl=settings.access_token_ttl)
+    key = await ring.rotate(db=db, access_token_ttl=settings.access_token_ttl)
     return SigningKeyPublic.model_validate(key)
 
 
 @router.post("/{kid}/revoke", responses={404: {"model": ErrorResponse}})
 async def revoke_key(
-    kid: Kid, session: ChangingSessionDep, settings: SettingsDep, ring: KeyRingDep
+    kid: Kid, db: ChangingDbDep, settings: SettingsDep, ring: KeyRingDep
 ) -> SigningKeyPublic:
     """Revoke a compromised key at once: its tokens are refused and it leaves the JWK Set.
 
     The signing key is first replaced, at once, by the next key or a new one. Revoking the
     next key cancels its rotation. Revoking a revoked key changes nothing.
     """
-    key = await ring.revoke(session=session, kid=kid, access_token_ttl=settings.access_token_ttl)
+    key = await ring.revoke(db=db, kid=kid, access_token_ttl=settings.access_token_ttl)
     return SigningKeyPublic.model_validate(key)

@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.errors import Conflict, NotFound
-from auth_service.kit.db import is_unavailable, lock_for_change, session_scope
+from auth_service.kit.db import is_unavailable, lock_for_change, transaction
 from auth_service.kit.time import utcnow
 from auth_service.models import SigningKey
 from auth_service.security import crypto
@@ -182,9 +182,9 @@ def state_of(key: SigningKey, *, signing_kid: str | None, now: datetime) -> KeyS
     return "signing" if key.kid == signing_kid else "verifying"
 
 
-async def _usable_rows(session: AsyncSession, now: datetime) -> Sequence[SigningKey]:
+async def _usable_rows(db: AsyncSession, now: datetime) -> Sequence[SigningKey]:
     return (
-        await session.exec(
+        await db.exec(
             select(SigningKey)
             .where(
                 col(SigningKey.revoked_at).is_(None),
@@ -207,7 +207,7 @@ async def _new_key(alg: str, secret_key: str) -> SigningKey:
     )
 
 
-async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str) -> None:
+async def ensure_signing_key(*, db: AsyncSession, alg: str, secret_key: str) -> None:
     """Create a signing key for `alg` when the database has no usable one; retire at once
     the usable keys of any other algorithm (AUTH_SIGNING_ALG has changed).
 
@@ -216,10 +216,10 @@ async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str
     rather than being published for tokens nobody accepts.
     """
     now = utcnow()
-    rows = await _usable_rows(session, now)
+    rows = await _usable_rows(db, now)
     others = [row.kid for row in rows if row.alg != alg]
     if others:
-        await session.exec(
+        await db.exec(
             update(SigningKey).where(col(SigningKey.kid).in_(others)).values(retires_at=now)
         )
         logger.warning(
@@ -229,13 +229,11 @@ async def ensure_signing_key(*, session: AsyncSession, alg: str, secret_key: str
             alg,
         )
     if _signing_key(rows, alg=alg, now=now) is None:
-        session.add(await _new_key(alg, secret_key))
-    await session.flush()
+        db.add(await _new_key(alg, secret_key))
+    await db.flush()
 
 
-async def rotate(
-    *, session: AsyncSession, alg: str, secret_key: str, access_token_ttl: int
-) -> KeyInfo:
+async def rotate(*, db: AsyncSession, alg: str, secret_key: str, access_token_ttl: int) -> KeyInfo:
     """Publish a new key of `alg`, the next one, which signs from `publication_lead` later;
     the key signing now goes on until then. Every other key still without a retirement time
     retires when the tokens it may have signed until then have expired.
@@ -243,41 +241,41 @@ async def rotate(
     Refused (`RotationPending`) while a next key has not begun to sign.
     """
     key = await _rotate(
-        session=session,
+        db=db,
         alg=alg,
         secret_key=secret_key,
         access_token_ttl=access_token_ttl,
         lead=publication_lead(access_token_ttl),
     )
-    return await _info(session, key, alg=alg)
+    return await _info(db, key, alg=alg)
 
 
 async def _rotate(
-    *, session: AsyncSession, alg: str, secret_key: str, access_token_ttl: int, lead: timedelta
+    *, db: AsyncSession, alg: str, secret_key: str, access_token_ttl: int, lead: timedelta
 ) -> SigningKey:
     key = await _new_key(alg, secret_key)
     # One rotation at a time across processes and replicas: two at once would leave two
     # keys without a retirement time. A request waits no longer than the database timeout.
-    await lock_for_change(session)
+    await lock_for_change(db)
     now = utcnow()
-    pending = _next_key(await _usable_rows(session, now), alg=alg, now=now)
+    pending = _next_key(await _usable_rows(db, now), alg=alg, now=now)
     if pending is not None:
         raise RotationPending(pending)
     key.created_at = now
     key.signs_from = now + lead
-    await session.exec(
+    await db.exec(
         update(SigningKey)
         .where(col(SigningKey.retires_at).is_(None), col(SigningKey.revoked_at).is_(None))
         .values(retires_at=key.signs_from + overlap(access_token_ttl))
     )
-    session.add(key)
-    await session.flush()
+    db.add(key)
+    await db.flush()
     logger.info("signing key rotated", extra={"kid": key.kid})
     return key
 
 
 async def revoke(
-    *, session: AsyncSession, kid: str, alg: str, secret_key: str, access_token_ttl: int
+    *, db: AsyncSession, kid: str, alg: str, secret_key: str, access_token_ttl: int
 ) -> KeyInfo:
     """Revoke `kid` at once (a compromised key): its tokens fail and it leaves the JWK Set.
 
@@ -286,35 +284,35 @@ async def revoke(
     which a revocation cannot wait for. Revoking the next key cancels its rotation: the key
     signing now goes on, with no retirement time. Revoking a revoked key changes nothing.
     """
-    await lock_for_change(session)
-    key = await session.get(SigningKey, kid)
+    await lock_for_change(db)
+    key = await db.get(SigningKey, kid)
     if key is None:
         raise NotFound("No signing key has this kid.")
     if key.revoked_at is None:
         now = utcnow()
-        rows = await _usable_rows(session, now)
+        rows = await _usable_rows(db, now)
         signing, pending = _signing_key(rows, alg=alg, now=now), _next_key(rows, alg=alg, now=now)
         if signing is not None and key.kid == signing.kid:
             if pending is None:
                 await _rotate(
-                    session=session,
+                    db=db,
                     alg=alg,
                     secret_key=secret_key,
                     access_token_ttl=access_token_ttl,
                     lead=timedelta(0),
                 )
-                await session.refresh(key)
+                await db.refresh(key)
             else:
                 pending.signs_from = now
-                session.add(pending)
+                db.add(pending)
         elif pending is not None and key.kid == pending.kid and signing is not None:
             signing.retires_at = None
-            session.add(signing)
+            db.add(signing)
         key.revoked_at = utcnow()
-        session.add(key)
-        await session.flush()
+        db.add(key)
+        await db.flush()
         logger.warning("signing key revoked", extra={"kid": key.kid})
-    return await _info(session, key, alg=alg)
+    return await _info(db, key, alg=alg)
 
 
 def _signing_kid(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> str | None:
@@ -322,9 +320,9 @@ def _signing_kid(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> str 
     return None if signing is None else signing.kid
 
 
-async def _info(session: AsyncSession, key: SigningKey, *, alg: str) -> KeyInfo:
+async def _info(db: AsyncSession, key: SigningKey, *, alg: str) -> KeyInfo:
     now = utcnow()
-    signing_kid = _signing_kid(await _usable_rows(session, now), alg=alg, now=now)
+    signing_kid = _signing_kid(await _usable_rows(db, now), alg=alg, now=now)
     return _key_info(key, signing_kid=signing_kid, now=now)
 
 
@@ -340,11 +338,11 @@ def _key_info(key: SigningKey, *, signing_kid: str | None, now: datetime) -> Key
     )
 
 
-async def list_keys(*, session: AsyncSession, alg: str) -> list[KeyInfo]:
+async def list_keys(*, db: AsyncSession, alg: str) -> list[KeyInfo]:
     """Every key ever stored, newest first, with its state for a service signing with `alg`."""
     now = utcnow()
     rows = (
-        await session.exec(
+        await db.exec(
             select(SigningKey).order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
         )
     ).all()
@@ -367,7 +365,7 @@ def _parse(row: SigningKey, secret_key: str) -> SigningKeyPair:
 
 async def load_keyset(
     *,
-    session: AsyncSession,
+    db: AsyncSession,
     alg: str,
     secret_key: str,
     known: Mapping[str, SigningKeyPair] | None = None,
@@ -380,7 +378,7 @@ async def load_keyset(
     set or its JWK Set, even when a process configured with that algorithm made them.
     """
     now = utcnow()
-    rows = [row for row in await _usable_rows(session, now) if row.alg == alg]
+    rows = [row for row in await _usable_rows(db, now) if row.alg == alg]
     signing = _signing_key(rows, alg=alg, now=now)
     if signing is None:
         raise LookupError(f"no usable {alg} signing key in the database")
@@ -408,10 +406,10 @@ _FINGERPRINT = core_select(
 )
 
 
-async def fingerprint(session: AsyncSession) -> tuple[Any, ...]:
+async def fingerprint(db: AsyncSession) -> tuple[Any, ...]:
     """One row that changes whenever a key is added, rotated out or revoked, or the next key
     is made to sign at once."""
-    connection = await session.connection()
+    connection = await db.connection()
     return tuple((await connection.execute(_FINGERPRINT)).one())
 
 
@@ -440,19 +438,19 @@ class KeyRing:
         self._lock = anyio.Lock()
         self._failing = False
 
-    async def rotate(self, *, session: AsyncSession, access_token_ttl: int) -> KeyInfo:
+    async def rotate(self, *, db: AsyncSession, access_token_ttl: int) -> KeyInfo:
         """`rotate` with this ring's algorithm and secret key (which seals the new key)."""
         return await rotate(
-            session=session,
+            db=db,
             alg=self._alg,
             secret_key=self._secret_key,
             access_token_ttl=access_token_ttl,
         )
 
-    async def revoke(self, *, session: AsyncSession, kid: str, access_token_ttl: int) -> KeyInfo:
+    async def revoke(self, *, db: AsyncSession, kid: str, access_token_ttl: int) -> KeyInfo:
         """`revoke` with this ring's algorithm and secret key."""
         return await revoke(
-            session=session,
+            db=db,
             kid=kid,
             alg=self._alg,
             secret_key=self._secret_key,
@@ -477,11 +475,9 @@ class KeyRing:
 
     async def _load(self) -> KeySet:
         known = self._keys.by_kid if self._keys is not None else None
-        async with session_scope(self._sessionmaker) as session:
-            marker = await fingerprint(session)
-            keys = await load_keyset(
-                session=session, alg=self._alg, secret_key=self._secret_key, known=known
-            )
+        async with transaction(self._sessionmaker) as db:
+            marker = await fingerprint(db)
+            keys = await load_keyset(db=db, alg=self._alg, secret_key=self._secret_key, known=known)
         before = self._keys
         if (
             before is not None
@@ -504,8 +500,8 @@ class KeyRing:
                 before.refresh_at is not None and before.refresh_at <= utcnow()
             )
             if not due:
-                async with session_scope(self._sessionmaker) as session:
-                    due = await fingerprint(session) != self._fingerprint
+                async with transaction(self._sessionmaker) as db:
+                    due = await fingerprint(db) != self._fingerprint
             if due:
                 await self._load()
             return self._keys is not before

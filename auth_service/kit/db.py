@@ -145,44 +145,44 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 @asynccontextmanager
-async def session_scope(
+async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """One transaction: commit when the block succeeds, roll back when it raises."""
-    async with sessionmaker() as session:
+    async with sessionmaker() as db:
         try:
-            yield session
+            yield db
         except BaseException:
-            await session.rollback()
+            await db.rollback()
             raise
-        await session.commit()
+        await db.commit()
 
 
 STARTUP_LOCK_ID = 0x61757468  # "auth"
 
 
-async def lock_for_startup(session: AsyncSession) -> None:
+async def lock_for_startup(db: AsyncSession) -> None:
     """Serialize start-up work (key creation, bootstrap admin) across processes and replicas.
 
     PostgreSQL: a transaction-level advisory lock, which migrations take too; start-up waits
     for it as long as another replica's start-up or migration takes. SQLite: a write that
     matches no row takes the database's write lock until the transaction ends.
     """
-    await _serialize(session, wait_without_limit=True)
+    await _serialize(db, wait_without_limit=True)
 
 
-async def lock_for_change(session: AsyncSession) -> None:
+async def lock_for_change(db: AsyncSession) -> None:
     """The start-up lock, taken by a request that changes what start-up creates (a signing
     key rotation or revocation): one at a time with start-up, migrations and each other.
 
     The wait is bounded like any statement's (`statement_timeout`; SQLite's busy timeout):
     past it the request fails as on an unavailable database, with a 503, never a hang.
     """
-    await _serialize(session, wait_without_limit=False)
+    await _serialize(db, wait_without_limit=False)
 
 
-async def _serialize(session: AsyncSession, *, wait_without_limit: bool) -> None:
-    connection = await session.connection()  # the session's transaction
+async def _serialize(db: AsyncSession, *, wait_without_limit: bool) -> None:
+    connection = await db.connection()  # the session's transaction
     if connection.dialect.name == "postgresql":
         if wait_without_limit:
             # Waiting for another replica's start-up is not a request: no statement timeout.

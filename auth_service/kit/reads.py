@@ -52,7 +52,7 @@ POSTGRES_CONNECTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
-class UserState:
+class UserRow:
     """A user as the guards and the account routes see it (no password hash)."""
 
     id: uuid.UUID
@@ -67,7 +67,7 @@ class UserState:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientState:
+class ClientRow:
     """A client as the token endpoint, the guards and introspection see it."""
 
     client_id: str
@@ -83,14 +83,14 @@ class ClientState:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenState:
+class TokenRow:
     """What `read` found: each part None where it was not asked for or does not exist."""
 
-    user: UserState | None
+    user: UserRow | None
     session_alive: bool  # the session asked for exists (False when none was asked for)
     revoked: bool  # the `jti` asked for is on the denylist
-    client: ClientState | None  # the client asked for: a client's own token's `sub`
-    caller: ClientState | None  # the client asking, for introspection
+    client: ClientRow | None  # the client asked for: a client's own token's `sub`
+    caller: ClientRow | None  # the client asking, for introspection
 
 
 _users, _roles = User.__table__, UserRole.__table__  # type: ignore[attr-defined]
@@ -136,7 +136,7 @@ _STATEMENT = select(
 )
 
 
-_STATE_PARAMETERS = {
+_TOKEN_PARAMETERS = {
     "id": _users.c.id,
     "sid": _sessions.c.id,
     "jti": _revoked.c.jti,
@@ -165,7 +165,7 @@ def _bytes(value: Any) -> bytes | None:
     return bytes(value) if value is not None else None  # a driver may give a memoryview
 
 
-def _client_state(columns: Sequence[Any]) -> ClientState | None:
+def _client_row(columns: Sequence[Any]) -> ClientRow | None:
     (
         client_id,
         is_active,
@@ -180,7 +180,7 @@ def _client_state(columns: Sequence[Any]) -> ClientState | None:
     ) = columns
     if client_id is None:
         return None
-    return ClientState(
+    return ClientRow(
         client_id=client_id,
         is_active=is_active,
         is_confidential=is_confidential,
@@ -194,13 +194,13 @@ def _client_state(columns: Sequence[Any]) -> ClientState | None:
     )
 
 
-def _state(rows: Sequence[Sequence[Any]]) -> TokenState:
-    """The state in rows already converted to Python values (one row per role, or one)."""
+def _token_row(rows: Sequence[Sequence[Any]]) -> TokenRow:
+    """The token's row already converted to Python values (one row per role, or one)."""
     first = rows[0]
     id_, email, name, is_active, is_verified, token_version, created_at, updated_at = first[:8]
     user = None
     if id_ is not None:
-        user = UserState(
+        user = UserRow(
             id=id_,
             email=email,
             name=name,
@@ -211,12 +211,12 @@ def _state(rows: Sequence[Sequence[Any]]) -> TokenState:
             updated_at=updated_at,
             roles=tuple(sorted(row[-1] for row in rows if row[-1] is not None)),
         )
-    return TokenState(
+    return TokenRow(
         user=user,
         session_alive=bool(first[8]),
         revoked=bool(first[9]),
-        client=_client_state(first[_CLIENT:_CALLER]),
-        caller=_client_state(first[_CALLER : _CALLER + len(_CLIENT_COLUMNS)]),
+        client=_client_row(first[_CLIENT:_CALLER]),
+        caller=_client_row(first[_CALLER : _CALLER + len(_CLIENT_COLUMNS)]),
     )
 
 
@@ -258,10 +258,10 @@ class _Compiled:
         return [[p(v) if p else v for p, v in zip(self._results, row, strict=True)] for row in rows]
 
 
-class UserStates(ABC):
+class Reads(ABC):
     """The reads, over a backend's `_fetch` of a compiled statement."""
 
-    _state: _Compiled
+    _token: _Compiled
     _credentials: _Compiled
 
     @abstractmethod
@@ -280,7 +280,7 @@ class UserStates(ABC):
         jti: str | None = None,
         client_id: str | None = None,
         caller_id: str | None = None,
-    ) -> TokenState:
+    ) -> TokenRow:
         values = {
             "id": user_id,
             "sid": session_id,
@@ -288,17 +288,17 @@ class UserStates(ABC):
             "client": client_id,
             "caller": caller_id,
         }
-        return _state(await self._fetch(self._state, values))
+        return _token_row(await self._fetch(self._token, values))
 
     async def credentials(self, email_key: str) -> Credentials | None:
         return _credentials(await self._fetch(self._credentials, {"key": email_key}))
 
 
-class SQLiteUserStates(UserStates):
+class SQLiteReads(Reads):
     def __init__(self, path: str, *, timeout: float) -> None:
         self._path, self._timeout = path, timeout
         dialect = sqlite.dialect()
-        self._state = _Compiled(_STATEMENT, _STATE_PARAMETERS, dialect)
+        self._token = _Compiled(_STATEMENT, _TOKEN_PARAMETERS, dialect)
         self._credentials = _Compiled(_CREDENTIALS, _CREDENTIAL_PARAMETERS, dialect)
         self._connection: sqlite3.Connection | None = None
 
@@ -339,7 +339,7 @@ class SQLiteUserStates(UserStates):
             self._connection = None
 
 
-class PostgresUserStates(UserStates):
+class PostgresReads(Reads):
     """Up to `size` autocommit psycopg connections, opened as reads need them and kept."""
 
     def __init__(
@@ -352,7 +352,7 @@ class PostgresUserStates(UserStates):
         size: int,
     ) -> None:
         self._conninfo, self._connect_args, self._timeout = conninfo, connect_args, timeout
-        self._state = _Compiled(_STATEMENT, _STATE_PARAMETERS, dialect)
+        self._token = _Compiled(_STATEMENT, _TOKEN_PARAMETERS, dialect)
         self._credentials = _Compiled(_CREDENTIALS, _CREDENTIAL_PARAMETERS, dialect)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = anyio.Semaphore(size)  # at most this many connections at once
@@ -407,11 +407,11 @@ class PostgresUserStates(UserStates):
             await connection.close()
 
 
-def user_states_for(engine: AsyncEngine, *, timeout: float) -> UserStates:
+def reads_for(engine: AsyncEngine, *, timeout: float) -> Reads:
     url = engine.url
     if url.get_backend_name() == "postgresql":
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresUserStates(
+        return PostgresReads(
             conninfo,
             postgres_connect_args(url, timeout=timeout),
             dialect=engine.dialect,  # psycopg's: its conversions are the ones SQLAlchemy uses
@@ -420,4 +420,4 @@ def user_states_for(engine: AsyncEngine, *, timeout: float) -> UserStates:
         )
     if not url.database or url.database == ":memory:":  # Settings refuses these already
         raise ValueError("the guards read a SQLite file: an in-memory database is not shared")
-    return SQLiteUserStates(url.database, timeout=timeout)
+    return SQLiteReads(url.database, timeout=timeout)

@@ -77,7 +77,7 @@ async def authenticate(authorization: str | None, form: forms.Form, *, state: Ap
     public one by naming itself); InvalidClient when it is none."""
     credentials = presented(authorization, form)
     return await clients.authenticate(
-        states=state.user_states,
+        reads=state.reads,
         client_id=credentials.client_id,
         secret=credentials.secret,
         settings=state.settings,

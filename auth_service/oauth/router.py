@@ -10,7 +10,7 @@ from auth_service.oauth import revocation
 from auth_service.oauth.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.oauth.server import introspection_endpoint, revocation_endpoint, token_endpoint
 from auth_service.sessions.service import Device
-from auth_service.web.deps import SessionDep, client_key, state_of
+from auth_service.web.deps import DbDep, client_key, state_of
 from auth_service.web.guards import CLIENT_SCHEME, TOKEN_URL
 
 router = APIRouter(tags=["oauth2"])
@@ -38,7 +38,7 @@ def _form_body(schema: dict[str, Any]) -> dict[str, Any]:
     responses=_ERRORS,
     openapi_extra=_form_body(token_endpoint.form_schema()),
 )
-async def token(request: Request, session: SessionDep) -> JSONResponse:
+async def token(request: Request, db: DbDep) -> JSONResponse:
     """Sign in with an email and password (RFC 6749 §4.3), or refresh (§6).
 
     Both answer an access token and a refresh token. A refresh token is single use: the
@@ -54,7 +54,7 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
             user_agent=request.headers.get("user-agent"),
         ),
         state=state_of(request),
-        session=session,
+        db=db,
     )
     return JSONResponse(answer.model_dump(exclude_none=True), headers=NO_STORE)
 
@@ -69,7 +69,7 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
         "security": [{}, {CLIENT_SCHEME: []}],
     },
 )
-async def revoke(request: Request, session: SessionDep) -> Response:
+async def revoke(request: Request, db: DbDep) -> Response:
     """Revoke a refresh token (its whole session) or an access token (RFC 7009).
 
     A confidential client authenticates as at the token endpoint; a public one names
@@ -80,7 +80,7 @@ async def revoke(request: Request, session: SessionDep) -> Response:
         body=await request.body(),
         authorization=request.headers.get("authorization"),
         state=state_of(request),
-        session=session,
+        db=db,
     )
     return Response(status_code=200, headers=NO_STORE)
 

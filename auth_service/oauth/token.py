@@ -57,7 +57,7 @@ class TokenEndpoint:
         peer: str,
         device: Device,
         state: AppState,
-        session: AsyncSession,
+        db: AsyncSession,
     ) -> TokenResponse:
         """The answer to a token request, counted by its grant type and outcome."""
         with _counted(state.metrics) as counted:
@@ -72,7 +72,7 @@ class TokenEndpoint:
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"This client may not use the {grant_type} grant.")
             request = TokenRequest(
-                form=form, client=client, peer=peer, device=device, state=state, session=session
+                form=form, client=client, peer=peer, device=device, state=state, db=db
             )
             return await grant.respond(request)
 

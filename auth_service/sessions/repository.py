@@ -24,12 +24,12 @@ def _live(user_id: uuid.UUID, now: datetime) -> ColumnElement[bool]:
 
 
 async def live(
-    session: AsyncSession, *, user_id: uuid.UUID, now: datetime, limit: int, offset: int
+    db: AsyncSession, *, user_id: uuid.UUID, now: datetime, limit: int, offset: int
 ) -> tuple[list[LoginSession], int]:
     """A page of the user's live sessions, newest first, and how many there are in all."""
     count = select(func.count()).select_from(LoginSession).where(_live(user_id, now))
-    total = (await session.exec(count)).one()
-    found = await session.exec(
+    total = (await db.exec(count)).one()
+    found = await db.exec(
         select(LoginSession)
         .where(_live(user_id, now))
         .order_by(col(LoginSession.created_at).desc(), col(LoginSession.id).desc())
@@ -40,19 +40,17 @@ async def live(
 
 
 async def delete_live(
-    session: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+    db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
 ) -> bool:
     """Delete the user's live session `session_id` (its refresh tokens go with it); False
     when the user has no such session."""
-    result = await session.exec(
+    result = await db.exec(
         delete(LoginSession).where(col(LoginSession.id) == session_id, _live(user_id, now))
     )
     return result.rowcount == 1
 
 
-async def keep_newest(
-    session: AsyncSession, *, user_id: uuid.UUID, new: uuid.UUID, keep: int
-) -> None:
+async def keep_newest(db: AsyncSession, *, user_id: uuid.UUID, new: uuid.UUID, keep: int) -> None:
     """End the user's sessions but `new` and the `keep - 1` newest others (by sign-in time)."""
     others = and_(col(LoginSession.user_id) == user_id, col(LoginSession.id) != new)
     newest = (
@@ -61,7 +59,7 @@ async def keep_newest(
         .order_by(col(LoginSession.created_at).desc(), col(LoginSession.id).desc())
         .limit(keep - 1)
     )
-    await session.exec(delete(LoginSession).where(others, col(LoginSession.id).not_in(newest)))
+    await db.exec(delete(LoginSession).where(others, col(LoginSession.id).not_in(newest)))
 
 
 async def purge(
@@ -88,7 +86,7 @@ async def purge(
     return ended + cleared
 
 
-async def lock_for_sign_in(session: AsyncSession, user_id: uuid.UUID) -> int | None:
+async def lock_for_sign_in(db: AsyncSession, user_id: uuid.UUID) -> int | None:
     """The user's token version, if the account still exists and is active, read under a
     lock held until the transaction ends; else None.
 
@@ -100,7 +98,7 @@ async def lock_for_sign_in(session: AsyncSession, user_id: uuid.UUID) -> int | N
     lock first (its SELECTs would otherwise run outside the transaction).
     """
     statement: Any
-    if session.get_bind().dialect.name == "sqlite":
+    if db.get_bind().dialect.name == "sqlite":
         statement = (
             update(User)
             .where(col(User.id) == user_id)
@@ -113,7 +111,7 @@ async def lock_for_sign_in(session: AsyncSession, user_id: uuid.UUID) -> int | N
             .where(col(User.id) == user_id)
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE
         )
-    row = (await session.exec(statement)).first()
+    row = (await db.exec(statement)).first()
     if row is None or not row[1]:
         return None
     return int(row[0])

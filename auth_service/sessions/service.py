@@ -8,7 +8,7 @@ refreshes: its tokens are numbered and made by `security.refresh_tokens`, which 
 every earlier one from that row. A user has at most AUTH_MAX_SESSIONS_PER_USER sessions:
 a sign-in beyond that ends the oldest.
 
-Functions take `session` (the request's database transaction) as their first argument and
+Functions take `db` (the request's database transaction) as their first argument and
 never commit.
 """
 
@@ -42,7 +42,7 @@ class Device:
 
 
 async def start(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     user: User,
     client_id: str,
@@ -63,7 +63,7 @@ async def start(
     new session with the others: none survives it. The session records the version all
     the same, which refuses its refreshes should one slip by.
     """
-    version = await repository.lock_for_sign_in(session, user.id)
+    version = await repository.lock_for_sign_in(db, user.id)
     if version is None or version != user.token_version:
         raise InvalidGrant("The email or password is incorrect.")
     expires_at = now + timedelta(seconds=settings.session_max_age)
@@ -81,10 +81,10 @@ async def start(
         ip=device.ip,
         user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
-    session.add(login)
-    await session.flush()
+    db.add(login)
+    await db.flush()
     await repository.keep_newest(
-        session, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
+        db, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
     )
     return login, refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
@@ -110,7 +110,7 @@ class Presented:
 
 
 async def spend(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     token: str,
     client_id: str,
@@ -134,7 +134,7 @@ async def spend(
     presented = refresh_tokens.read(token)
     if presented is None:
         return None
-    login = await _locked(session, presented.session_id)
+    login = await _locked(db, presented.session_id)
     if (
         login is None
         or not refresh_tokens.genuine(presented, login.refresh_seed)
@@ -147,7 +147,7 @@ async def spend(
         return Presented(login, presented.generation, spent_now=False)
     if login.idle_expires_at <= now:
         return None  # the live token, expired unused
-    spent = await session.exec(
+    spent = await db.exec(
         update(LoginSession)
         .where(
             col(LoginSession.id) == login.id,
@@ -155,16 +155,16 @@ async def spend(
         )
         .values(refresh_generation=presented.generation + 1, refreshed_at=now, successor=None)
     )
-    login = await _locked(session, presented.session_id)
+    login = await _locked(db, presented.session_id)
     if login is None:  # its session ended after it was read here (SQLite only)
         return None
     return Presented(login, presented.generation, spent_now=spent.rowcount == 1)
 
 
-async def _locked(session: AsyncSession, session_id: uuid.UUID) -> LoginSession | None:
+async def _locked(db: AsyncSession, session_id: uuid.UUID) -> LoginSession | None:
     """The session's row as it is now, locked until the transaction ends (PostgreSQL:
     FOR UPDATE)."""
-    found = await session.exec(
+    found = await db.exec(
         select(LoginSession)
         .where(LoginSession.id == session_id)
         .with_for_update()
@@ -174,7 +174,7 @@ async def _locked(session: AsyncSession, session_id: uuid.UUID) -> LoginSession 
 
 
 async def rotate(
-    session: AsyncSession,
+    db: AsyncSession,
     presented: Presented,
     *,
     scope: str,
@@ -187,8 +187,8 @@ async def rotate(
     login = presented.login
     login.scope, login.last_used_at = scope, now
     login.idle_expires_at = _idle_end(now, login.expires_at, settings)
-    session.add(login)
-    await session.flush()
+    db.add(login)
+    await db.flush()
     return refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
 
@@ -197,19 +197,19 @@ def successor_association(presented: Presented) -> bytes:
     return presented.login.id.bytes + presented.generation.to_bytes(4, "big")
 
 
-async def keep_successor(session: AsyncSession, presented: Presented, sealed: bytes) -> None:
+async def keep_successor(db: AsyncSession, presented: Presented, sealed: bytes) -> None:
     """Keep the successor's answer, sealed, for the reuse interval."""
     presented.login.successor = sealed
-    session.add(presented.login)
-    await session.flush()
+    db.add(presented.login)
+    await db.flush()
 
 
-async def end(session: AsyncSession, session_id: uuid.UUID) -> None:
+async def end(db: AsyncSession, session_id: uuid.UUID) -> None:
     """End a session: its refresh tokens die with it."""
-    await session.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
+    await db.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
 
 
-async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def end_all(db: AsyncSession, user_id: uuid.UUID) -> None:
     """End every session of a user (a password change, a deactivation, a sign-out
     everywhere, an admin's revocation): refresh tokens die, and every access token issued
     so far fails verification from the next request on.
@@ -218,12 +218,12 @@ async def end_all(session: AsyncSession, user_id: uuid.UUID) -> None:
     which also takes the user's row lock: a sign-in in flight either committed its session
     before, and it is deleted here, or finds the raised version and is refused
     (`start`)."""
-    await session.exec(
+    await db.exec(
         update(User)
         .where(col(User.id) == user_id)
         .values(token_version=User.token_version + 1, updated_at=utcnow())
     )
-    await session.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
+    await db.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +246,12 @@ class Found:
         )
 
 
-async def find(session: AsyncSession, token: str, *, refresh_tokens: RefreshTokens) -> Found | None:
+async def find(db: AsyncSession, token: str, *, refresh_tokens: RefreshTokens) -> Found | None:
     """The refresh token `token` is, spent or not, while its session exists; else None."""
     presented = refresh_tokens.read(token)
     if presented is None:
         return None
-    found = await session.exec(
+    found = await db.exec(
         select(LoginSession, User)
         .join(User, col(User.id) == LoginSession.user_id)
         .where(LoginSession.id == presented.session_id)
@@ -271,17 +271,17 @@ async def find(session: AsyncSession, token: str, *, refresh_tokens: RefreshToke
 
 
 async def live(
-    session: AsyncSession, *, user_id: uuid.UUID, now: datetime, limit: int, offset: int
+    db: AsyncSession, *, user_id: uuid.UUID, now: datetime, limit: int, offset: int
 ) -> tuple[list[LoginSession], int]:
     """A page of the user's live sessions, newest first, and how many there are."""
-    return await repository.live(session, user_id=user_id, now=now, limit=limit, offset=offset)
+    return await repository.live(db, user_id=user_id, now=now, limit=limit, offset=offset)
 
 
 async def end_own(
-    session: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+    db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
 ) -> None:
     """End the user's live session `session_id`; NotFound when the user has none by that id."""
-    ended = await repository.delete_live(session, user_id=user_id, session_id=session_id, now=now)
+    ended = await repository.delete_live(db, user_id=user_id, session_id=session_id, now=now)
     if not ended:
         # One answer for another user's session, an ended one and an id nobody has: a
         # session id never tells whether it exists.
@@ -289,7 +289,7 @@ async def end_own(
 
 
 async def end_current(
-    session: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID | None
+    db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID | None
 ) -> None:
     """End the session an access token names (a sign-out): its refresh tokens die, and its
     access tokens are refused from the next request on. NotInSession for a token that names
@@ -298,7 +298,7 @@ async def end_current(
         raise NotInSession
     # Whether or not it is still live: a session idle past its refresh token's expiry still
     # has access tokens in use until they expire.
-    await session.exec(
+    await db.exec(
         delete(LoginSession).where(
             col(LoginSession.id) == session_id, col(LoginSession.user_id) == user_id
         )

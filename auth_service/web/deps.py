@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from auth_service.config import Settings
-from auth_service.kit.db import session_scope
+from auth_service.kit.db import transaction
 from auth_service.security.passwords import PasswordHasher
 from auth_service.state import AppState
 
@@ -34,10 +34,10 @@ async def get_hasher(request: Request) -> PasswordHasher:
     return state_of(request).hasher
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed before the response is sent, or rolled back."""
-    async with session_scope(state_of(request).sessionmaker) as session:
-        yield session
+    async with transaction(state_of(request).sessionmaker) as db:
+        yield db
 
 
 def client_key(request: Request) -> str:
@@ -73,5 +73,5 @@ async def password_turn(request: Request) -> AsyncIterator[None]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 # scope="function": commit before the response goes out, so a failed commit is a failed request.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+DbDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
 PasswordTurn = Depends(password_turn, scope="function")

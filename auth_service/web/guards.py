@@ -47,7 +47,7 @@ class BearerGuard(OAuth2PasswordBearer):
             keys=state.keys,
             settings=state.settings,
             cache=state.token_cache,
-            states=state.user_states,
+            reads=state.reads,
         )
         missing = [s for s in security_scopes.scopes if s not in principal.scopes]
         if missing:

@@ -68,7 +68,7 @@ def install(app: FastAPI) -> None:
             request, RetryLater(message, status=503, retry_after=DATABASE_RETRY_AFTER_SECONDS)
         )
 
-    # Raised by a query, a connect, or the request session's commit (deps.get_session
+    # Raised by a query, a connect, or the request's commit (web.deps.get_db
     # commits before the response goes out, so its errors reach these handlers).
     app.add_exception_handler(sa_exc.DBAPIError, database_error)
     app.add_exception_handler(sa_exc.TimeoutError, database_error)

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 from auth_service.accounts import password_policy
 from auth_service.errors import OAUTH_PATHS
 from auth_service.oauth.schemas import OAuth2ErrorResponse
-from auth_service.web.deps import get_session, password_turn
+from auth_service.web.deps import get_db, password_turn
 from auth_service.web.guards import CLIENT_SCHEME, TOKEN_URL, current_principal
 from auth_service.web.schemas import ErrorResponse, UnprocessableResponse
 
@@ -84,7 +84,7 @@ def _errors(route: RouteContext, *, oauth: bool, max_body_bytes: int) -> dict[st
             _RETRY_AFTER,
         )
     # The guard reads the user; the OAuth endpoints read the client.
-    if get_session in calls or current_principal in calls or oauth:
+    if get_db in calls or current_principal in calls or oauth:
         found["503"] = _response("The database is unavailable.", error, _RETRY_AFTER)
     return found
 

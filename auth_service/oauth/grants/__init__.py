@@ -33,7 +33,7 @@ class TokenRequest:
     peer: str  # who is asking, for the fair password queue (`deps.client_key`)
     device: Device  # where it comes from, for the user's list of sessions
     state: AppState
-    session: AsyncSession  # the request's transaction: committed after the answer is built
+    db: AsyncSession  # the request's transaction: committed after the answer is built
 
 
 class Grant(ABC):

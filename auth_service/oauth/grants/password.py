@@ -43,8 +43,8 @@ class PasswordGrant(Grant):
         # The caller's place in the fair password queue, before the lookup reads the database.
         async with state.hasher.turn(request.peer):
             user = await accounts.authenticate(
-                session=request.session,
-                states=state.user_states,
+                db=request.db,
+                reads=state.reads,
                 hasher=state.hasher,
                 email=username,
                 password=password,
@@ -54,7 +54,7 @@ class PasswordGrant(Grant):
             raise InvalidGrant("The email or password is incorrect.")
         scopes = grant_scopes(requested, roles=user.roles, client_scopes=request.client.scopes)
         login, refresh_token = await sessions.start(
-            request.session,
+            request.db,
             user=user,
             client_id=request.client.client_id,
             scope=format_scope(scopes),
@@ -65,7 +65,7 @@ class PasswordGrant(Grant):
             now=utcnow(),
         )
         # The client was read before the password work: still there? (See `hold_active`.)
-        await clients.hold_active(request.session, request.client.client_id)
+        await clients.hold_active(request.db, request.client.client_id)
         return token_response(
             request, user=user, scopes=scopes, login=login, refresh_token=refresh_token
         )

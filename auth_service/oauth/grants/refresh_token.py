@@ -44,7 +44,7 @@ class RefreshTokenGrant(Grant):
     required = ("refresh_token",)
 
     async def respond(self, request: TokenRequest) -> TokenResponse:
-        state, db = request.state, request.session
+        state, db = request.state, request.db
         token = forms.required(request.form, "refresh_token")
         requested = parse_scope(forms.optional(request.form, "scope"))
         audience = requested_audience(request.form)
