@@ -1,6 +1,5 @@
 """The application factory: `create_app(settings)` builds a complete, independent service."""
 
-import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,14 +8,27 @@ import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from auth_service import __version__, handlers, startup
+from auth_service import __version__, startup
+from auth_service.access import service as access
+from auth_service.accounts import router as accounts
+from auth_service.clients import router as clients
 from auth_service.config import (
     KEY_GENERATION_HINT,
     Settings,
     secret_key_weakness,
     warn_unknown_variables,
 )
-from auth_service.middleware import (
+from auth_service.keys import router as keys
+from auth_service.keys.service import JSONDocument
+from auth_service.kit.jobs import Job, run_every
+from auth_service.oauth import discovery
+from auth_service.oauth import router as oauth
+from auth_service.security.crypto import load_or_create_secret_key
+from auth_service.sessions import router as sessions
+from auth_service.sessions import service as sessions_service
+from auth_service.state import AppState
+from auth_service.web import docs, handlers, health
+from auth_service.web.middleware import (
     CORS,
     MAX_BODY_BYTES,
     BodySizeLimitMiddleware,
@@ -24,24 +36,17 @@ from auth_service.middleware import (
     RequestContextMiddleware,
     UnhandledErrorMiddleware,
 )
-from auth_service.openapi import install as install_openapi
-from auth_service.routers import (
-    admin,
-    clients,
-    docs,
-    health,
-    keys,
-    oauth,
-    sessions,
-    users,
-    wellknown,
-)
-from auth_service.security.crypto import load_or_create_secret_key
-from auth_service.services import revocation
-from auth_service.services.keys import JSONDocument
-from auth_service.state import AppState
+from auth_service.web.openapi import install as install_openapi
 
 logger = logging.getLogger(__name__)
+
+
+def jobs(settings: Settings, state: AppState) -> list[Job]:
+    """Every periodic job, each capability's own (`kit.jobs`)."""
+    return [
+        *sessions_service.jobs(settings, state.sessionmaker),
+        *access.jobs(settings, state.sessionmaker),
+    ]
 
 
 def resolve_secret_key(settings: Settings) -> str:
@@ -93,7 +98,7 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 def create_app(settings: Settings) -> FastAPI:
     secret_key = resolve_secret_key(settings)
     state = AppState.build(
-        settings, discovery=JSONDocument.of(wellknown.metadata(settings)), secret_key=secret_key
+        settings, discovery=JSONDocument.of(discovery.metadata(settings)), secret_key=secret_key
     )
 
     @asynccontextmanager
@@ -114,14 +119,8 @@ def create_app(settings: Settings) -> FastAPI:
             # reaches this worker within the interval; expired tokens go in the background.
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(state.key_ring.follow, settings.key_refresh_seconds)
-                tasks.start_soon(
-                    functools.partial(
-                        revocation.purge_every,
-                        state.sessionmaker,
-                        interval_seconds=settings.purge_interval_seconds,
-                        reuse_interval=settings.refresh_reuse_interval,
-                    )
-                )
+                for job in jobs(settings, state):
+                    tasks.start_soon(run_every, job)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
@@ -139,12 +138,22 @@ def create_app(settings: Settings) -> FastAPI:
         # which a client chooses: no redirects, a 404 for the wrong spelling.
         redirect_slashes=False,
     )
-    app.state.auth = state  # read through auth_service.deps.state_of
+    app.state.auth = state  # read through auth_service.web.deps.state_of
 
     handlers.install(app)
     # Starlette tries routes in order: the cheapest and most called first.
-    for module in (health, wellknown, users, oauth, sessions, admin, clients, keys, docs):
-        add_routes(app, module.router)
+    for router in (
+        health.router,
+        discovery.router,
+        accounts.router,
+        oauth.router,
+        sessions.router,
+        accounts.admin_router,
+        clients.router,
+        keys.router,
+        docs.router,
+    ):
+        add_routes(app, router)
     docs.mount_assets(app)
     install_openapi(
         app,
@@ -154,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Added innermost first. CORS wraps every answer a middleware below it builds (413, 400,
     # the JSON 500), so a browser can read those too.
-    app.add_middleware(wellknown.WellKnownFastPath, state=state)
+    app.add_middleware(discovery.WellKnownFastPath, state=state)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
     if settings.cors_origins:

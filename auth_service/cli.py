@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from auth_service.config import ENV_PREFIX, Settings, warn_unknown_variables
 from auth_service.errors import EmailRefused, PasswordRejected
-from auth_service.observability import logging_config
-from auth_service.services.keys import SigningKeyUnreadable
+from auth_service.keys.service import SigningKeyUnreadable
+from auth_service.web.observability import logging_config
 
 PROG = "auth-service"
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -54,9 +54,10 @@ def _settings() -> Settings:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from auth_service import migrate, startup
+    from auth_service import startup
     from auth_service.app import resolve_secret_key
-    from auth_service.server import uvicorn_options
+    from auth_service.kit import migrate
+    from auth_service.web.server import uvicorn_options
 
     secret_key = resolve_secret_key(settings)  # generated once here, read by every worker
     migrate.upgrade(settings.database_url)
@@ -98,7 +99,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from auth_service import migrate
+    from auth_service.kit import migrate
 
     migrate.upgrade(settings.database_url)
     print("database is up to date")
@@ -115,23 +116,23 @@ def _read_password() -> str:
 
 
 async def _create_admin(settings: Settings, email: str, read_password: Callable[[], str]) -> str:
-    from auth_service.db import create_engine, create_sessionmaker, session_scope
+    from auth_service.accounts import service as accounts
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
     from auth_service.security.passwords import PasswordHasher
-    from auth_service.services import admin, users
 
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
     try:
-        async with session_scope(sessionmaker) as session:
-            existing = await users.get_by_email(session=session, email=email)
+        async with transaction(sessionmaker) as db:
+            existing = await accounts.get_by_email(db=db, email=email)
         if existing is None:  # refuse the address before asking for a password
-            users.check_new_email(email, allow_unicode=settings.allow_unicode_email)
+            accounts.check_new_email(email, allow_unicode=settings.allow_unicode_email)
         # The prompt waits outside any transaction; an existing user needs no password.
         password = None if existing else read_password()
-        async with session_scope(sessionmaker) as session:
-            user, created = await admin.ensure_admin(
-                session=session,
+        async with transaction(sessionmaker) as db:
+            user, created = await accounts.ensure_admin(
+                db=db,
                 hasher=hasher,
                 min_length=settings.password_min_length,
                 email=email,
@@ -145,8 +146,8 @@ async def _create_admin(settings: Settings, email: str, read_password: Callable[
 
 
 def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
-    from auth_service import migrate
-    from auth_service.schemas import UserCreate
+    from auth_service.accounts.schemas import UserCreate
+    from auth_service.kit import migrate
 
     try:
         email = UserCreate.model_validate({"email": args.email, "password": "-"}).email
@@ -163,14 +164,14 @@ def _create_admin_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _create_client(settings: Settings, args: argparse.Namespace) -> str:
-    from auth_service.db import create_engine, create_sessionmaker, session_scope
-    from auth_service.services import clients
+    from auth_service.clients import service as clients
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
 
     engine = create_engine(settings.database_url)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
+        async with transaction(create_sessionmaker(engine)) as db:
             client, secret = await clients.create_client(
-                session=session,
+                db=db,
                 name=args.name,
                 confidential=not args.public,
                 scopes=args.scopes,
@@ -187,9 +188,9 @@ async def _create_client(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def _create_client_command(settings: Settings, args: argparse.Namespace) -> int:
-    from auth_service import migrate
+    from auth_service.clients.schemas import ClientCreate
     from auth_service.errors import DomainError
-    from auth_service.schemas import ClientCreate
+    from auth_service.kit import migrate
 
     args.grant_types = args.grant_types or ["client_credentials"]
     # The API's own rules for names, scopes, grant types and audiences.
@@ -216,14 +217,14 @@ def _create_client_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _rotate_keys(settings: Settings, secret_key: str) -> str:
-    from auth_service.db import create_engine, create_sessionmaker, session_scope
-    from auth_service.services import keys
+    from auth_service.keys import service as keys
+    from auth_service.kit.db import create_engine, create_sessionmaker, transaction
 
     engine = create_engine(settings.database_url)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
+        async with transaction(create_sessionmaker(engine)) as db:
             key = await keys.rotate(
-                session=session,
+                db=db,
                 alg=settings.signing_alg,
                 secret_key=secret_key,
                 access_token_ttl=settings.access_token_ttl,
@@ -239,9 +240,9 @@ async def _rotate_keys(settings: Settings, secret_key: str) -> str:
 
 
 def _rotate_keys_command(settings: Settings, _args: argparse.Namespace) -> int:
-    from auth_service import migrate
     from auth_service.app import resolve_secret_key
     from auth_service.errors import DomainError
+    from auth_service.kit import migrate
 
     secret_key = resolve_secret_key(settings)
     migrate.upgrade(settings.database_url)

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from auth_service.security import emails
+from auth_service.accounts import emails
 from auth_service.security.crypto import estimate_entropy_bits
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-chan
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_PRODUCTION_SECRET_BITS = 128
 KEY_GENERATION_HINT = "generate one with `openssl rand -base64 32`"
-# The longest AUTH_KEY_REFRESH_SECONDS: a rotation's overlap window counts it (services/keys.py).
+# The longest AUTH_KEY_REFRESH_SECONDS: a rotation's overlap window counts it (keys/service.py).
 KEY_REFRESH_MAX_SECONDS = 60
 
 

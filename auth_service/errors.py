@@ -183,7 +183,7 @@ class EmailTaken(Conflict):
 
 
 class EmailRefused(DomainError):
-    """A new account may not have this address (see `security.emails.check_new_address`)."""
+    """A new account may not have this address (see `accounts.emails.check_new_address`)."""
 
     status_code = 422
 

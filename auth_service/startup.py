@@ -5,10 +5,12 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.accounts import service as accounts
+from auth_service.clients import service as clients
 from auth_service.config import Settings
-from auth_service.db import create_engine, create_sessionmaker, lock_for_startup, session_scope
+from auth_service.keys import service as keys
+from auth_service.kit.db import create_engine, create_sessionmaker, lock_for_startup, transaction
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import admin, clients, keys
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +26,13 @@ async def prepare(
 
     Runs under a cross-process lock, so workers and replicas starting together agree.
     """
-    async with session_scope(sessionmaker) as session:
-        await lock_for_startup(session)
-        await keys.ensure_signing_key(
-            session=session, alg=settings.signing_alg, secret_key=secret_key
-        )
-        await clients.ensure_configured(session=session, settings=settings)
+    async with transaction(sessionmaker) as db:
+        await lock_for_startup(db)
+        await keys.ensure_signing_key(db=db, alg=settings.signing_alg, secret_key=secret_key)
+        await clients.ensure_configured(db=db, settings=settings)
         if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-            created = await admin.bootstrap_admin(
-                session=session,
+            created = await accounts.bootstrap_admin(
+                db=db,
                 hasher=hasher,
                 min_length=settings.password_min_length,
                 email=settings.bootstrap_admin_email,

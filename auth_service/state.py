@@ -1,6 +1,6 @@
 """The application's state: one typed object, built by `create_app`, completed at start-up.
 
-Dependencies, guards, routes and tests reach the app's collaborators through `deps.state_of`
+Dependencies, guards, routes and tests reach the app's collaborators through `web.deps.state_of`
 instead of untyped `app.state` lookups, so a renamed or missing collaborator is a type error,
 not an AttributeError at request time.
 """
@@ -11,14 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
-from auth_service.db import create_engine, create_sessionmaker
-from auth_service.observability import AccessLog, Metrics
+from auth_service.keys.service import JSONDocument, KeyRing, KeySet
+from auth_service.kit.db import create_engine, create_sessionmaker
+from auth_service.kit.reads import Reads, reads_for
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache
 from auth_service.security.passwords import PasswordHasher
 from auth_service.security.refresh_tokens import RefreshTokens
-from auth_service.services.keys import JSONDocument, KeyRing, KeySet
-from auth_service.services.user_state import UserStates, user_states_for
+from auth_service.web.observability import AccessLog, Metrics
 
 
 @dataclass(slots=True)
@@ -27,14 +27,14 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
-    user_states: UserStates
+    reads: Reads
     token_cache: VerifiedTokenCache
     metrics: Metrics
     access_log: AccessLog
     discovery: JSONDocument
-    # Makes and recognizes refresh tokens (`services.sessions`).
+    # Makes and recognizes refresh tokens (`sessions.service`).
     refresh_tokens: RefreshTokens
-    # Seals the answers kept for the refresh reuse interval (`services.sessions`).
+    # Seals the answers kept for the refresh reuse interval (`sessions.service`).
     successors: Sealer
     # The signing keys, following the database (`KeyRing.follow`, started by the lifespan).
     key_ring: KeyRing
@@ -50,7 +50,7 @@ class AppState:
             hasher=PasswordHasher(
                 rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
             ),
-            user_states=user_states_for(engine, timeout=settings.database_timeout_seconds),
+            reads=reads_for(engine, timeout=settings.database_timeout_seconds),
             token_cache=VerifiedTokenCache(),
             metrics=Metrics(),
             access_log=AccessLog(),
@@ -72,7 +72,7 @@ class AppState:
         write the access lines still pending."""
         self.access_log.flush()
         try:
-            await self.user_states.close()
+            await self.reads.close()
             self.hasher.close()
         finally:
             await self.engine.dispose()

@@ -14,7 +14,7 @@
   hello world, `GET /verified` the same answer behind `verifier.require()` (local
   verification with the keys of the auth service at `--issuer`).
 
-Each runs under `uvicorn.run` with `auth_service.server.uvicorn_options`, the options
+Each runs under `uvicorn.run` with `auth_service.web.server.uvicorn_options`, the options
 `auth-service serve` uses (its protocol with the header limits and timeouts, uvloop, the
 connection cap), so the only difference from the service is the app.
 """
@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException
 
 from auth_service.config import Settings
-from auth_service.server import uvicorn_options
+from auth_service.web.server import uvicorn_options
 
 SELECT = "SELECT id, email, name, is_active FROM users WHERE id = {placeholder}"
 POOL_SIZE = 10  # the service's own pool size

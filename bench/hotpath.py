@@ -44,13 +44,13 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from auth_service import migrate
 from auth_service.app import create_app
+from auth_service.clients import service as clients
 from auth_service.config import Settings
-from auth_service.db import session_scope
-from auth_service.deps import state_of
-from auth_service.observability import logging_config
-from auth_service.services import clients
+from auth_service.kit import migrate
+from auth_service.kit.db import transaction
+from auth_service.web.deps import state_of
+from auth_service.web.observability import logging_config
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a sample password)
 
@@ -223,9 +223,9 @@ async def main() -> None:
         status, body = await call(app, "POST", "/oauth2/token", FORM, form.encode())
         assert status == 200, body
         tokens = json.loads(body)
-        async with session_scope(state_of(app).sessionmaker) as session:
+        async with transaction(state_of(app).sessionmaker) as db:
             client, secret = await clients.create_client(
-                session=session,
+                db=db,
                 name="profile",
                 confidential=True,
                 scopes=["introspect"],

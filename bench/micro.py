@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from auth_service.security import crypto, jwt, password_policy
+from auth_service.accounts import password_policy
+from auth_service.security import crypto, jwt
 from auth_service.security.passwords import PasswordHasher
 
 ISSUER = "http://bench.invalid"

@@ -2,19 +2,21 @@
 
 from alembic import context
 from sqlalchemy import create_engine, pool, text
+from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-from auth_service import models
+import auth_service.models  # noqa: F401 (registers every table on SQLModel.metadata)
 from auth_service.config import Settings
-from auth_service.db import STARTUP_LOCK_ID, configure_sqlite, sync_url
+from auth_service.kit.db import STARTUP_LOCK_ID, configure_sqlite, sync_url
+from auth_service.models.base import UTCDateTime
 
 config = context.config
-target_metadata = models.SQLModel.metadata
+target_metadata = SQLModel.metadata
 
 
 def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
     # Our UTC wrapper is a plain timezone-aware DateTime in the schema.
-    if type_ == "type" and isinstance(obj, models.UTCDateTime):
+    if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if type_ == "type" and isinstance(obj, AutoString):
         return f"sa.String(length={obj.length})"

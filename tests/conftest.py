@@ -25,11 +25,12 @@ from fastapi import FastAPI
 from psycopg.sql import SQL, Identifier
 from sqlalchemy import text
 
-from auth_service import migrate, startup
+from auth_service import startup
 from auth_service.app import create_app
 from auth_service.config import Settings
-from auth_service.deps import state_of
+from auth_service.kit import migrate
 from auth_service.state import AppState
+from auth_service.web.deps import state_of
 
 BCRYPT_TEST_ROUNDS = 4
 STRONG_PASSWORD = "correct horse battery staple"
@@ -201,7 +202,7 @@ async def drop_connections(client: httpx.AsyncClient) -> None:
     """Close every database connection the app holds, as a restart would: pooled ones and
     the guards' own (an open SQLite file keeps working after it is moved)."""
     state = app_state(client)
-    await state.user_states.close()
+    await state.reads.close()
     await state.engine.dispose()
 
 

@@ -6,8 +6,8 @@ import anyio
 import httpx
 import pytest
 
+from auth_service.accounts import service as accounts
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import users
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
@@ -184,8 +184,8 @@ async def test_a_login_racing_a_password_change_is_refused(client: httpx.AsyncCl
 
 async def _stored_hash(client: httpx.AsyncClient, email: str) -> str:
     state = app_state(client)
-    async with state.sessionmaker() as session:
-        user = await users.get_by_email(session=session, email=email)
+    async with state.sessionmaker() as db:
+        user = await accounts.get_by_email(db=db, email=email)
         assert user is not None
         return user.hashed_password
 

@@ -7,9 +7,9 @@ import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service import migrate
+from auth_service.accounts import service as accounts
+from auth_service.kit import migrate
 from auth_service.models import User
-from auth_service.services import users
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -405,16 +405,16 @@ async def test_a_removal_that_loaded_its_target_before_it_became_the_last_admin_
     heir = await register(client, "late-heir@example.com")
     # The removal's route loads its target, then waits while the others act.
     loaded, go_on = asyncio.Event(), asyncio.Event()
-    get_user = users.get_user
+    get_user = accounts.get_user
 
-    async def get_user_then_wait(*, session: AsyncSession, user_id: uuid.UUID) -> User:
-        user = await get_user(session=session, user_id=user_id)
+    async def get_user_then_wait(*, db: AsyncSession, user_id: uuid.UUID) -> User:
+        user = await get_user(db=db, user_id=user_id)
         if str(user_id) == heir["id"] and not loaded.is_set():
             loaded.set()
             await go_on.wait()
         return user
 
-    monkeypatch.setattr(users, "get_user", get_user_then_wait)
+    monkeypatch.setattr(accounts, "get_user", get_user_then_wait)
 
     async def remove() -> httpx.Response:
         if change == "delete":

@@ -17,8 +17,8 @@ import httpx
 import jwt
 import pytest
 
-from auth_service.services import authentication
-from auth_service.services.repositories import clients as client_repository
+from auth_service.accounts import service as accounts
+from auth_service.clients import repository as client_repository
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -641,7 +641,7 @@ async def test_a_login_client_removed_during_a_sign_in_leaves_no_session(
         grant_types=["password", "refresh_token"],
     )
     path, admin = f"/admin/clients/{web['client_id']}", await admin_headers(client)
-    check_password = authentication.authenticate
+    check_password = accounts.authenticate
 
     async def removed_meanwhile(**arguments: Any) -> Any:
         # The client was read; while the password is checked, an admin removes it.
@@ -652,7 +652,7 @@ async def test_a_login_client_removed_during_a_sign_in_leaves_no_session(
             assert patched.status_code == 200
         return await check_password(**arguments)
 
-    monkeypatch.setattr(authentication, "authenticate", removed_meanwhile)
+    monkeypatch.setattr(accounts, "authenticate", removed_meanwhile)
     form = {"grant_type": "password", "username": "bob@example.com", "password": STRONG_PASSWORD}
     signed_in = await client.post(TOKEN_URL, data={**form, "client_id": web["client_id"]})
 
@@ -784,13 +784,13 @@ async def test_two_admins_taking_the_admin_scope_from_two_clients_at_once_leave_
     arrived, both_arrived = 0, anyio.Event()
     lock = client_repository.lock_admin_sign_in_clients
 
-    async def together(session: Any, **kwargs: str) -> list[str]:
+    async def together(db: Any, **kwargs: str) -> list[str]:
         nonlocal arrived
         arrived += 1
         if arrived == 2:
             both_arrived.set()
         await both_arrived.wait()
-        return await lock(session, **kwargs)
+        return await lock(db, **kwargs)
 
     monkeypatch.setattr(client_repository, "lock_admin_sign_in_clients", together)
 
@@ -1000,8 +1000,8 @@ async def test_token_requests_are_counted_by_grant_type(client: httpx.AsyncClien
 def test_the_grant_types_a_client_may_have_are_those_the_token_endpoint_serves() -> None:
     from typing import get_args
 
+    from auth_service.clients.schemas import GrantType
     from auth_service.oauth.server import token_endpoint
-    from auth_service.schemas import GrantType
 
     assert set(get_args(GrantType)) == set(token_endpoint.grant_types)
 

@@ -23,13 +23,9 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import make_url
 
-from auth_service.db import STARTUP_LOCK_ID, create_engine, is_unavailable
-from auth_service.deps import SessionDep
-from auth_service.services.user_state import (
-    POSTGRES_CONNECTIONS,
-    PostgresUserStates,
-    user_states_for,
-)
+from auth_service.kit.db import STARTUP_LOCK_ID, create_engine, is_unavailable
+from auth_service.kit.reads import POSTGRES_CONNECTIONS, PostgresReads, reads_for
+from auth_service.web.deps import DbDep
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -235,18 +231,18 @@ async def test_guard_reads_wait_for_a_free_connection_no_longer_than_the_timeout
     database: str,
 ) -> None:
     engine = create_engine(database)
-    states = user_states_for(engine, timeout=0.2)
-    assert isinstance(states, PostgresUserStates)
+    reads = reads_for(engine, timeout=0.2)
+    assert isinstance(reads, PostgresReads)
     try:
         async with AsyncExitStack() as stack:
             for _ in range(POSTGRES_CONNECTIONS):
-                await stack.enter_async_context(states._slot())  # every read in flight
+                await stack.enter_async_context(reads._slot())  # every read in flight
             with anyio.fail_after(BOUND_SECONDS), pytest.raises(psycopg.Error) as refused:
-                await states.read(user_id=uuid.uuid4())
+                await reads.read(user_id=uuid.uuid4())
         assert is_unavailable(refused.value)  # answered 503
-        assert (await states.read(user_id=uuid.uuid4())).user is None  # a free one serves at once
+        assert (await reads.read(user_id=uuid.uuid4())).user is None  # a free one serves at once
     finally:
-        await states.close()
+        await reads.close()
         await engine.dispose()
 
 
@@ -444,8 +440,8 @@ async def test_a_database_error_that_is_a_bug_is_a_500_not_a_503(
     app = app_of(client)
 
     @app.get("/probe/bad-sql")
-    async def bad_sql(session: SessionDep) -> None:
-        await session.exec(text(statement))
+    async def bad_sql(db: DbDep) -> None:
+        await db.exec(text(statement))
 
     response = await client.get("/probe/bad-sql")
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from auth_service.config import Settings, unknown_variables
-from auth_service.db import create_engine
-from auth_service.services.user_state import POSTGRES_CONNECTIONS
+from auth_service.kit.db import create_engine
+from auth_service.kit.reads import POSTGRES_CONNECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import re
 import httpx
 import pytest
 
-from auth_service.routers.wellknown import WellKnownFastPath
+from auth_service.oauth.discovery import WellKnownFastPath
 from tests.conftest import ClientFactory, app_of
 
 pytestmark = pytest.mark.anyio

@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from alembic import command
 from pydantic import ValidationError
 
-from auth_service import cli, migrate
-from auth_service.db import sync_url
+from auth_service import cli
+from auth_service.kit import migrate
+from auth_service.kit.db import sync_url
 from auth_service.security.passwords import PasswordHasher
 from tests.conftest import (
     ADMIN_PASSWORD,

@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from auth_service.security.fair_queue import FairQueue, QueueRefused
+from auth_service.kit.fair_queue import FairQueue, QueueRefused
 
 pytestmark = pytest.mark.anyio
 

@@ -17,8 +17,8 @@ import httpx
 import jwt
 import pytest
 
-from auth_service.guards import require_scopes
-from auth_service.services.access import Principal
+from auth_service.access.service import Principal
+from auth_service.web.guards import require_scopes
 from tests.conftest import (
     STRONG_PASSWORD,
     admin_headers,

@@ -34,12 +34,12 @@ from sqlmodel import col
 
 from auth_service import cli
 from auth_service.config import KEY_REFRESH_MAX_SECONDS
-from auth_service.db import STARTUP_LOCK_ID, create_sessionmaker, session_scope, sync_url
-from auth_service.db import create_engine as create_async_engine
+from auth_service.keys import service as keys_service
+from auth_service.keys.service import KeyRing
+from auth_service.kit.db import STARTUP_LOCK_ID, create_sessionmaker, sync_url, transaction
+from auth_service.kit.db import create_engine as create_async_engine
 from auth_service.models import SigningKey
 from auth_service.security.jwt import LEEWAY_SECONDS
-from auth_service.services import keys as keys_service
-from auth_service.services.keys import KeyRing
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -802,7 +802,7 @@ async def test_a_poll_that_cannot_reach_the_database_keeps_the_last_good_keys(
     url = f"sqlite:///{home / 'auth.db'}"
     engine = create_async_engine(url, timeout=1)
     ring = KeyRing(sessionmaker=create_sessionmaker(engine), alg="RS256", secret_key=SECRET_KEY)
-    caplog.set_level(logging.INFO, logger="auth_service.services.keys")
+    caplog.set_level(logging.INFO, logger="auth_service.keys.service")
 
     def logged(text: str) -> int:
         return sum(text in record.getMessage() for record in caplog.records)
@@ -839,9 +839,9 @@ async def _rotate_elsewhere(url: str, alg: str = "RS256") -> str:
     """Rotate as another replica would, through an engine of its own: the new kid."""
     engine = create_async_engine(url)
     try:
-        async with session_scope(create_sessionmaker(engine)) as session:
+        async with transaction(create_sessionmaker(engine)) as db:
             key = await keys_service.rotate(
-                session=session, alg=alg, secret_key=SECRET_KEY, access_token_ttl=900
+                db=db, alg=alg, secret_key=SECRET_KEY, access_token_ttl=900
             )
     finally:
         await engine.dispose()

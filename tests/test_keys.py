@@ -7,9 +7,9 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
-from auth_service import migrate
-from auth_service.db import sync_url
-from auth_service.services.keys import SigningKeyUnreadable
+from auth_service.keys.service import SigningKeyUnreadable
+from auth_service.kit import migrate
+from auth_service.kit.db import sync_url
 from tests.conftest import (
     SECRET_KEY,
     ClientFactory,

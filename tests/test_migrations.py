@@ -16,10 +16,11 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlmodel import SQLModel
 
-from auth_service import migrate
-from auth_service.db import sync_url
-from auth_service.models import SQLModel
+import auth_service.models  # noqa: F401 (registers every table on SQLModel.metadata)
+from auth_service.kit import migrate
+from auth_service.kit.db import sync_url
 
 
 def _differences(database_url: str) -> list[object]:

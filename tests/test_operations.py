@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from sqlalchemy import text
 
-from auth_service import migrate
-from auth_service.middleware import _OncePerInterval
-from auth_service.observability import AccessLog, JSONFormatter, logging_config, request_id_var
+from auth_service.kit import migrate
+from auth_service.web.middleware import _OncePerInterval
+from auth_service.web.observability import AccessLog, JSONFormatter, logging_config, request_id_var
 from tests.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -401,7 +401,7 @@ async def test_a_refused_origin_is_logged_once_a_minute_and_allowed_ones_at_star
         await client.get("/health/live", headers={"Origin": "http://testserver"})  # its own
 
     started = [r.getMessage() for r in caplog.records if "AUTH_CORS_ORIGINS" in r.getMessage()]
-    refused = [r for r in caplog.records if r.name == "auth_service.middleware"]
+    refused = [r for r in caplog.records if r.name == "auth_service.web.middleware"]
     assert started[0] == (
         "browsers may call the API from: https://app.example, http://127.0.0.1:5173 "
         "(AUTH_CORS_ORIGINS)"

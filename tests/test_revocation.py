@@ -4,15 +4,17 @@ SQLite and PostgreSQL; what one worker revokes, another refuses at once."""
 import asyncio
 import base64
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from auth_service.models import utcnow
-from auth_service.services import revocation
+from auth_service.access import repository as denylist
+from auth_service.kit import jobs
+from auth_service.kit.time import utcnow
+from auth_service.sessions import repository as sessions_repository
 from tests.conftest import (
     STRONG_PASSWORD,
     ClientFactory,
@@ -507,18 +509,22 @@ async def test_the_purge_deletes_what_expired_in_batches_and_keeps_the_rest(
     await sql(
         client, "UPDATE sessions SET successor = :kept, refreshed_at = :then", kept=b"x", then=now
     )
-    monkeypatch.setattr(revocation, "PURGE_BATCH", 5)
+    monkeypatch.setattr(jobs, "PURGE_BATCH", 5)
 
     sessionmaker = app_state(client).sessionmaker
 
-    deleted = await revocation.purge(sessionmaker, now=now, reuse_interval=10)
+    async def purge(now: datetime) -> tuple[int, int]:
+        return (
+            await sessions_repository.purge(sessionmaker, now=now, reuse_interval=10),
+            await denylist.purge(sessionmaker, now=now),
+        )
 
-    assert deleted == 23 + 23  # the sessions and the revocations
+    assert await purge(now) == (23, 23)  # the sessions, the revocations
     assert await sql(client, "SELECT count(*) FROM sessions") == [(1,)]  # ann's live one
     assert await sql(client, "SELECT count(*) FROM revoked_access_tokens") == [(1,)]
     assert await sql(client, "SELECT successor FROM sessions") == [(b"x",)]  # still wanted
     later = now + timedelta(seconds=11)
-    assert await revocation.purge(sessionmaker, now=later, reuse_interval=10) == 1
+    assert await purge(later) == (1, 0)  # the kept answer cleared
     assert await sql(client, "SELECT successor FROM sessions") == [(None,)]
     refreshed = await client.post(
         TOKEN, data={"grant_type": "refresh_token", "refresh_token": live["refresh_token"]}

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from auth_service import migrate
 from auth_service.app import resolve_secret_key
 from auth_service.config import Settings
+from auth_service.kit import migrate
 from auth_service.security.crypto import load_or_create_secret_key
 
 OPEN_MODES = [0o640, 0o604, 0o620]
@@ -176,10 +176,10 @@ def test_migrating_an_sqlite_file_open_to_group_or_others_warns(
     path.touch()
     path.chmod(mode)
 
-    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
+    with caplog.at_level(logging.WARNING, logger="auth_service.kit.migrate"):
         migrate.upgrade(f"sqlite:///{path}")
 
-    warnings = [r.getMessage() for r in caplog.records if r.name == "auth_service.migrate"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "auth_service.kit.migrate"]
     assert warnings == [
         f"database file {path} is open to group or others (mode {mode:04o}): chmod 600 {path}"
     ]
@@ -190,9 +190,9 @@ def test_migrating_a_new_or_private_sqlite_file_is_quiet(
 ) -> None:
     path = tmp_path / "auth.db"
 
-    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
+    with caplog.at_level(logging.WARNING, logger="auth_service.kit.migrate"):
         migrate.upgrade(f"sqlite:///{path}")
         migrate.upgrade(f"sqlite:///{path}")
 
-    assert [r for r in caplog.records if r.name == "auth_service.migrate"] == []
+    assert [r for r in caplog.records if r.name == "auth_service.kit.migrate"] == []
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -33,8 +33,8 @@ from alembic.script import ScriptDirectory
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from auth_service import migrate
-from auth_service.db import sync_url
+from auth_service.kit import migrate
+from auth_service.kit.db import sync_url
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, DATABASES, STRONG_PASSWORD, scratch_postgres
 
 WORKERS = 2

@@ -22,8 +22,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from auth_service.config import Settings
-from auth_service.middleware import ForwardedHeadersMiddleware
-from auth_service.server import uvicorn_options
+from auth_service.web.middleware import ForwardedHeadersMiddleware
+from auth_service.web.server import uvicorn_options
 from tests.test_serve import Server, _free_port
 
 HEADER_TIMEOUT_SECONDS = 3.0

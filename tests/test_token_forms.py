@@ -20,8 +20,8 @@ import pytest
 from fastapi import Depends, Security
 from jwt.algorithms import RSAAlgorithm
 
-from auth_service.guards import require_roles
 from auth_service.models import User
+from auth_service.web.guards import require_roles
 from tests.conftest import app_of, app_state, b64url, bearer, login, register, request_token
 
 pytestmark = pytest.mark.anyio

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from auth_service.clients import service as clients
+from auth_service.clients.service import Client
 from auth_service.errors import InvalidClient, InvalidRequest
 from auth_service.oauth import forms
-from auth_service.services import clients
-from auth_service.services.clients import Client
 from auth_service.state import AppState
 
 # RFC 6749 Appendix A.1: client-id = *VSCHAR (%x20-7E); and no longer than a stored one.
@@ -77,7 +77,7 @@ async def authenticate(authorization: str | None, form: forms.Form, *, state: Ap
     public one by naming itself); InvalidClient when it is none."""
     credentials = presented(authorization, form)
     return await clients.authenticate(
-        states=state.user_states,
+        reads=state.reads,
         client_id=credentials.client_id,
         secret=credentials.secret,
         settings=state.settings,

@@ -17,15 +17,17 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.db import session_scope
+from auth_service.access import service as access
+from auth_service.access.scopes import Scope, format_scope
+from auth_service.access.service import ClientPrincipal, Principal
+from auth_service.clients import service as clients
 from auth_service.errors import InsufficientScope, InvalidClient
-from auth_service.models import utcnow
+from auth_service.kit.db import transaction
+from auth_service.kit.time import utcnow
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.revocation import is_jwt
-from auth_service.scopes import Scope, format_scope
 from auth_service.security import jwt
-from auth_service.services import access, clients, sessions
-from auth_service.services.access import ClientPrincipal, Principal
+from auth_service.sessions import service as sessions
 from auth_service.state import AppState
 
 INACTIVE: dict[str, Any] = {"active": False}
@@ -69,7 +71,7 @@ class IntrospectionEndpoint:
                 keys=state.keys,
                 settings=state.settings,
                 cache=state.token_cache,
-                states=state.user_states,
+                reads=state.reads,
             )
             if secret is not None:
                 clients.authenticated_caller(inspection.caller, secret, scope=Scope.INTROSPECT)
@@ -78,16 +80,14 @@ class IntrospectionEndpoint:
                 return INACTIVE
             return _access_token(inspection.principal, caller_id=caller_id)
         if secret is not None:
-            caller = (await state.user_states.read(caller_id=caller_id)).caller
+            caller = (await state.reads.read(caller_id=caller_id)).caller
             clients.authenticated_caller(caller, secret, scope=Scope.INTROSPECT)
         token = forms.required(form, "token")
         forms.optional(form, "token_type_hint")
         # A refresh token is looked up in a transaction of its own; an access token needed
         # none (its state and the caller came in one statement).
-        async with session_scope(state.sessionmaker) as session:
-            return await self._refresh_token(
-                token, caller_id=caller_id, state=state, session=session
-            )
+        async with transaction(state.sessionmaker) as db:
+            return await self._refresh_token(token, caller_id=caller_id, state=state, db=db)
 
     @staticmethod
     async def _caller(
@@ -102,7 +102,7 @@ class IntrospectionEndpoint:
                 keys=state.keys,
                 settings=state.settings,
                 cache=state.token_cache,
-                states=state.user_states,
+                reads=state.reads,
             )
             if Scope.INTROSPECT not in caller.scopes:
                 raise InsufficientScope(
@@ -117,9 +117,9 @@ class IntrospectionEndpoint:
 
     @staticmethod
     async def _refresh_token(
-        token: str, *, caller_id: str, state: AppState, session: AsyncSession
+        token: str, *, caller_id: str, state: AppState, db: AsyncSession
     ) -> dict[str, Any]:
-        found = await sessions.find(session, token, refresh_tokens=state.refresh_tokens)
+        found = await sessions.find(db, token, refresh_tokens=state.refresh_tokens)
         # §2.2: a caller not allowed to introspect this token learns only `active: false`;
         # a refresh token is its client's alone (RFC 6749 §10.4), as for revocation.
         if found is None or not found.active(utcnow()) or found.login.client_id != caller_id:

@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.access import service as access
+from auth_service.clients.service import Client
 from auth_service.errors import InvalidGrant, InvalidToken
 from auth_service.oauth import client_auth, forms
-from auth_service.services import access, revocation, sessions
-from auth_service.services.clients import Client
+from auth_service.sessions import service as sessions
 from auth_service.state import AppState
 
 NOT_YOURS = "The token was not issued to this client."
@@ -43,7 +44,7 @@ class RevocationEndpoint:
         body: bytes,
         authorization: str | None,
         state: AppState,
-        session: AsyncSession,
+        db: AsyncSession,
     ) -> None:
         """Revoke the token of this request; an `OAuth2Error` if the request is refused."""
         form = forms.parse(content_type, body)
@@ -52,13 +53,13 @@ class RevocationEndpoint:
         forms.optional(form, "token_type_hint")
         client = await client_auth.authenticate(authorization, form, state=state)
         if is_jwt(token):
-            await self._revoke_access_token(token, client=client, state=state, session=session)
+            await self._revoke_access_token(token, client=client, state=state, db=db)
         else:
-            await self._revoke_refresh_token(token, client=client, state=state, session=session)
+            await self._revoke_refresh_token(token, client=client, state=state, db=db)
 
     @staticmethod
     async def _revoke_access_token(
-        token: str, *, client: Client, state: AppState, session: AsyncSession
+        token: str, *, client: Client, state: AppState, db: AsyncSession
     ) -> None:
         try:
             claims = access.verified_claims(
@@ -72,15 +73,15 @@ class RevocationEndpoint:
             return  # §2.2: an invalid token (ours or not, expired or malformed) is no error
         if claims["client_id"] != client.client_id:
             raise InvalidGrant(NOT_YOURS)
-        await revocation.revoke_access_token(session, jti=claims["jti"], exp=claims["exp"])
+        await access.revoke(db, jti=claims["jti"], exp=claims["exp"])
 
     @staticmethod
     async def _revoke_refresh_token(
-        token: str, *, client: Client, state: AppState, session: AsyncSession
+        token: str, *, client: Client, state: AppState, db: AsyncSession
     ) -> None:
-        found = await sessions.find(session, token, refresh_tokens=state.refresh_tokens)
+        found = await sessions.find(db, token, refresh_tokens=state.refresh_tokens)
         if found is None:
             return  # §2.2: unknown, or its session has ended already
         if found.login.client_id != client.client_id:
             raise InvalidGrant(NOT_YOURS)
-        await sessions.end(session, found.login.id)
+        await sessions.end(db, found.login.id)

@@ -14,13 +14,13 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import OAuth2Error, UnauthorizedClient, UnsupportedGrantType
+from auth_service.kit.fair_queue import QueueRefused
 from auth_service.oauth import client_auth, forms
 from auth_service.oauth.grants import Grant, TokenRequest
-from auth_service.observability import Metrics
-from auth_service.schemas import TokenResponse
-from auth_service.security.fair_queue import QueueRefused
-from auth_service.services.sessions import Device
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions.service import Device
 from auth_service.state import AppState
+from auth_service.web.observability import Metrics
 
 _CLIENT_PARAMETERS: dict[str, dict[str, Any]] = {
     "client_id": {"type": "string", "description": "The client's id (RFC 6749 §2.3.1)."},
@@ -57,7 +57,7 @@ class TokenEndpoint:
         peer: str,
         device: Device,
         state: AppState,
-        session: AsyncSession,
+        db: AsyncSession,
     ) -> TokenResponse:
         """The answer to a token request, counted by its grant type and outcome."""
         with _counted(state.metrics) as counted:
@@ -72,7 +72,7 @@ class TokenEndpoint:
             if grant_type not in client.grant_types:
                 raise UnauthorizedClient(f"This client may not use the {grant_type} grant.")
             request = TokenRequest(
-                form=form, client=client, peer=peer, device=device, state=state, session=session
+                form=form, client=client, peer=peer, device=device, state=state, db=db
             )
             return await grant.respond(request)
 

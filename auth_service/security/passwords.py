@@ -24,7 +24,7 @@ from typing import TypeVar
 import anyio
 from passlib.context import CryptContext
 
-from auth_service.security.fair_queue import FairQueue
+from auth_service.kit.fair_queue import FairQueue
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from auth_service.security import emails
+from auth_service.accounts import emails
 
 revision: str = "f01fdf40941d"
 down_revision: str | None = "b00a8f8014e8"

@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from auth_service.access import service as access
+from auth_service.clients.service import Client
 from auth_service.errors import InvalidRequest
 from auth_service.models import LoginSession, User
 from auth_service.oauth import forms
 from auth_service.oauth.forms import Form
-from auth_service.schemas import TokenResponse
-from auth_service.services import tokens
-from auth_service.services.clients import Client
-from auth_service.services.sessions import Device
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions.service import Device
 from auth_service.state import AppState
 
 
@@ -33,7 +33,7 @@ class TokenRequest:
     peer: str  # who is asking, for the fair password queue (`deps.client_key`)
     device: Device  # where it comes from, for the user's list of sessions
     state: AppState
-    session: AsyncSession  # the request's transaction: committed after the answer is built
+    db: AsyncSession  # the request's transaction: committed after the answer is built
 
 
 class Grant(ABC):
@@ -77,14 +77,14 @@ def token_response(
     """The RFC 6749 §5.1 answer of a grant that continues session `login`: a new access
     token for `user` with `scopes`, and `refresh_token`."""
     settings = request.state.settings
-    issued = tokens.issue_access_token(
+    issued = access.issue_access_token(
         subject=str(user.id),
         client_id=request.client.client_id,
         scopes=scopes,
         audience=login.audience or settings.token_audience,
         keys=request.state.keys,
         settings=settings,
-        claims=tokens.user_claims(user, session_id=login.id),
+        claims=access.user_claims(user, session_id=login.id),
         not_after=login.expires_at,  # a token never outlives its session
     )
     return TokenResponse(

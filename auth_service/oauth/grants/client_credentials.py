@@ -7,6 +7,8 @@ when it needs another.
 
 from typing import Any, ClassVar
 
+from auth_service.access import service as access
+from auth_service.access.scopes import parse_scope, service_scopes
 from auth_service.errors import UnauthorizedClient
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
@@ -15,9 +17,7 @@ from auth_service.oauth.grants import (
     TokenRequest,
     requested_audience,
 )
-from auth_service.schemas import TokenResponse
-from auth_service.scopes import parse_scope, service_scopes
-from auth_service.services import tokens
+from auth_service.oauth.schemas import TokenResponse
 
 
 class ClientCredentialsGrant(Grant):
@@ -39,17 +39,17 @@ class ClientCredentialsGrant(Grant):
         scopes = service_scopes(
             parse_scope(forms.optional(request.form, "scope")), client_scopes=client.scopes
         )
-        audience = tokens.audience_for(
+        audience = access.audience_for(
             requested_audience(request.form), client=client, settings=settings
         )
-        issued = tokens.issue_access_token(
+        issued = access.issue_access_token(
             subject=client.client_id,
             client_id=client.client_id,
             scopes=scopes,
             audience=audience,
             keys=request.state.keys,
             settings=settings,
-            claims=tokens.client_claims(client),
+            claims=access.client_claims(client),
         )
         return TokenResponse(
             access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope

@@ -2,8 +2,12 @@
 
 from typing import Any, ClassVar
 
+from auth_service.access import service as access
+from auth_service.access.scopes import format_scope, grant_scopes, parse_scope, within_client
+from auth_service.accounts import service as accounts
+from auth_service.clients import service as clients
 from auth_service.errors import InvalidGrant
-from auth_service.models import utcnow
+from auth_service.kit.time import utcnow
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
     AUDIENCE_PARAMETERS,
@@ -12,9 +16,8 @@ from auth_service.oauth.grants import (
     requested_audience,
     token_response,
 )
-from auth_service.schemas import TokenResponse
-from auth_service.scopes import format_scope, grant_scopes, parse_scope, within_client
-from auth_service.services import authentication, clients, sessions, tokens
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions import service as sessions
 
 
 class PasswordGrant(Grant):
@@ -34,14 +37,14 @@ class PasswordGrant(Grant):
         # Everything the password does not decide is checked before the password work.
         requested = parse_scope(forms.optional(form, "scope"))
         within_client(requested, request.client.scopes)
-        audience = tokens.audience_for(
+        audience = access.audience_for(
             requested_audience(form), client=request.client, settings=state.settings
         )
         # The caller's place in the fair password queue, before the lookup reads the database.
         async with state.hasher.turn(request.peer):
-            user = await authentication.authenticate(
-                session=request.session,
-                states=state.user_states,
+            user = await accounts.authenticate(
+                db=request.db,
+                reads=state.reads,
                 hasher=state.hasher,
                 email=username,
                 password=password,
@@ -51,7 +54,7 @@ class PasswordGrant(Grant):
             raise InvalidGrant("The email or password is incorrect.")
         scopes = grant_scopes(requested, roles=user.roles, client_scopes=request.client.scopes)
         login, refresh_token = await sessions.start(
-            request.session,
+            request.db,
             user=user,
             client_id=request.client.client_id,
             scope=format_scope(scopes),
@@ -62,7 +65,7 @@ class PasswordGrant(Grant):
             now=utcnow(),
         )
         # The client was read before the password work: still there? (See `hold_active`.)
-        await clients.hold_active(request.session, request.client.client_id)
+        await clients.hold_active(request.db, request.client.client_id)
         return token_response(
             request, user=user, scopes=scopes, login=login, refresh_token=refresh_token
         )

@@ -12,8 +12,11 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar
 
+from auth_service.access import service as access
+from auth_service.access.scopes import format_scope, parse_scope, refresh_scopes, within_granted
 from auth_service.errors import InvalidGrant, InvalidTarget
-from auth_service.models import LoginSession, User, utcnow
+from auth_service.kit.time import utcnow
+from auth_service.models import LoginSession, User
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
     AUDIENCE_PARAMETERS,
@@ -22,9 +25,8 @@ from auth_service.oauth.grants import (
     requested_audience,
     token_response,
 )
-from auth_service.schemas import TokenResponse
-from auth_service.scopes import format_scope, parse_scope, refresh_scopes, within_granted
-from auth_service.services import sessions, tokens
+from auth_service.oauth.schemas import TokenResponse
+from auth_service.sessions import service as sessions
 
 INVALID = "The refresh token is invalid, expired or revoked."
 
@@ -42,7 +44,7 @@ class RefreshTokenGrant(Grant):
     required = ("refresh_token",)
 
     async def respond(self, request: TokenRequest) -> TokenResponse:
-        state, db = request.state, request.session
+        state, db = request.state, request.db
         token = forms.required(request.form, "refresh_token")
         requested = parse_scope(forms.optional(request.form, "scope"))
         audience = requested_audience(request.form)
@@ -129,4 +131,4 @@ class RefreshTokenGrant(Grant):
         settings = request.state.settings
         if audience is not None and audience != (login.audience or settings.token_audience):
             raise InvalidTarget("A refresh keeps the audience of its sign-in.")
-        tokens.audience_for(login.audience, client=request.client, settings=settings)
+        access.audience_for(login.audience, client=request.client, settings=settings)
