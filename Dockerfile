@@ -31,7 +31,7 @@ WORKDIR /data
 USER 10001:10001
 # Safe to publish: header size, header and body timeouts, keep-alive and connection limits
 # are on by default (AUTH_HTTP_*); TLS and per-client limits belong to a proxy in front
-# (README "Exposure"), which AUTH_TRUSTED_PROXIES then names.
+# (docs/operations/exposure.md), which AUTH_TRUSTED_PROXIES then names.
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]

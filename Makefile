@@ -18,8 +18,10 @@ PYTEST_ARGS ?=
 # Branch coverage with the floor in pyproject.toml; `make test COVERAGE= PYTEST_ARGS=tests/x.py`
 # runs a part of the suite without it.
 COVERAGE ?= --cov
+# Material for MkDocs prints a banner about its successor on every build.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint format migrate openapi lock bench bench-quick bench-micro clean
+.PHONY: run test lint docs format migrate openapi lock bench bench-quick bench-micro clean
 
 # The locks are complete (every transitive pin, with hashes), so pip installs them with
 # --no-deps and resolves nothing: a newer release of a dependency wanted with an extra
@@ -54,6 +56,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/mkdocs build --strict --quiet
+
+# The documentation site (mkdocs.yml), built strictly into site/: open site/index.html as a
+# file, or serve the folder for search too; nothing is fetched from elsewhere.
+docs: $(DEV_STAMP)
+	$(BIN)/mkdocs build --strict
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
@@ -84,4 +92,4 @@ bench-micro: $(DEV_STAMP)
 	$(BIN)/python bench/micro.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache build dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache build dist site

@@ -93,7 +93,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=logging_config(settings.log_level),
             access_log=False,
-            **uvicorn_options(settings),  # limits and trusted proxies: README "Exposure"
+            **uvicorn_options(settings),  # limits and trusted proxies: docs/operations/exposure.md
         )
     return 0
 

@@ -107,8 +107,16 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    env: Literal["development", "production"] = "development"
-    database_url: str = "sqlite:///./auth.db"
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` demands a strong secret key (or an existing key file) and an "
+        "`https` issuer; `development` only warns about a weak key.",
+    )
+    database_url: str = Field(
+        default="sqlite:///./auth.db",
+        description="`sqlite:///path` (a file: an in-memory database is refused) or "
+        "`postgresql://user:pass@host/db`, written as-is: the service picks its drivers.",
+    )
     database_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -116,7 +124,11 @@ class Settings(BaseSettings):
         description="seconds a request waits for the database (connect, a free pooled "
         "connection, SQLite's write lock) before it answers 503.",
     )
-    issuer: str = "http://localhost:8000"
+    issuer: str = Field(
+        default="http://localhost:8000",
+        description="Public base URL: the `iss` claim and every URL in the discovery "
+        "metadata. Other services are given this, not the address `serve` listens on.",
+    )
     audience: str | None = Field(
         default=None, description="`aud` of access tokens; defaults to the issuer."
     )
@@ -130,8 +142,17 @@ class Settings(BaseSettings):
         description="Encrypts private signing keys. Read from `secret_key_file` when unset; "
         "generated there outside production.",
     )
-    secret_key_file: Path = Path(".auth-secret-key")
-    signing_alg: Literal["RS256", "ES256"] = "RS256"
+    secret_key_file: Path = Field(
+        default=Path(".auth-secret-key"),
+        description="The key when `AUTH_SECRET_KEY` is unset: created with a random key on "
+        "first start outside production; in production it must exist (a container secret), "
+        "be no symbolic link and be closed to group and others.",
+    )
+    signing_alg: Literal["RS256", "ES256"] = Field(
+        default="RS256",
+        description="RS256 (RSA 2048) or ES256 (P-256): the one algorithm the service signs "
+        "and accepts; a change retires the keys of the earlier one at the next start.",
+    )
     access_token_ttl: int = Field(default=900, ge=60, le=86_400, description="seconds")
     refresh_token_ttl: int = Field(
         default=14 * 86_400,
@@ -189,31 +210,78 @@ class Settings(BaseSettings):
         "sends them: `https://app.example` or `http://127.0.0.1:5173` (no path, no trailing "
         "slash, no default port); `*` alone for any.",
     )
-    registration_open: bool = True
+    registration_open: bool = Field(
+        default=True,
+        description="`false` makes `POST /users` answer 403 (admins can still create users).",
+    )
     allow_unicode_email: bool = Field(
         default=False,
         description="Let new accounts have non-ASCII local parts (each in one script); "
         "off, a look-alike such as a Cyrillic `а` in `аlice` cannot be registered.",
     )
-    bootstrap_admin_email: str | None = None
-    bootstrap_admin_password: SecretStr | None = None
+    bootstrap_admin_email: str | None = Field(
+        default=None,
+        description="An admin to create at start-up while no account holds the admin role "
+        "and the address is free; never promotes or reactivates an existing account.",
+    )
+    bootstrap_admin_password: SecretStr | None = Field(
+        default=None, description="The password of `AUTH_BOOTSTRAP_ADMIN_EMAIL`'s account."
+    )
     # Each step doubles the cost: 16 is ~5 s a hash here, more would stall start-up and logins.
-    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    password_min_length: int = Field(default=15, ge=8, le=64)
+    bcrypt_rounds: int = Field(
+        default=12,
+        ge=4,
+        le=16,
+        description="bcrypt cost; stored hashes of another cost are upgraded at the next login.",
+    )
+    password_min_length: int = Field(
+        default=15,
+        ge=8,
+        le=64,
+        description="Minimum password length in characters after NFKC (NIST SP 800-63B rev. 4: "
+        "15 for a single factor, 8 where every user also has a second factor).",
+    )
     password_hash_concurrency: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         le=256,
         description="bcrypt computations running at once (worker threads).",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="`WARNING` and above also turn the access lines off."
+    )
 
     # The HTTP server (`serve`, per worker): what keeps it safe to expose (README "Exposure").
-    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
-    http_header_timeout_seconds: float = Field(default=10, ge=1, le=300)
-    http_body_timeout_seconds: float = Field(default=30, ge=1, le=600)
-    http_keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=300)
-    http_max_connections: int = Field(default=500, ge=1, le=100_000)
+    http_max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Bytes of a request line and headers together; beyond them 431 and close.",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10,
+        ge=1,
+        le=300,
+        description="Seconds for a whole request head to arrive, from the connection's opening "
+        "(or a kept-alive request's first byte); else 408 and close.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="Seconds for a whole request body to arrive after its head; else 408 "
+        "(a close, once the service has answered).",
+    )
+    http_keep_alive_timeout_seconds: int = Field(
+        default=5, ge=1, le=300, description="Seconds an idle kept-alive connection stays open."
+    )
+    http_max_connections: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Open connections, and requests in flight, per worker; beyond them 503 "
+        "with `Retry-After: 1`.",
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="Addresses or networks whose X-Forwarded-For/-Proto are believed; "

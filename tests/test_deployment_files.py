@@ -1,4 +1,4 @@
-"""The deployment files: docker-compose.yml agrees with the code and the README, and
+"""The deployment files: docker-compose.yml agrees with the code and the docs, and
 `docker build` sends what the Dockerfile copies and nothing that holds a secret, a database
 or a cache.
 
@@ -49,9 +49,9 @@ def _service_environment(
     return environment
 
 
-def _readme() -> str:
-    """The README with its line breaks as spaces, so a phrase can be found across lines."""
-    return " ".join((ROOT / "README.md").read_text().split())
+def _docs(page: str) -> str:
+    """A page of docs/ with its line breaks as spaces, so a phrase can be found across lines."""
+    return " ".join((ROOT / "docs" / page).read_text().split())
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -164,7 +164,8 @@ def test_postgres_holds_every_worker_of_the_compose_file() -> None:
     pool = engine.sync_engine.pool
     # The pool keeps max_overflow in a private attribute only.
     per_worker = pool.size() + pool._max_overflow + POSTGRES_CONNECTIONS
-    assert f"Each worker opens up to {per_worker} connections" in _readme()
+    for page in ("operations/database-sizing.md", "guides/postgresql-and-workers.md"):
+        assert f"Each worker opens up to {per_worker} connections" in _docs(page)
 
     services = _compose()["services"]
     command = services["auth"]["command"]
@@ -212,7 +213,7 @@ def test_dev_profile_serves_localhost_without_tls_or_a_prepared_key(
     # Compose resolves every service's variables before choosing by profile: a required
     # one (${VAR:?}) in the production service would stop the development command too.
     assert not re.search(r"\$\{\w+:?\?", yaml.safe_dump(_compose()))
-    assert "docker compose --profile dev up auth-dev" in _readme()
+    assert "docker compose --profile dev up auth-dev" in _docs("operations/deployment.md")
 
     environment = _service_environment(monkeypatch, "auth-dev", host={})
     assert unknown_variables(environment) == []
