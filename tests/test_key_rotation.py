@@ -33,9 +33,9 @@ from sqlalchemy import create_engine, select, update
 from sqlmodel import col
 
 from auth_service import cli
-from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.keys import service as keys_service
 from auth_service.keys.service import KeyRing
+from auth_service.keys.settings import KEY_REFRESH_MAX_SECONDS
 from auth_service.kit.db import STARTUP_LOCK_ID, create_sessionmaker, sync_url, transaction
 from auth_service.kit.db import create_engine as create_async_engine
 from auth_service.models import SigningKey

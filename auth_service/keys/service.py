@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from auth_service.config import KEY_REFRESH_MAX_SECONDS
 from auth_service.errors import Conflict, NotFound
+from auth_service.keys.settings import KEY_REFRESH_MAX_SECONDS
 from auth_service.kit.db import is_unavailable, lock_for_change, transaction
 from auth_service.kit.time import utcnow
 from auth_service.models import SigningKey
