@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from starlette.routing import Mount
 
 from auth_service import __version__, startup
 from auth_service.access import service as access
@@ -88,9 +89,10 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     before it: a quarter of a `GET /health/live` in `bench/hotpath.py`. Our routers carry
     their prefix and tags themselves and are included with no options, so each of their
     routes is already complete; appended, they are matched once, as the app's own routes are.
+    A router's mounts (its static files, `web.pages.static_files`) carry their full path too.
     """
     for route in router.routes:
-        if not isinstance(route, APIRoute):
+        if not isinstance(route, APIRoute | Mount):
             raise TypeError(f"{route!r} is not a path operation; include it with its options")
         app.router.routes.append(route)
 

@@ -21,19 +21,33 @@ _NO_STORE = {"Cache-Control": "no-store"}  # RFC 6749 §5.1: token answers are n
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An error as it goes on the wire: status, headers, and a JSON body."""
+    """An error as it goes on the wire: status, headers, and a body of `media_type`
+    (None: no body, as a redirect has)."""
 
     status: int
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    media_type: str | None = "application/json"
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """ASGI's spelling of the headers, with the body's type and length."""
+        kind = [] if self.media_type is None else [(b"content-type", self.media_type.encode())]
         return [
-            (b"content-type", b"application/json"),
+            *kind,
             (b"content-length", b"%d" % len(self.body)),
             *((name.lower().encode(), value.encode()) for name, value in self.headers.items()),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """An error as a page for a person: what `web/templates/error.html` is filled with."""
+
+    status: int
+    title: str  # the status's own phrase: "Bad Request"
+    description: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None  # a 500's: what the person can quote to an operator
 
 
 def _json(body: Mapping[str, Any]) -> bytes:
