@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from starlette.routing import Mount
 
 from auth_service import __version__, startup
 from auth_service.access import service as access
@@ -37,6 +38,8 @@ from auth_service.web.middleware import (
     UnhandledErrorMiddleware,
 )
 from auth_service.web.openapi import install as install_openapi
+from auth_service.web.pages import Pages
+from auth_service.web.styles import LIFESPAN_KEY, ErrorStyles
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +91,10 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     before it: a quarter of a `GET /health/live` in `bench/hotpath.py`. Our routers carry
     their prefix and tags themselves and are included with no options, so each of their
     routes is already complete; appended, they are matched once, as the app's own routes are.
+    A router's mounts (its static files, `web.pages.static_files`) carry their full path too.
     """
     for route in router.routes:
-        if not isinstance(route, APIRoute):
+        if not isinstance(route, APIRoute | Mount):
             raise TypeError(f"{route!r} is not a path operation; include it with its options")
         app.router.routes.append(route)
 
@@ -102,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, ErrorStyles]]:
         try:
             await startup.prepare(
                 settings=settings,
@@ -121,7 +125,9 @@ def create_app(settings: Settings) -> FastAPI:
                 tasks.start_soon(state.key_ring.follow, settings.key_refresh_seconds)
                 for job in jobs(settings, state):
                     tasks.start_soon(run_every, job)
-                yield
+                # For the server's own answers (its 503 when busy, a body's 408): lifespan
+                # state reaches the server's protocol, which answers those without the app.
+                yield {LIFESPAN_KEY: styles}
                 tasks.cancel_scope.cancel()
         finally:
             await state.close()
@@ -139,8 +145,11 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.auth = state  # read through auth_service.web.deps.state_of
+    # Each route's error style; the table for answers without a route is built from
+    # the app's routes on first use, when every route below is in.
+    styles = ErrorStyles(app.router.routes, Pages())
 
-    handlers.install(app)
+    handlers.install(app, styles)
     # Starlette tries routes in order: the cheapest and most called first.
     for router in (
         health.router,
@@ -164,8 +173,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Added innermost first. CORS wraps every answer a middleware below it builds (413, 400,
     # the JSON 500), so a browser can read those too.
     app.add_middleware(discovery.WellKnownFastPath, state=state)
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES)
+    app.add_middleware(UnhandledErrorMiddleware, styles=styles)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=MAX_BODY_BYTES, styles=styles)
     if settings.cors_origins:
         app.add_middleware(
             CORS,

@@ -1,39 +1,69 @@
 """Every error the service answers with, in one place, each rendering its own answer.
 
-An error carries its status, its body and its headers. The body has one of two shapes, and
-`answer` is the one place that picks it: an RFC 6749 §5.2 body (`error`,
-`error_description`, never cached) on the OAuth endpoints, `{"detail": ...}` everywhere
-else. `OAuth2Error`s are always the former, `BearerError`s add their RFC 6750 §3 challenge.
-Services raise these; `handlers.py` (in the app), the middleware and the server send
-`answer(path)`. Nothing here knows the web framework.
+An error carries its status, its body and its headers, and renders itself in the style of
+the route that answers it (`ErrorStyle`, which each router declares: `web/styles.py`):
+an RFC 6749 §5.2 body (`error`, `error_description`, never cached) on the OAuth endpoints,
+`{"detail": ...}` on the API, a redirect back to the client (RFC 6749 §4.1.2.1) or a page
+for a person in a browser. `OAuth2Error`s are always the §5.2 body where JSON is answered,
+`BearerError`s add their RFC 6750 §3 challenge. Services raise these; the app's handlers,
+the middleware and the server send their `answer(style)`, and fill a page's template.
+Nothing here knows the web framework.
 """
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Any, ClassVar, Literal, overload
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-# The endpoints whose every error is an RFC 6749 §5.2 error response (RFC 7009 §2.2.1 and
-# RFC 7662 §2.3 answer as the token endpoint does).
-OAUTH_PATHS = frozenset({"/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"})
 _NO_STORE = {"Cache-Control": "no-store"}  # RFC 6749 §5.1: token answers are never cached
+
+
+class ErrorStyle(StrEnum):
+    """How a route's errors are answered; a router declares it once (`web/styles.py`)."""
+
+    API = "api"  # {"detail": ...}, with more fields where they help (a JSON API)
+    OAUTH = "oauth"  # RFC 6749 §5.2: {"error", "error_description"}, never cached
+    # RFC 6749 §4.1.2.1: a 302 to the client's validated redirect_uri with `error=`, when the
+    # error carries one (`RedirectToClient`); any other error is a page, never a redirect.
+    REDIRECT = "redirect"
+    HTML = "html"  # a page for the person in the browser (`web/templates/error.html`)
+
+
+JSON_STYLES = Literal[ErrorStyle.API, ErrorStyle.OAUTH]
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An error as it goes on the wire: status, headers, and a JSON body."""
+    """An error as it goes on the wire: status, headers, and a body of `media_type`
+    (None: no body, as a redirect has)."""
 
     status: int
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    media_type: str | None = "application/json"
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """ASGI's spelling of the headers, with the body's type and length."""
+        kind = [] if self.media_type is None else [(b"content-type", self.media_type.encode())]
         return [
-            (b"content-type", b"application/json"),
+            *kind,
             (b"content-length", b"%d" % len(self.body)),
             *((name.lower().encode(), value.encode()) for name, value in self.headers.items()),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """An error as a page for a person: what `web/templates/error.html` is filled with."""
+
+    status: int
+    title: str  # the status's own phrase: "Bad Request"
+    description: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None  # a 500's: what the person can quote to an operator
 
 
 def _json(body: Mapping[str, Any]) -> bytes:
@@ -57,15 +87,33 @@ class ServiceError(Exception):
     def body(self) -> dict[str, Any]:
         return {"detail": self.description}
 
-    def answer(self, path: str) -> Answer:
-        """The answer to a request for `path`."""
-        if path in OAUTH_PATHS:
+    @overload
+    def answer(self, style: JSON_STYLES) -> Answer: ...
+    @overload
+    def answer(self, style: ErrorStyle) -> Answer | ErrorPage: ...
+    def answer(self, style: ErrorStyle) -> Answer | ErrorPage:
+        """The answer in `style`: on the wire, or as the page a template renders."""
+        if style is ErrorStyle.OAUTH:
             return self._token_error()
+        if style is ErrorStyle.API:
+            return self._api_answer()
+        # HTML; and REDIRECT, since only a RedirectToClient knows a validated target
+        # (RFC 6749 §4.1.2.1: without one, inform the resource owner, never redirect).
+        return self.page()
+
+    def _api_answer(self) -> Answer:
         return Answer(self.status_code, _json(self.body()), self.headers())
 
     def _token_error(self) -> Answer:
         body = {"error": self.oauth_error, "error_description": self.description}
         return Answer(self.status_code, _json(body), {**self.headers(), **_NO_STORE})
+
+    def page(self) -> ErrorPage:
+        try:
+            title = HTTPStatus(self.status_code).phrase
+        except ValueError:  # a status with no registered phrase
+            title = "Error"
+        return ErrorPage(self.status_code, title, self.description, self.headers())
 
 
 # --- RFC 6749 §5.2: the token endpoint's own errors ----------------------------------------
@@ -79,7 +127,7 @@ class OAuth2Error(ServiceError):
             return {"WWW-Authenticate": 'Basic realm="auth-service"'}  # RFC 6749 §5.2
         return {}
 
-    def answer(self, path: str) -> Answer:
+    def _api_answer(self) -> Answer:
         return self._token_error()
 
 
@@ -299,7 +347,58 @@ class InternalError(ServiceError):
     def body(self) -> dict[str, Any]:
         return {**super().body(), "request_id": self.request_id}
 
-    def answer(self, path: str) -> Answer:
+    def _token_error(self) -> Answer:
         # The same body everywhere: the request id matters more than the OAuth shape.
-        headers = dict(_NO_STORE) if path in OAUTH_PATHS else {}
-        return Answer(self.status_code, _json(self.body()), headers)
+        return Answer(self.status_code, _json(self.body()), _NO_STORE)
+
+    def page(self) -> ErrorPage:
+        return ErrorPage(
+            self.status_code, "Internal Server Error", self.description, request_id=self.request_id
+        )
+
+
+# --- RFC 6749 §4.1.2.1: errors sent back to the client through the browser ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRedirect:
+    """Where an authorization request's errors go: its redirect_uri once validated against
+    the client's registered ones, the request's `state`, and our issuer (RFC 9207 §2)."""
+
+    redirect_uri: str
+    state: str | None
+    issuer: str
+
+    def location(self, error: str, description: str) -> str:
+        """The redirect_uri with the error added to its query (RFC 6749 §4.1.2.1), keeping
+        the query it was registered with (§3.1.2)."""
+        parts = urlsplit(self.redirect_uri)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        query += [("error", error), ("error_description", description)]
+        if self.state is not None:
+            query.append(("state", self.state))
+        query.append(("iss", self.issuer))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class RedirectToClient(ServiceError):
+    """An error to send back to the client that asked (RFC 6749 §4.1.2.1): a 302 to its
+    validated redirect_uri where the route's style is REDIRECT, else `error` as that style
+    answers it."""
+
+    status_code = 302
+
+    def __init__(self, error: ServiceError, *, to: ClientRedirect) -> None:
+        super().__init__(error.description)
+        self.error = error
+        self.to = to
+
+    @overload
+    def answer(self, style: JSON_STYLES) -> Answer: ...
+    @overload
+    def answer(self, style: ErrorStyle) -> Answer | ErrorPage: ...
+    def answer(self, style: ErrorStyle) -> Answer | ErrorPage:
+        if style is not ErrorStyle.REDIRECT:
+            return self.error.answer(style)
+        location = self.to.location(self.error.oauth_error, self.error.description)
+        return Answer(self.status_code, b"", {"Location": location}, media_type=None)

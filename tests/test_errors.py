@@ -1,13 +1,12 @@
-"""Every error renders its own answer, and the body's shape depends on the endpoint alone:
-RFC 6749 §5.2 on the token endpoint (never cached), `{"detail": ...}` everywhere else."""
+"""Every error renders its own answer, and the body's shape depends on the route's error style
+alone: RFC 6749 §5.2 on the OAuth endpoints (never cached), `{"detail": ...}` on the API.
+The redirect and HTML styles are in test_error_styles.py."""
 
 import json
 
 import pytest
 
 from auth_service import errors
-
-TOKEN_PATH = "/oauth2/token"
 
 EXAMPLES: list[errors.ServiceError] = [
     errors.InvalidRequest("a form field is missing"),
@@ -30,7 +29,7 @@ EXAMPLES: list[errors.ServiceError] = [
 def test_on_the_token_endpoint_every_error_is_a_token_error_response(
     error: errors.ServiceError,
 ) -> None:
-    answer = error.answer(TOKEN_PATH)
+    answer = error.answer(errors.ErrorStyle.OAUTH)
 
     assert answer.status == error.status_code
     assert json.loads(answer.body) == {
@@ -48,14 +47,14 @@ def test_on_the_token_endpoint_every_error_is_a_token_error_response(
     ids=lambda e: f"{type(e).__name__}-{e.status_code}",
 )
 def test_elsewhere_an_error_is_its_detail(error: errors.ServiceError) -> None:
-    answer = error.answer("/users/me")
+    answer = error.answer(errors.ErrorStyle.API)
 
     assert json.loads(answer.body)["detail"] == error.description
     assert "Cache-Control" not in answer.headers
 
 
 def test_an_oauth2_error_keeps_its_shape_wherever_it_is_raised() -> None:
-    answer = errors.InvalidClient("unknown client").answer("/elsewhere")
+    answer = errors.InvalidClient("unknown client").answer(errors.ErrorStyle.API)
 
     assert json.loads(answer.body) == {
         "error": "invalid_client",
@@ -65,9 +64,14 @@ def test_an_oauth2_error_keeps_its_shape_wherever_it_is_raised() -> None:
 
 
 def test_the_raw_headers_carry_the_body_type_and_length() -> None:
-    answer = errors.RetryLater("busy", status=503, retry_after=1).answer("/users/me")
+    answer = errors.RetryLater("busy", status=503, retry_after=1).answer(errors.ErrorStyle.API)
 
     raw = dict(answer.raw_headers())
     assert raw[b"content-type"] == b"application/json"
     assert raw[b"content-length"] == b"%d" % len(answer.body)
     assert raw[b"retry-after"] == b"1"
+
+
+def test_a_page_is_titled_by_its_status_s_phrase() -> None:
+    assert errors.NotFound("no such user").page().title == "Not Found"
+    assert errors.HTTPError(499, "closed early").page().title == "Error"  # no phrase for 499

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
+from auth_service.errors import ErrorStyle, InsufficientScope, InvalidToken, MissingToken
 from tests.conftest import app_of, app_state, login, register
 from tests.forged_tokens import (
     ALGORITHM,
@@ -951,7 +951,7 @@ async def test_require_answers_like_the_services_guards(issuer: Issuer) -> None:
         (none_at_all, MissingToken("An access token is required.")),
     ]
     for response, error in expected:
-        answer = error.answer("/orders")
+        answer = error.answer(ErrorStyle.API)
         assert response.status_code == answer.status
         assert response.json() == json.loads(answer.body)
         assert response.headers["www-authenticate"] == answer.headers["WWW-Authenticate"]

@@ -3,17 +3,21 @@ introspection (RFC 7662); the protocol is in `auth_service.oauth`."""
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from auth_service.errors import ErrorStyle
 from auth_service.oauth import revocation
 from auth_service.oauth.schemas import OAuth2ErrorResponse, TokenResponse
 from auth_service.oauth.server import introspection_endpoint, revocation_endpoint, token_endpoint
 from auth_service.sessions.service import Device
+from auth_service.web import styles
 from auth_service.web.deps import DbDep, client_key, state_of
 from auth_service.web.guards import CLIENT_SCHEME, TOKEN_URL
 
-router = APIRouter(tags=["oauth2"])
+# RFC 6749 §5.2 error responses on every endpoint here (RFC 7009 §2.2.1 and RFC 7662 §2.3
+# answer as the token endpoint does).
+router = styles.router(ErrorStyle.OAUTH, tags=["oauth2"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuth2ErrorResponse, "description": "RFC 6749 §5.2 error"},

@@ -1,5 +1,6 @@
 """The app's exception handlers: each turns what was raised into a `ServiceError`, which
-renders its own answer (errors.py). Nothing else in the app builds an error body."""
+renders its own answer (errors.py) in the style of the request's route (`styles.py`).
+Nothing else in the app builds an error body."""
 
 import logging
 import sqlite3
@@ -15,22 +16,13 @@ from starlette.routing import Match
 from auth_service.errors import HTTPError, InvalidInput, RetryLater, ServiceError
 from auth_service.kit.db import is_unavailable
 from auth_service.kit.fair_queue import QueueRefused
+from auth_service.web.styles import ErrorStyles
 
 logger = logging.getLogger(__name__)
 
 # A database outage lasts longer than a password queue burst: ask clients to back off more.
 DATABASE_RETRY_AFTER_SECONDS = 5
 QUEUE_RETRY_AFTER_SECONDS = 1
-
-
-def _respond(request: Request, error: ServiceError) -> Response:
-    answer = error.answer(request.scope["path"])
-    return Response(
-        answer.body,
-        status_code=answer.status,
-        headers=answer.headers,
-        media_type="application/json",
-    )
 
 
 def _allowed_methods(request: Request) -> str:
@@ -43,7 +35,16 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, styles: ErrorStyles) -> None:
+    def _respond(request: Request, error: ServiceError) -> Response:
+        answer = styles.answer(error, request.scope)
+        return Response(
+            answer.body,
+            status_code=answer.status,
+            headers=answer.headers,
+            media_type=answer.media_type,
+        )
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
         return _respond(request, exc)

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth_service.errors import Answer, HTTPError, InternalError
 from auth_service.web.observability import AccessLog, Metrics, request_id_var
+from auth_service.web.styles import ErrorStyles
 
 _REQUEST_ID = b"x-request-id"
 MAX_BODY_BYTES = 64 * 1024
@@ -140,12 +141,13 @@ class _BodyTooLarge(HTTPException):
 class BodySizeLimitMiddleware:
     """Refuse request bodies over `max_body_bytes` before anything parses or hashes them."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, styles: ErrorStyles) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.styles = styles
 
     async def _refuse(self, scope: Scope, send: Send, status: int, description: str) -> None:
-        await _send(send, HTTPError(status, description).answer(scope["path"]))
+        await _send(send, self.styles.answer(HTTPError(status, description), scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -270,8 +272,9 @@ class UnhandledErrorMiddleware:
     """A bug: log it with the request id, answer a JSON 500 (inside CORS, so a browser can
     read it), never Starlette's plain-text page."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, styles: ErrorStyles) -> None:
         self.app = app
+        self.styles = styles
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -291,7 +294,7 @@ class UnhandledErrorMiddleware:
             if response_started:
                 raise  # too late for an answer: the server drops the connection
             error = InternalError(request_id=request_id_var.get() or "")
-            await _send(send, error.answer(scope["path"]))
+            await _send(send, self.styles.answer(error, scope))
 
 
 class RequestContextMiddleware:

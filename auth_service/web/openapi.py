@@ -18,11 +18,12 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from auth_service.accounts import password_policy
-from auth_service.errors import OAUTH_PATHS
+from auth_service.errors import ErrorStyle
 from auth_service.oauth.schemas import OAuth2ErrorResponse
 from auth_service.web.deps import get_db, password_turn
 from auth_service.web.guards import CLIENT_SCHEME, TOKEN_URL, current_principal
 from auth_service.web.schemas import ErrorResponse, UnprocessableResponse
+from auth_service.web.styles import style_of
 
 _REF = "#/components/schemas/{model}"
 _RETRY_AFTER = {
@@ -104,7 +105,7 @@ def _with_errors(
     for route in iter_route_contexts(routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
-        oauth = route.path_format in OAUTH_PATHS
+        oauth = style_of(route.original_route) is ErrorStyle.OAUTH
         errors = _errors(route, oauth=oauth, max_body_bytes=max_body_bytes)
         for method in route.methods or ():
             responses = document["paths"][route.path_format][method.lower()]["responses"]

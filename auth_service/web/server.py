@@ -21,7 +21,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from auth_service.config import Settings
-from auth_service.errors import Answer, HTTPError, RetryLater
+from auth_service.errors import Answer, ErrorStyle, HTTPError, RetryLater, ServiceError
+from auth_service.web.styles import LIFESPAN_KEY, ErrorStyles
 
 RETRY_AFTER_SECONDS = 1
 
@@ -56,8 +57,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 # Before the head is in there is no path to answer for: these have the plain shape.
-_HEAD_TOO_LARGE = HTTPError(431, "The request header fields are too large.").answer("")
-_HEAD_TOO_SLOW = HTTPError(408, "The request header was not received in time.").answer("")
+_HEAD_TOO_LARGE = HTTPError(431, "The request header fields are too large.").answer(ErrorStyle.API)
+_HEAD_TOO_SLOW = HTTPError(408, "The request header was not received in time.").answer(
+    ErrorStyle.API
+)
 _BODY_TOO_SLOW = "The request body was not received in time."
 _BUSY = "The server is busy; retry in a moment."
 # On every answer of the app; its middleware never sees these.
@@ -65,12 +68,21 @@ _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _CLOSE = (b"connection", b"close")
 
 
+def _answer(error: ServiceError, scope: Scope) -> Answer:
+    """`error` in the style of the request's route, as the app's lifespan published the
+    styles (ASGI lifespan state); the API style for an app that published none."""
+    styles: ErrorStyles | None = scope.get("state", {}).get(LIFESPAN_KEY)
+    if styles is None:
+        return error.answer(ErrorStyle.API)
+    return styles.answer(error, dict(scope))
+
+
 async def _service_unavailable(
     scope: Scope, _receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """What a request over the concurrency limit gets instead of the app (uvicorn's is text)."""
     busy = RetryLater(_BUSY, status=503, retry_after=RETRY_AFTER_SECONDS)
-    answer = busy.answer(str(scope.get("path", "")))
+    answer = _answer(busy, scope)
     # Connection: close frees the connection, which is what is short.
     headers = [*answer.raw_headers(), _NOSNIFF, _CLOSE]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
@@ -252,4 +264,4 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The app is waiting for the body: it gets a disconnect and its answer is dropped.
         cycle.disconnected = True
         cycle.message_event.set()
-        self._answer_and_close(HTTPError(408, _BODY_TOO_SLOW).answer(cycle.scope["path"]))
+        self._answer_and_close(_answer(HTTPError(408, _BODY_TOO_SLOW), cycle.scope))
