@@ -239,5 +239,5 @@ async def revoke_user_sessions(user_id: uuid.UUID, db: DbDep) -> Response:
     """End every session of a user: their refresh tokens stop working, and the access tokens
     issued in them are refused from the next request on."""
     user = await accounts.get_user(db=db, user_id=user_id)
-    await sessions.end_all(db, user.id)
+    await sessions.end_every_of_user(db, user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -177,7 +177,7 @@ async def change_password(
             new_password, email=user.email, min_length=min_length, hasher=hasher
         )
     await repository.save(db, user)
-    await sessions.end_all(db, user.id)
+    await sessions.end_every_of_user(db, user.id)
 
 
 logger = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ async def update_user(
         if active != user.is_active:
             user.is_active = active
             if not active:
-                await sessions.end_all(db, user.id)
+                await sessions.end_every_of_user(db, user.id)
     if name is not KEEP:
         user.name = name
     if is_verified is not None:
