@@ -33,7 +33,8 @@ async def save(db: AsyncSession, user: User) -> None:
 
 
 async def delete(db: AsyncSession, user: User) -> None:
-    """Delete `user` (its roles and sessions go with it, by the foreign keys)."""
+    """Delete `user`: its roles go with it (the relationship's cascade), its sessions by
+    their foreign key's ON DELETE CASCADE."""
     await db.delete(user)
     await db.flush()
 
