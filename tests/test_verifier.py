@@ -620,9 +620,8 @@ async def test_a_new_key_during_the_refetch_interval_is_unavailable_not_refused(
     # A made-up kid spends the refetch allowance just before the issuer publishes a new key
     # (it publishes before it signs): the new key's tokens are "not now" (503), not 401.
     # A generous fetch timeout: a fetch cut short on a busy machine would be "not now" too.
-    verifier = _verifier(issuer, min_refetch_interval=60, timeout=30)
     clock = Clock()
-    verifier.keys._clock = clock
+    verifier = _verifier(issuer, min_refetch_interval=60, timeout=30, monotonic_clock=clock)
     old = issuer.signer
     verifier.verify(old.token())
     clock.now += 60

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import socket
+import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -61,14 +63,29 @@ class Counted(httpx.AsyncBaseTransport):
 
 
 def _introspecting(
-    transport: httpx.AsyncBaseTransport, client_id: str, secret: str, **options: Any
+    transport: httpx.AsyncBaseTransport,
+    client_id: str,
+    secret: str,
+    clock: Callable[[], float] = time.time,
+    **options: Any,
 ) -> TokenVerifier:
     return TokenVerifier(
         issuer=ISSUER,
         audience=ISSUER,
         async_transport=transport,
         introspection=Introspection(client_id=client_id, client_secret=secret, **options),
+        clock=clock,
     )
+
+
+class Clock:
+    """The verifier's wall clock, which the test moves on (the service's is real)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def _service(client: httpx.AsyncClient) -> tuple[str, str]:
@@ -144,14 +161,15 @@ async def test_a_revocation_is_seen_at_most_one_cache_window_late(
     await register(client, "ann@example.com")
     tokens = (await request_token(client, "ann@example.com")).json()
     transport = Counted(client)
-    introspecting = _introspecting(transport, *await _service(client), cache_seconds=60)
-    source = introspecting.introspection
-    assert source is not None
+    clock = Clock()
+    introspecting = _introspecting(
+        transport, *await _service(client), clock=clock, cache_seconds=60
+    )
     await introspecting.averify(tokens["access_token"])
     await revoke(client, tokens["access_token"])
 
     kept = await introspecting.averify(tokens["access_token"])  # the answer of a moment ago
-    source._clock = lambda: kept.expires_at - 1  # the window has passed (exp has not)
+    clock.now = kept.expires_at - 1  # the window has passed (exp has not)
 
     with pytest.raises(InvalidTokenError, match="not active"):
         await introspecting.averify(tokens["access_token"])
@@ -300,34 +318,33 @@ async def test_answers_are_kept_briefly_never_past_exp_and_bounded(
     revoked = await login(client, "ann@example.com")
     await revoke(client, revoked)
     transport = Counted(client)
+    clock = Clock()
     introspecting = _introspecting(
         transport,
         *await _service(client),
+        clock=clock,
         cache_seconds=3600,
         inactive_cache_seconds=10,
         cache_size=2,
     )
-    source = introspecting.introspection
-    assert source is not None
     exp = jwt.decode(first, options={"verify_signature": False})["exp"]
-    now = exp - 20.0  # the verifier's clock for keeping answers; the service's is real
-    source._clock = lambda: now
+    clock.now = exp - 20.0
 
     await introspecting.averify(first)  # kept until exp, not for an hour
     with pytest.raises(InvalidTokenError):
         await introspecting.averify(revoked)  # kept for 10 s
-    now = exp - 9.0
+    clock.now = exp - 9.0
     await introspecting.averify(first)
     with pytest.raises(InvalidTokenError):
         await introspecting.averify(revoked)
     assert transport.introspections == 3
 
-    now = exp
+    clock.now = exp
     await introspecting.averify(first)
     await introspecting.averify(first)  # at its exp an answer is not kept at all
     assert transport.introspections == 5
 
-    now = exp - 100.0
+    clock.now = exp - 100.0
     await introspecting.averify(second)
     await introspecting.averify(first)  # two answers kept at most: the oldest goes
     with pytest.raises(InvalidTokenError):

@@ -3,6 +3,7 @@
 import uuid
 
 from sqlalchemy import func, or_, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -12,6 +13,30 @@ from auth_service.models import ADMIN_ROLE, User, UserRole
 
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await db.get(User, user_id)
+
+
+async def insert(db: AsyncSession, user: User) -> bool:
+    """Insert `user`; False when the database refuses it (a concurrent registration of its
+    email key won the unique constraint), and the transaction must then roll back."""
+    db.add(user)
+    try:
+        await db.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def save(db: AsyncSession, user: User) -> None:
+    """Write the changes made to `user`."""
+    db.add(user)
+    await db.flush()
+
+
+async def delete(db: AsyncSession, user: User) -> None:
+    """Delete `user`: its roles go with it (the relationship's cascade), its sessions by
+    their foreign key's ON DELETE CASCADE."""
+    await db.delete(user)
+    await db.flush()
 
 
 async def by_email(db: AsyncSession, email: str) -> User | None:

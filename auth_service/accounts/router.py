@@ -20,11 +20,9 @@ from auth_service.accounts.schemas import (
     UsersPublic,
     UserUpdateMe,
 )
-from auth_service.errors import Forbidden, InvalidToken
+from auth_service.errors import Forbidden
 from auth_service.kit.forms import PRINTABLE
-from auth_service.kit.reads import UserRow
 from auth_service.kit.time import utcnow
-from auth_service.models import User
 from auth_service.sessions import service as sessions
 from auth_service.sessions.schemas import SessionsPublic
 from auth_service.web.deps import DbDep, HasherDep, PasswordTurn, SettingsDep
@@ -68,14 +66,6 @@ async def register(
     return UserPublic.model_validate(user)
 
 
-async def _account(db: DbDep, user: UserRow) -> User:
-    """The caller's row, to change it in this request's transaction."""
-    account = await db.get(User, user.id)
-    if account is None:  # deleted since the guard read it
-        raise InvalidToken("The access token has been revoked.")
-    return account
-
-
 @router.get("/users/me", response_model=UserPublic)
 async def read_me(principal: CurrentPrincipal) -> Response:
     """The caller's account."""
@@ -89,7 +79,7 @@ async def update_me(data: UserUpdateMe, principal: CurrentPrincipal, db: DbDep) 
     """Change the caller's name."""
     if "name" not in data.model_fields_set:
         return UserPublic.model_validate(principal.user)
-    account = await _account(db, principal.user)
+    account = await accounts.own_account(db=db, user_id=principal.user.id)
     return UserPublic.model_validate(
         await accounts.update_profile(db=db, user=account, name=data.name)
     )
@@ -113,7 +103,7 @@ async def change_password(
         db=db,
         hasher=hasher,
         min_length=settings.password_min_length,
-        user=await _account(db, principal.user),
+        user=await accounts.own_account(db=db, user_id=principal.user.id),
         current_password=data.current_password,
         new_password=data.new_password,
     )
@@ -249,5 +239,5 @@ async def revoke_user_sessions(user_id: uuid.UUID, db: DbDep) -> Response:
     """End every session of a user: their refresh tokens stop working, and the access tokens
     issued in them are refused from the next request on."""
     user = await accounts.get_user(db=db, user_id=user_id)
-    await sessions.end_all(db, user.id)
+    await sessions.end_every_of_user(db, user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Sequence
 
 import anyio.to_thread
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.access.scopes import Scope
@@ -22,6 +21,7 @@ from auth_service.errors import (
     EmailRefused,
     EmailTaken,
     InsufficientScope,
+    InvalidToken,
     LastAdmin,
     NotFound,
     WrongPassword,
@@ -87,20 +87,26 @@ async def create_user(
         is_verified=is_verified,
     )
     user.set_roles(list(roles))
-    db.add(user)
-    try:
-        await db.flush()
-    except IntegrityError:
+    if not await repository.insert(db, user):
         # A concurrent registration of this key won the unique constraint; the request
         # rolls back.
-        raise EmailTaken from None
+        raise EmailTaken
     return user
+
+
+async def own_account(*, db: AsyncSession, user_id: uuid.UUID) -> User:
+    """The caller's own account, to change it in this request's transaction; InvalidToken
+    when it was deleted since the guard read it."""
+    account = await repository.get(db, user_id)
+    if account is None:
+        raise InvalidToken("The access token has been revoked.")
+    return account
 
 
 async def update_profile(*, db: AsyncSession, user: User, name: str | None) -> User:
     user.name = name
     user.updated_at = utcnow()
-    db.add(user)
+    await repository.save(db, user)
     return user
 
 
@@ -170,8 +176,8 @@ async def change_password(
         user.hashed_password = await checked_hash(
             new_password, email=user.email, min_length=min_length, hasher=hasher
         )
-    db.add(user)
-    await sessions.end_all(db, user.id)
+    await repository.save(db, user)
+    await sessions.end_every_of_user(db, user.id)
 
 
 logger = logging.getLogger(__name__)
@@ -275,14 +281,13 @@ async def update_user(
         if active != user.is_active:
             user.is_active = active
             if not active:
-                await sessions.end_all(db, user.id)
+                await sessions.end_every_of_user(db, user.id)
     if name is not KEEP:
         user.name = name
     if is_verified is not None:
         user.is_verified = is_verified
     user.updated_at = utcnow()
-    db.add(user)
-    await db.flush()
+    await repository.save(db, user)
     return user
 
 
@@ -294,8 +299,7 @@ async def delete_user(*, db: AsyncSession, user: User, manages_roles: bool) -> N
         _ensure_manages_roles(manages_roles)
     if _is_active_admin(user):
         _ensure_other_active_admin(user=user, admins=admins)
-    await db.delete(user)
-    await db.flush()
+    await repository.delete(db, user)
 
 
 async def _create_admin(
@@ -368,8 +372,7 @@ async def ensure_admin(
             user.set_roles([*user.roles, ADMIN_ROLE])
             user.is_active = True
             user.updated_at = utcnow()
-            db.add(user)
-            await db.flush()
+            await repository.save(db, user)
         return user, False
     if password is None:
         raise ValueError("a password is needed to create a new admin")

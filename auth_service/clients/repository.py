@@ -1,10 +1,65 @@
-"""OAuth clients in the database: the locks the rules about clients decide under."""
+"""OAuth clients in the database, and the locks the rules about clients decide under."""
 
-from sqlalchemy import String, cast, text
+from sqlalchemy import String, cast, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.models import OAuthClient
+
+
+async def get(db: AsyncSession, client_id: str) -> OAuthClient | None:
+    return await db.get(OAuthClient, client_id)
+
+
+async def page(db: AsyncSession, *, limit: int, offset: int) -> tuple[list[OAuthClient], int]:
+    """A page of clients, oldest first, and how many there are in all."""
+    found = await db.exec(
+        select(OAuthClient)
+        .order_by(col(OAuthClient.created_at), col(OAuthClient.client_id))
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await db.exec(select(func.count()).select_from(OAuthClient))
+    return list(found.all()), total.one()
+
+
+async def add(db: AsyncSession, client: OAuthClient) -> None:
+    """Insert a new client."""
+    db.add(client)
+    await db.flush()
+
+
+async def save(db: AsyncSession, client: OAuthClient) -> None:
+    """Write the changes made to `client`."""
+    db.add(client)
+    await db.flush()
+
+
+async def delete(db: AsyncSession, client: OAuthClient) -> None:
+    """Delete `client` (the caller has ended its sessions)."""
+    await db.delete(client)
+    await db.flush()
+
+
+async def share_lock_is_active(db: AsyncSession, client_id: str) -> bool:
+    """Is the client there and active? Its row, when there, stays share-locked until the
+    transaction ends (PostgreSQL: FOR SHARE), so a deactivation or deletion waits."""
+    found = await db.exec(
+        select(col(OAuthClient.is_active))
+        .where(col(OAuthClient.client_id) == client_id)
+        .with_for_update(read=True)
+    )
+    return bool(found.first())
+
+
+async def lock(db: AsyncSession, client_id: str) -> None:
+    """Lock the client's row until the transaction ends (PostgreSQL: FOR UPDATE), behind
+    any transaction holding it shared (`share_lock_is_active`)."""
+    await db.exec(
+        select(col(OAuthClient.client_id))
+        .where(col(OAuthClient.client_id) == client_id)
+        .with_for_update()
+    )
 
 
 async def lock_admin_sign_in_clients(db: AsyncSession, *, grant: str, scope: str) -> list[str]:

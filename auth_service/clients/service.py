@@ -22,8 +22,6 @@ import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, func
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.access.scopes import CLIENT_ONLY_SCOPES, USER_SCOPES, Scope, format_scope
@@ -38,8 +36,9 @@ from auth_service.errors import (
 )
 from auth_service.kit.reads import ClientRow, Reads
 from auth_service.kit.time import utcnow
-from auth_service.models import LoginSession, OAuthClient
+from auth_service.models import OAuthClient
 from auth_service.security import opaque
+from auth_service.sessions import service as sessions
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ async def create_client(
     """A new client, and its secret (None for a public client): the only time it is shown."""
     _check(confidential=confidential, grant_types=grant_types, scopes=scopes)
     client_id = client_id or CLIENT_ID_PREFIX + secrets.token_hex(12)
-    if await db.get(OAuthClient, client_id) is not None:
+    if await repository.get(db, client_id) is not None:
         raise Conflict(f"A client {client_id} exists already.")
     secret = opaque.new(SECRET_PREFIX) if confidential else None
     now = utcnow()
@@ -179,8 +178,7 @@ async def create_client(
         updated_at=now,
         secret_rotated_at=now if secret else None,
     )
-    db.add(client)
-    await db.flush()
+    await repository.add(db, client)
     return client, secret
 
 
@@ -188,18 +186,11 @@ async def list_clients(
     *, db: AsyncSession, limit: int, offset: int
 ) -> tuple[list[OAuthClient], int]:
     """A page of clients, oldest first, and how many there are."""
-    page = await db.exec(
-        select(OAuthClient)
-        .order_by(col(OAuthClient.created_at), col(OAuthClient.client_id))
-        .limit(limit)
-        .offset(offset)
-    )
-    total = await db.exec(select(func.count()).select_from(OAuthClient))
-    return list(page.all()), total.one()
+    return await repository.page(db, limit=limit, offset=offset)
 
 
 async def get_client(*, db: AsyncSession, client_id: str) -> OAuthClient:
-    client = await db.get(OAuthClient, client_id)
+    client = await repository.get(db, client_id)
     if client is None:
         raise NotFound("No such client.")
     return client
@@ -212,12 +203,7 @@ async def hold_active(db: AsyncSession, client_id: str) -> None:
     has committed first and the sign-in is refused (PostgreSQL: FOR SHARE against the FOR
     UPDATE of `_end_sessions`; SQLite: the write lock the sign-in's insert holds).
     """
-    found = await db.exec(
-        select(col(OAuthClient.is_active))
-        .where(col(OAuthClient.client_id) == client_id)
-        .with_for_update(read=True)
-    )
-    if not found.first():
+    if not await repository.share_lock_is_active(db, client_id):
         raise InvalidClient("Client authentication failed.")
 
 
@@ -225,12 +211,8 @@ async def _end_sessions(db: AsyncSession, client_id: str) -> None:
     """End every session signed in through the client: its users' tokens die with them.
     The client's row is locked first, so a sign-in holding it (`hold_active`) finishes
     before the sessions are read, and one that has not is refused."""
-    await db.exec(
-        select(col(OAuthClient.client_id))
-        .where(col(OAuthClient.client_id) == client_id)
-        .with_for_update()
-    )
-    await db.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
+    await repository.lock(db, client_id)
+    await sessions.end_every_of_client(db, client_id)
 
 
 async def update_client(
@@ -279,8 +261,7 @@ async def update_client(
             client.token_version += 1  # its own tokens stay refused if it comes back
         client.is_active = is_active
     client.updated_at = utcnow()
-    db.add(client)
-    await db.flush()
+    await repository.save(db, client)
     return client
 
 
@@ -302,8 +283,7 @@ async def rotate_secret(
         client.token_version += 1  # a leak: what the old secret obtained goes with it
     client.secret_digest = opaque.digest(secret)
     client.secret_rotated_at = client.updated_at = now
-    db.add(client)
-    await db.flush()
+    await repository.save(db, client)
     return secret
 
 
@@ -321,15 +301,14 @@ async def delete_client(*, db: AsyncSession, client: OAuthClient, settings: Sett
     if admits and not others:
         raise LastAdminClient
     await _end_sessions(db, client.client_id)
-    await db.delete(client)
-    await db.flush()
+    await repository.delete(db, client)
 
 
 async def ensure_configured(*, db: AsyncSession, settings: Settings) -> None:
     """A public login client for each of AUTH_CLIENT_IDS that has none yet; existing rows
     (perhaps changed by an admin since) are left as they are."""
     for client_id in settings.client_ids:
-        if await db.get(OAuthClient, client_id) is None:
+        if await repository.get(db, client_id) is None:
             await create_client(
                 db=db,
                 client_id=client_id,

@@ -26,13 +26,11 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, or_, update
-from sqlalchemy import select as core_select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.errors import Conflict, NotFound
+from auth_service.keys import repository
 from auth_service.keys.settings import KEY_REFRESH_MAX_SECONDS
 from auth_service.kit.db import is_unavailable, lock_for_change, transaction
 from auth_service.kit.time import utcnow
@@ -182,19 +180,6 @@ def state_of(key: SigningKey, *, signing_kid: str | None, now: datetime) -> KeyS
     return "signing" if key.kid == signing_kid else "verifying"
 
 
-async def _usable_rows(db: AsyncSession, now: datetime) -> Sequence[SigningKey]:
-    return (
-        await db.exec(
-            select(SigningKey)
-            .where(
-                col(SigningKey.revoked_at).is_(None),
-                or_(col(SigningKey.retires_at).is_(None), col(SigningKey.retires_at) > now),
-            )
-            .order_by(col(SigningKey.created_at), col(SigningKey.kid))
-        )
-    ).all()
-
-
 async def _new_key(alg: str, secret_key: str) -> SigningKey:
     """A new key, generated away from the event loop (RSA takes tens of milliseconds),
     signing from its creation."""
@@ -216,12 +201,10 @@ async def ensure_signing_key(*, db: AsyncSession, alg: str, secret_key: str) -> 
     rather than being published for tokens nobody accepts.
     """
     now = utcnow()
-    rows = await _usable_rows(db, now)
+    rows = await repository.usable(db, now)
     others = [row.kid for row in rows if row.alg != alg]
     if others:
-        await db.exec(
-            update(SigningKey).where(col(SigningKey.kid).in_(others)).values(retires_at=now)
-        )
+        await repository.retire(db, others, at=now)
         logger.warning(
             "retired %d signing key(s) of an algorithm other than AUTH_SIGNING_ALG=%s: "
             "their tokens are refused from now on",
@@ -229,8 +212,7 @@ async def ensure_signing_key(*, db: AsyncSession, alg: str, secret_key: str) -> 
             alg,
         )
     if _signing_key(rows, alg=alg, now=now) is None:
-        db.add(await _new_key(alg, secret_key))
-    await db.flush()
+        await repository.save(db, await _new_key(alg, secret_key))
 
 
 async def rotate(*, db: AsyncSession, alg: str, secret_key: str, access_token_ttl: int) -> KeyInfo:
@@ -258,18 +240,13 @@ async def _rotate(
     # keys without a retirement time. A request waits no longer than the database timeout.
     await lock_for_change(db)
     now = utcnow()
-    pending = _next_key(await _usable_rows(db, now), alg=alg, now=now)
+    pending = _next_key(await repository.usable(db, now), alg=alg, now=now)
     if pending is not None:
         raise RotationPending(pending)
     key.created_at = now
     key.signs_from = now + lead
-    await db.exec(
-        update(SigningKey)
-        .where(col(SigningKey.retires_at).is_(None), col(SigningKey.revoked_at).is_(None))
-        .values(retires_at=key.signs_from + overlap(access_token_ttl))
-    )
-    db.add(key)
-    await db.flush()
+    await repository.retire_unscheduled(db, at=key.signs_from + overlap(access_token_ttl))
+    await repository.save(db, key)
     logger.info("signing key rotated", extra={"kid": key.kid})
     return key
 
@@ -285,13 +262,14 @@ async def revoke(
     signing now goes on, with no retirement time. Revoking a revoked key changes nothing.
     """
     await lock_for_change(db)
-    key = await db.get(SigningKey, kid)
+    key = await repository.get(db, kid)
     if key is None:
         raise NotFound("No signing key has this kid.")
     if key.revoked_at is None:
         now = utcnow()
-        rows = await _usable_rows(db, now)
+        rows = await repository.usable(db, now)
         signing, pending = _signing_key(rows, alg=alg, now=now), _next_key(rows, alg=alg, now=now)
+        changed: list[SigningKey] = []
         if signing is not None and key.kid == signing.kid:
             if pending is None:
                 await _rotate(
@@ -301,16 +279,15 @@ async def revoke(
                     access_token_ttl=access_token_ttl,
                     lead=timedelta(0),
                 )
-                await db.refresh(key)
+                await repository.reload(db, key)
             else:
                 pending.signs_from = now
-                db.add(pending)
+                changed.append(pending)
         elif pending is not None and key.kid == pending.kid and signing is not None:
             signing.retires_at = None
-            db.add(signing)
+            changed.append(signing)
         key.revoked_at = utcnow()
-        db.add(key)
-        await db.flush()
+        await repository.save(db, *changed, key)
         logger.warning("signing key revoked", extra={"kid": key.kid})
     return await _info(db, key, alg=alg)
 
@@ -322,7 +299,7 @@ def _signing_kid(rows: Sequence[SigningKey], *, alg: str, now: datetime) -> str 
 
 async def _info(db: AsyncSession, key: SigningKey, *, alg: str) -> KeyInfo:
     now = utcnow()
-    signing_kid = _signing_kid(await _usable_rows(db, now), alg=alg, now=now)
+    signing_kid = _signing_kid(await repository.usable(db, now), alg=alg, now=now)
     return _key_info(key, signing_kid=signing_kid, now=now)
 
 
@@ -341,11 +318,7 @@ def _key_info(key: SigningKey, *, signing_kid: str | None, now: datetime) -> Key
 async def list_keys(*, db: AsyncSession, alg: str) -> list[KeyInfo]:
     """Every key ever stored, newest first, with its state for a service signing with `alg`."""
     now = utcnow()
-    rows = (
-        await db.exec(
-            select(SigningKey).order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
-        )
-    ).all()
+    rows = await repository.every_newest_first(db)
     signing_kid = _signing_kid(rows, alg=alg, now=now)
     return [_key_info(row, signing_kid=signing_kid, now=now) for row in rows]
 
@@ -378,7 +351,7 @@ async def load_keyset(
     set or its JWK Set, even when a process configured with that algorithm made them.
     """
     now = utcnow()
-    rows = [row for row in await _usable_rows(db, now) if row.alg == alg]
+    rows = [row for row in await repository.usable(db, now) if row.alg == alg]
     signing = _signing_key(rows, alg=alg, now=now)
     if signing is None:
         raise LookupError(f"no usable {alg} signing key in the database")
@@ -392,25 +365,6 @@ async def load_keyset(
     changes = [row.retires_at for row in rows if row.retires_at is not None]
     changes += [row.signs_from for row in rows if row.signs_from > now]
     return KeySet(signing=pairs[signing.kid], by_kid=pairs, refresh_at=min(changes, default=None))
-
-
-_FINGERPRINT = core_select(
-    func.count(),
-    func.count(col(SigningKey.retires_at)),
-    func.count(col(SigningKey.revoked_at)),
-    func.max(col(SigningKey.created_at)),
-    func.max(col(SigningKey.signs_from)),
-    func.min(col(SigningKey.retires_at)),
-    func.max(col(SigningKey.retires_at)),
-    func.max(col(SigningKey.revoked_at)),
-)
-
-
-async def fingerprint(db: AsyncSession) -> tuple[Any, ...]:
-    """One row that changes whenever a key is added, rotated out or revoked, or the next key
-    is made to sign at once."""
-    connection = await db.connection()
-    return tuple((await connection.execute(_FINGERPRINT)).one())
 
 
 class KeyRing:
@@ -476,7 +430,7 @@ class KeyRing:
     async def _load(self) -> KeySet:
         known = self._keys.by_kid if self._keys is not None else None
         async with transaction(self._sessionmaker) as db:
-            marker = await fingerprint(db)
+            marker = await repository.fingerprint(db)
             keys = await load_keyset(db=db, alg=self._alg, secret_key=self._secret_key, known=known)
         before = self._keys
         if (
@@ -501,7 +455,7 @@ class KeyRing:
             )
             if not due:
                 async with transaction(self._sessionmaker) as db:
-                    due = await fingerprint(db) != self._fingerprint
+                    due = await repository.fingerprint(db) != self._fingerprint
             if due:
                 await self._load()
             return self._keys is not before

@@ -13,6 +13,57 @@ from auth_service.kit import jobs
 from auth_service.models import LoginSession, User
 
 
+async def add(db: AsyncSession, login: LoginSession) -> None:
+    """Insert a new session."""
+    db.add(login)
+    await db.flush()
+
+
+async def with_user(db: AsyncSession, session_id: uuid.UUID) -> tuple[LoginSession, User] | None:
+    """The session `session_id` and its user, or None when it has ended."""
+    found = await db.exec(
+        select(LoginSession, User)
+        .join(User, col(User.id) == LoginSession.user_id)
+        .where(LoginSession.id == session_id)
+    )
+    row = found.first()
+    return None if row is None else (row[0], row[1])
+
+
+async def delete_one(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """Delete the session `session_id` (its refresh tokens go with it)."""
+    await db.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
+
+
+async def delete_of_user(db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """Delete the session `session_id` if it is the user's, live or not."""
+    await db.exec(
+        delete(LoginSession).where(
+            col(LoginSession.id) == session_id, col(LoginSession.user_id) == user_id
+        )
+    )
+
+
+async def delete_every_of_user(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """Delete every session of the user."""
+    await db.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
+
+
+async def delete_every_of_client(db: AsyncSession, client_id: str) -> None:
+    """Delete every session signed in through the client."""
+    await db.exec(delete(LoginSession).where(col(LoginSession.client_id) == client_id))
+
+
+async def raise_token_version(db: AsyncSession, user_id: uuid.UUID, *, now: datetime) -> None:
+    """Add one to the user's token version, in SQL (concurrent calls both count); this takes
+    the user's row lock until the transaction ends."""
+    await db.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(token_version=User.token_version + 1, updated_at=now)
+    )
+
+
 def _live(user_id: uuid.UUID, now: datetime) -> ColumnElement[bool]:
     """The user's sessions that have not ended: neither past their absolute end nor idle
     past their newest refresh token's (an ended one has no row at all)."""

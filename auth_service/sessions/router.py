@@ -59,5 +59,5 @@ async def logout(principal: CurrentPrincipal, db: DbDep) -> Response:
 @router.post("/users/me/logout-all", status_code=status.HTTP_204_NO_CONTENT)
 async def logout_all(principal: CurrentPrincipal, db: DbDep) -> Response:
     """Sign out everywhere: end every session of the caller, this one included."""
-    await sessions.end_all(db, principal.user.id)
+    await sessions.end_every_of_user(db, principal.user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

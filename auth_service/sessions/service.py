@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -81,8 +81,7 @@ async def start(
         ip=device.ip,
         user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
-    db.add(login)
-    await db.flush()
+    await repository.add(db, login)
     await repository.keep_newest(
         db, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
     )
@@ -204,26 +203,35 @@ async def keep_successor(db: AsyncSession, presented: Presented, sealed: bytes) 
     await db.flush()
 
 
+# --- ending sessions: every way a session ends is here ----------------------------------
+
+
 async def end(db: AsyncSession, session_id: uuid.UUID) -> None:
     """End a session: its refresh tokens die with it."""
-    await db.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
+    await repository.delete_one(db, session_id)
 
 
-async def end_all(db: AsyncSession, user_id: uuid.UUID) -> None:
-    """End every session of a user (a password change, a deactivation, a sign-out
-    everywhere, an admin's revocation): refresh tokens die, and every access token issued
-    so far fails verification from the next request on.
+async def end_every_of_user(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """End every session of a user and raise the user's token version (a password change,
+    a deactivation, a sign-out everywhere, an admin's revocation): refresh tokens die, and
+    every access token issued to the user so far fails verification from the next request
+    on, whichever session it came from.
 
-    The user's token version is raised first, in SQL (two concurrent calls both count),
-    which also takes the user's row lock: a sign-in in flight either committed its session
-    before, and it is deleted here, or finds the raised version and is refused
-    (`start`)."""
-    await db.exec(
-        update(User)
-        .where(col(User.id) == user_id)
-        .values(token_version=User.token_version + 1, updated_at=utcnow())
-    )
-    await db.exec(delete(LoginSession).where(col(LoginSession.user_id) == user_id))
+    The token version is raised first, in SQL (two concurrent calls both count), which also
+    takes the user's row lock: a sign-in in flight either committed its session before, and
+    it is deleted here, or finds the raised version and is refused (`start`)."""
+    await repository.raise_token_version(db, user_id, now=utcnow())
+    await repository.delete_every_of_user(db, user_id)
+
+
+async def end_every_of_client(db: AsyncSession, client_id: str) -> None:
+    """End every session signed in through a client: its users' refresh tokens die, and the
+    access tokens issued in those sessions are refused from the next request on. The users'
+    other sessions, and their token versions, stay as they are.
+
+    The caller holds the client's row lock (`clients.service`), so a sign-in through the
+    client either committed its session before, and it is deleted here, or is refused."""
+    await repository.delete_every_of_client(db, client_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +259,7 @@ async def find(db: AsyncSession, token: str, *, refresh_tokens: RefreshTokens) -
     presented = refresh_tokens.read(token)
     if presented is None:
         return None
-    found = await db.exec(
-        select(LoginSession, User)
-        .join(User, col(User.id) == LoginSession.user_id)
-        .where(LoginSession.id == presented.session_id)
-    )
-    row = found.first()
+    row = await repository.with_user(db, presented.session_id)
     if row is None:
         return None
     login, user = row
@@ -298,11 +301,7 @@ async def end_current(
         raise NotInSession
     # Whether or not it is still live: a session idle past its refresh token's expiry still
     # has access tokens in use until they expire.
-    await db.exec(
-        delete(LoginSession).where(
-            col(LoginSession.id) == session_id, col(LoginSession.user_id) == user_id
-        )
-    )
+    await repository.delete_of_user(db, user_id=user_id, session_id=session_id)
 
 
 def jobs(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> list[Job]:

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
@@ -80,6 +80,7 @@ class IntrospectionSource:
         timeout: float,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
         self.settings = settings
@@ -91,7 +92,7 @@ class IntrospectionSource:
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
         self._client_lock = threading.Lock()
-        self._clock = time.time
+        self._clock = clock  # how long answers are kept
         self._endpoint: str | None = None
         self._answers: dict[str, _Answer] = {}
         self._asking: dict[str, asyncio.Future[Any]] = {}  # held: an unheld task may vanish

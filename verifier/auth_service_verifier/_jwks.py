@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +179,8 @@ class JWKSKeySource:
         min_refetch_interval: float,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.metadata_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -186,7 +188,8 @@ class JWKSKeySource:
         self._min_cache, self._max_cache = min_cache_seconds, max_cache_seconds
         self._min_refetch_interval = min_refetch_interval
         self._transport, self._async_transport = transport, async_transport
-        self._clock = time.monotonic
+        self._wall_clock = clock  # `fetched_at`
+        self._clock = monotonic_clock  # the cache's lifetime and the refetch interval
         self._current: KeySetVersion | None = None
         self._jwks: Any = None  # the document behind `_current`: did a fetch change it?
         self._jwks_uri: str | None = None
@@ -296,7 +299,7 @@ class JWKSKeySource:
             self._jwks = document
         self._expires_at = self._clock() + lifetime
         self._fetched_at = self._last_attempt
-        self.fetched_at = time.time()
+        self.fetched_at = self._wall_clock()
         self._mismatch = None
         self.last_error = None if warning is None else f"JWK Set: {warning}"
 

@@ -89,6 +89,11 @@ class TokenVerifier:
     endpoint (answers kept a few seconds): a revocation, sign-out or deactivation is seen at
     once, for one request per token per cache window, and no token is accepted while the
     auth service cannot answer.
+
+    Two clocks, for tests to move on: `clock` (seconds since the epoch, `time.time`) judges
+    a token's `exp`, `nbf` and `iat` and how long verified tokens and introspection answers
+    are kept; `monotonic_clock` (`time.monotonic`) times how long the key set is cached and
+    the refetch interval. Each HTTP exchange's `timeout` runs on the real clock.
     """
 
     def __init__(
@@ -105,6 +110,8 @@ class TokenVerifier:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         introspection: Introspection | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not issuer.startswith(("https://", "http://")) or not audience:
             # A configuration mistake: say so at start-up, not as 401s on every request.
@@ -112,6 +119,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
+        self._clock = clock
         self.keys = JWKSKeySource(
             issuer,
             timeout=timeout,
@@ -120,6 +128,8 @@ class TokenVerifier:
             min_refetch_interval=min_refetch_interval,
             transport=transport,
             async_transport=async_transport,
+            clock=clock,
+            monotonic_clock=monotonic_clock,
         )
         self._verified = _VerifiedTokens(cache_size)
         self.introspection = (
@@ -131,6 +141,7 @@ class TokenVerifier:
                 timeout=timeout,
                 transport=transport,
                 async_transport=async_transport,
+                clock=clock,
             )
         )
 
@@ -210,7 +221,7 @@ class TokenVerifier:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,
-                now=time.time(),
+                now=self._clock(),
             )
         except TokenRuleError as exc:
             verdict = str(exc)
@@ -218,21 +229,21 @@ class TokenVerifier:
         return verdict
 
     def _verify_locally(self, token: str) -> VerifiedToken:
-        cached = self._verified.get(token, generation=self.keys.generation, now=time.time())
+        cached = self._verified.get(token, generation=self.keys.generation, now=self._clock())
         if cached is not None:
             return cached
         parsed = _parse(token)
         return self._finish(token, parsed, self.keys.keys(parsed.kid))
 
     async def _averify_locally(self, token: str) -> VerifiedToken:
-        cached = self._verified.get(token, generation=self.keys.generation, now=time.time())
+        cached = self._verified.get(token, generation=self.keys.generation, now=self._clock())
         if cached is not None:
             return cached
         parsed = _parse(token)
         return self._finish(token, parsed, await self.keys.akeys(parsed.kid))
 
     def _finish(self, token: str, parsed: ParsedToken, keys: KeySetVersion) -> VerifiedToken:
-        now = time.time()
+        now = self._clock()
         try:
             verified = _rules.verify(
                 parsed,
