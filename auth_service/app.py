@@ -20,7 +20,7 @@ from auth_service.config import (
     warn_unknown_variables,
 )
 from auth_service.keys import router as keys
-from auth_service.keys.service import JSONDocument
+from auth_service.kit.documents import JSONDocument
 from auth_service.kit.jobs import Job, run_every
 from auth_service.oauth import discovery
 from auth_service.oauth import router as oauth

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
-from auth_service.keys.service import JSONDocument, KeyRing, KeySet
+from auth_service.keys.service import KeyRing, KeySet
 from auth_service.kit.db import create_engine, create_sessionmaker
+from auth_service.kit.documents import JSONDocument
 from auth_service.kit.reads import Reads, reads_for
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
 from auth_service.security.jwt import VerifiedTokenCache

@@ -15,8 +15,6 @@ fingerprint of it every few seconds, and a reload, parsing only keys it has not 
 when the fingerprint changes or a key's time to sign or to retire falls due.
 """
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from auth_service.errors import Conflict, NotFound
 from auth_service.keys import repository
 from auth_service.keys.settings import KEY_REFRESH_MAX_SECONDS
 from auth_service.kit.db import is_unavailable, lock_for_change, transaction
+from auth_service.kit.documents import JSONDocument
 from auth_service.kit.time import utcnow
 from auth_service.models import SigningKey
 from auth_service.security import crypto
@@ -62,19 +61,6 @@ class RotationPending(Conflict):
             f"{pending.signs_from.isoformat(timespec='seconds')}. Rotate again after that, "
             "or revoke it to cancel this rotation."
         )
-
-
-@dataclass(frozen=True, slots=True)
-class JSONDocument:
-    """A JSON document served as is: its bytes and their entity tag, computed once."""
-
-    body: bytes
-    etag: str
-
-    @classmethod
-    def of(cls, content: Any) -> "JSONDocument":
-        body = json.dumps(content, separators=(",", ":")).encode()
-        return cls(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
 
 
 @dataclass(frozen=True, slots=True)

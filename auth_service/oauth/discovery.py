@@ -20,7 +20,8 @@ from starlette.types import Scope as ASGIScope
 
 from auth_service.access.scopes import Scope
 from auth_service.config import Settings
-from auth_service.keys.service import JSONDocument, jwks_max_age
+from auth_service.keys.service import jwks_max_age
+from auth_service.kit.documents import JSONDocument
 from auth_service.oauth.server import token_endpoint
 from auth_service.state import AppState
 from auth_service.web.deps import state_of
