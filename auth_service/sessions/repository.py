@@ -39,6 +39,11 @@ async def live(
     return list(found.all()), total
 
 
+async def delete_one(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """Delete the session `session_id` (its refresh tokens go with it), if it still exists."""
+    await db.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
+
+
 async def delete_live(
     db: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
 ) -> bool:

@@ -206,7 +206,7 @@ async def keep_successor(db: AsyncSession, presented: Presented, sealed: bytes) 
 
 async def end(db: AsyncSession, session_id: uuid.UUID) -> None:
     """End a session: its refresh tokens die with it."""
-    await db.exec(delete(LoginSession).where(col(LoginSession.id) == session_id))
+    await repository.delete_one(db, session_id)
 
 
 async def end_all(db: AsyncSession, user_id: uuid.UUID) -> None:
