@@ -1,10 +1,12 @@
 """Writes that outlive a refused request (`kit.db.SideWrites`): each in a transaction of its
 own, kept when the request's own transaction rolls back, on SQLite and on PostgreSQL."""
 
+import ast
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +14,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import auth_service
+from auth_service.kit import db as kit_db
 from auth_service.kit.db import transaction
 from auth_service.sessions import repository
 from tests.conftest import app_state, register, request_token, sql
@@ -171,3 +175,21 @@ async def test_a_reused_refresh_token_ends_its_session_though_the_request_rolls_
         data={"grant_type": "refresh_token", "refresh_token": other["refresh_token"]},
     )
     assert still.status_code == 200, still.text
+
+
+def test_only_the_transaction_helper_commits_or_rolls_back() -> None:
+    """Services never commit (a request's transaction commits once or rolls back, in
+    `kit.db.transaction`); what must outlive a refusal goes through `SideWrites`."""
+    package = Path(auth_service.__file__).parent
+    ending = []
+    for path in sorted(package.rglob("*.py")):
+        if path == Path(kit_db.__file__):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"commit", "rollback"}
+            ):
+                ending.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert ending == []

@@ -157,9 +157,10 @@ async def transaction(
 ) -> AsyncIterator[AsyncSession]:
     """One transaction: commit when the block succeeds, roll back when it raises.
 
-    Once it has ended either way, the side writes queued on it (`SideWrites.after`) run, in
-    order, each in a transaction of its own; should one fail, its error is what the block
-    raises (a request then answers 503 for an unavailable database, not its refusal).
+    Once it has ended, committed or rolled back because the block raised an error, the side
+    writes queued on it (`SideWrites.after`) run, in order, each in a transaction of its
+    own; should one fail, its error is what the block raises (a request then answers 503
+    for an unavailable database, not its refusal). A cancelled block runs none.
     """
     afterwards: list[Callable[[], Awaitable[object]]] = []
     async with sessionmaker() as db:
