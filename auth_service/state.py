@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
 from auth_service.keys.service import KeyRing, KeySet
-from auth_service.kit.db import create_engine, create_sessionmaker
+from auth_service.kit.db import SideWrites, create_engine, create_sessionmaker
 from auth_service.kit.documents import JSONDocument
 from auth_service.kit.reads import Reads, reads_for
 from auth_service.security.crypto import REFRESH_SUCCESSORS, Sealer
@@ -27,6 +27,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Writes that must outlive a refused request, each in a short transaction of its own.
+    side_writes: SideWrites
     hasher: PasswordHasher
     reads: Reads
     token_cache: VerifiedTokenCache
@@ -48,6 +50,7 @@ class AppState:
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
+            side_writes=SideWrites(sessionmaker),
             hasher=PasswordHasher(
                 rounds=settings.bcrypt_rounds, concurrency=settings.password_hash_concurrency
             ),

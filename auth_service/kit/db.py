@@ -2,15 +2,17 @@
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+T = TypeVar("T")
 
 # How long a request waits for the database (a connection, a pooled one, SQLite's write lock)
 # before it gives up; `AUTH_DATABASE_TIMEOUT_SECONDS` sets it for the service.
@@ -144,18 +146,80 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+# Where `transaction` keeps, in its session's `info`, the side writes queued to run once it
+# has ended (`SideWrites.after`).
+_AFTERWARDS = "auth_service.side_writes"
+
+
 @asynccontextmanager
 async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One transaction: commit when the block succeeds, roll back when it raises."""
+    """One transaction: commit when the block succeeds, roll back when it raises.
+
+    Once it has ended, committed or rolled back because the block raised an error, the side
+    writes queued on it (`SideWrites.after`) run, in order, each in a transaction of its
+    own; should one fail, its error is what the block raises (a request then answers 503
+    for an unavailable database, not its refusal). A cancelled block runs none.
+    """
+    afterwards: list[Callable[[], Awaitable[object]]] = []
     async with sessionmaker() as db:
+        db.info[_AFTERWARDS] = afterwards
         try:
             yield db
-        except BaseException:
+        except Exception:
             await db.rollback()
+            await _run_all(afterwards)
+            raise
+        except BaseException:
+            await db.rollback()  # cancelled: nothing more runs
             raise
         await db.commit()
+    await _run_all(afterwards)
+
+
+async def _run_all(afterwards: list[Callable[[], Awaitable[object]]]) -> None:
+    while afterwards:
+        await afterwards.pop(0)()
+
+
+class SideWrites:
+    """Writes that outlive the request that makes them: a failed sign-in's count, a security
+    event, the end of a session whose refresh token was reused. A refused request's own
+    transaction is rolled back (a failed request leaves the database as it was); what must
+    stay is written here instead, in a short transaction of its own, never in the request's.
+
+    `run(work)` calls `work(db)` at once with a session of its own, from its own pooled
+    connection, and commits as soon as the work returns (rolls back if it raises). The
+    contract: never call it while the request's transaction holds a lock the work needs.
+    The work would wait on its own request until the database timeout, then fail (503):
+    on PostgreSQL, a row the request has locked (`FOR UPDATE`) or written and the work
+    writes; on SQLite, any write at all, since a write takes the database's one write lock
+    until the request's transaction ends. Call it before the request's first lock or write,
+    or use `after`.
+
+    `after(db, work)` queues the work on the request's transaction `db` (one made by
+    `transaction`, as every request's is: `web.deps.get_db`), to `run` once that
+    transaction has ended, committed or rolled back, and so holds no lock. For a decision
+    taken under a lock, such as a refresh token found spent by the request that waited on
+    its session's row lock. With the request's dependency scoped to the route, it runs
+    before the answer is sent.
+    """
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work(db)` in a transaction of its own, committed at once; what it returns."""
+        async with transaction(self._sessionmaker) as db:
+            return await work(db)
+
+    def after(self, db: AsyncSession, work: Callable[[AsyncSession], Awaitable[object]]) -> None:
+        """Run `work(db)` in a transaction of its own once the transaction `db` has ended."""
+        afterwards = db.info.get(_AFTERWARDS)
+        if afterwards is None:
+            raise RuntimeError("side writes queue only on a transaction made by `transaction`")
+        afterwards.append(lambda: self.run(work))
 
 
 STARTUP_LOCK_ID = 0x61757468  # "auth"

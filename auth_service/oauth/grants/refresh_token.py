@@ -6,6 +6,18 @@ presenters is not the user. With `AUTH_REFRESH_REUSE_INTERVAL` set, a token spen
 that many seconds gets the answer its first presentation got instead (kept sealed under
 AUTH_SECRET_KEY in its session), so two tabs or a retried request refreshing at once
 share one successor and the session never forks; after the interval, reuse ends the session.
+
+A refused refresh leaves its own writes undone (the spend is rolled back with the request),
+but the end of a session it refuses must stay: that end is a side write
+(`kit.db.SideWrites`), queued with `after` to run in a transaction of its own once the
+request's has rolled back, before the answer is sent. Not `run` at once: reuse is known only
+under the session's row lock (`sessions.spend`), which the request holds until its
+transaction ends (PostgreSQL `FOR UPDATE`; on SQLite the spend's write holds the database's
+write lock), and a write of the same row from another transaction would wait on it. A plain
+read before the lock would see most reuse lock-free (a number below the live one is spent
+for good: numbers only grow), but not the refreshes that lose a race for the live token
+while waiting on the lock, which must end the session too: one path serves both, off the
+hot path, which still takes one lock and no extra read.
 """
 
 from datetime import timedelta
@@ -74,8 +86,9 @@ class RefreshTokenGrant(Grant):
                     login.successor, associated=sessions.successor_association(presented)
                 )
                 return TokenResponse.model_validate_json(kept)
-            await sessions.end(db, login.id)
-            await db.commit()  # the answer is an error, but the session must end
+            # The answer is an error, but the session must end: after the request's
+            # transaction, which holds the session's row lock, has rolled back.
+            state.side_writes.after(db, partial(sessions.end, session_id=login.id))
             raise InvalidGrant("The refresh token was used already; its session has ended.")
         user = await db.get(User, login.user_id)
         if user is None or not user.is_active:
@@ -83,9 +96,8 @@ class RefreshTokenGrant(Grant):
         if user.token_version != login.token_version:
             # A sign-in that was in flight when the password changed (or the account was
             # deactivated): its session must not outlive the change.
-            await sessions.end(db, login.id)
-            await db.commit()
-            raise InvalidGrant(INVALID)
+            state.side_writes.after(db, partial(sessions.end, session_id=login.id))
+            raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
         self._within_grant(request, login, requested=requested, audience=audience)
         # RFC 6749 §6: the successor keeps the presented token's scope (less what the user or
         # the client has lost since); a narrower request narrows this access token alone.
