@@ -8,7 +8,7 @@ import pytest
 
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services import users
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     ClientFactory,
     app_state,

@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from auth_service import migrate
 from auth_service.models import User
 from auth_service.services import users
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     STRONG_PASSWORD,

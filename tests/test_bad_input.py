@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     STRONG_PASSWORD,

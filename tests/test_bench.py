@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BCRYPT_TEST_ROUNDS, DATABASES, POSTGRES_URL
+from tests.helpers.app import BCRYPT_TEST_ROUNDS, DATABASES, POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 MISSING = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]

@@ -9,7 +9,7 @@ import anyio.to_thread
 import pytest
 
 from auth_service import cli
-from tests.conftest import (
+from tests.helpers.app import (
     BCRYPT_TEST_ROUNDS,
     STRONG_PASSWORD,
     ClientFactory,

@@ -19,7 +19,7 @@ import pytest
 
 from auth_service.services import authentication
 from auth_service.services.repositories import clients as client_repository
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     SECRET_KEY,

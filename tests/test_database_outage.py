@@ -11,10 +11,10 @@ import asyncio
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
@@ -30,7 +30,7 @@ from auth_service.services.user_state import (
     PostgresUserStates,
     user_states_for,
 )
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     DATABASES,
@@ -43,14 +43,18 @@ from tests.conftest import (
     make_settings,
     started_client,
 )
+from tests.helpers.outage import (
+    BOUND_SECONDS,
+    DATABASE_TIMEOUT,
+    answered_while_locked,
+    assert_unavailable,
+)
 
 pytestmark = pytest.mark.anyio
 
 # The service's database timeout in these tests (PostgreSQL's connect timeout is at least 2 s).
-DATABASE_TIMEOUT = 1.0
 # A generous bound on an answer while the database is away; without a timeout a connect
 # hangs for 130 s and a pool checkout or a locked SQLite file for 30 s.
-BOUND_SECONDS = 10
 only_postgresql = pytest.mark.parametrize(
     "database", [d for d in DATABASES if d == "postgresql"], indirect=True
 )
@@ -140,43 +144,10 @@ def _through(proxy: TCPProxy, database: str) -> str:
     return make_url(database).set(host="127.0.0.1", port=proxy.port).render_as_string(False)
 
 
-def _assert_unavailable(response: httpx.Response, *, oauth: bool = False) -> None:
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert int(response.headers["retry-after"]) > 0
-    body = response.json()
-    if oauth:
-        assert body["error"] == "temporarily_unavailable"  # RFC 6749 §5.2
-        assert body["error_description"]
-        assert response.headers["cache-control"] == "no-store"
-    else:
-        assert set(body) == {"detail"}
-        assert body["detail"]
-
-
-T = TypeVar("T")
-
-
 async def _bounded(call: Awaitable[httpx.Response]) -> httpx.Response:
     """The answer, which must come within the bound: a hang fails the test, not the suite."""
     with anyio.fail_after(BOUND_SECONDS):
         return await call
-
-
-async def _answered_while_locked(call: Awaitable[T], release: Callable[[], Awaitable[object]]) -> T:
-    """The answer to `call`, made while another connection holds a lock it waits for.
-
-    Not cancelled at the bound, as `_bounded` would: its rollback would wait for the lock,
-    and the lock is only released after the cancel, so the test would hang. The lock is
-    released at the bound instead, and an answer that came only after that fails the test.
-    """
-    pending = asyncio.ensure_future(call)
-    await asyncio.wait([pending], timeout=BOUND_SECONDS)
-    in_time = pending.done()
-    await release()
-    answer = await pending
-    assert in_time, f"no answer within {BOUND_SECONDS} s while the lock was held"
-    return answer
 
 
 async def _assert_serving(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
@@ -191,8 +162,8 @@ async def _assert_serving(client: httpx.AsyncClient, headers: dict[str, str]) ->
 async def _assert_every_request_unavailable(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    _assert_unavailable(await _bounded(client.get("/users/me", headers=headers)))
-    _assert_unavailable(await _bounded(client.post("/oauth2/token", data=TOKEN_FORM)), oauth=True)
+    assert_unavailable(await _bounded(client.get("/users/me", headers=headers)))
+    assert_unavailable(await _bounded(client.post("/oauth2/token", data=TOKEN_FORM)), oauth=True)
     assert (await _bounded(client.get("/health/ready"))).status_code == 503
 
 
@@ -313,7 +284,7 @@ async def _assert_locked_file_refuses_writes(client: httpx.AsyncClient, database
         other.execute("BEGIN EXCLUSIVE")
         # WAL: readers do not wait for the writer.
         read = await _bounded(client.get("/users/me", headers=headers))
-        renamed, registered, token = await _answered_while_locked(
+        renamed, registered, token = await answered_while_locked(
             asyncio.gather(
                 # The UPDATE goes out when the request's session commits, after the route.
                 client.patch("/users/me", json={"name": "X"}, headers=headers),
@@ -330,9 +301,9 @@ async def _assert_locked_file_refuses_writes(client: httpx.AsyncClient, database
         await release()
         other.close()
 
-    _assert_unavailable(renamed)
-    _assert_unavailable(registered)
-    _assert_unavailable(token, oauth=True)
+    assert_unavailable(renamed)
+    assert_unavailable(registered)
+    assert_unavailable(token, oauth=True)
     assert read.status_code == 200
     assert read.json()["name"] is None  # the failed PATCH changed nothing
     await _assert_serving(client, headers)
@@ -351,7 +322,7 @@ async def test_a_connection_lost_while_the_session_commits_answers_503(
         renamed = await _bounded(client.patch("/users/me", json={"name": "X"}, headers=headers))
         me = await client.get("/users/me", headers=headers)
 
-        _assert_unavailable(renamed)
+        assert_unavailable(renamed)
         assert proxy.cut_on is None  # the connection was cut at the UPDATE
         assert me.status_code == 200
         assert me.json()["name"] is None
@@ -384,7 +355,7 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout(
 
         # The guards read through connections of their own, not from the engine's pool.
         assert me.status_code == 200, me.text
-        _assert_unavailable(token, oauth=True)
+        assert_unavailable(token, oauth=True)
         await _assert_serving(client, headers)
 
 
@@ -398,11 +369,11 @@ async def test_a_row_locked_elsewhere_answers_503_after_the_statement_timeout(
         async with await psycopg.AsyncConnection.connect(database) as other:
             await other.execute("SELECT 1 FROM users WHERE email = %s FOR UPDATE", [ADMIN_EMAIL])
             read = await _bounded(client.get("/users/me", headers=headers))  # reads do not wait
-            renamed = await _answered_while_locked(
+            renamed = await answered_while_locked(
                 client.patch("/users/me", json={"name": "X"}, headers=headers), other.rollback
             )
 
-        _assert_unavailable(renamed)
+        assert_unavailable(renamed)
         assert read.status_code == 200
         assert read.json()["name"] is None
         await _assert_serving(client, headers)

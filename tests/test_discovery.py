@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from auth_service.routers.wellknown import WellKnownFastPath
-from tests.conftest import ClientFactory, app_of
+from tests.helpers.app import ClientFactory, app_of
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     BCRYPT_TEST_ROUNDS,

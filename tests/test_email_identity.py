@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from auth_service import cli, migrate
 from auth_service.db import sync_url
 from auth_service.security.passwords import PasswordHasher
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_PASSWORD,
     BCRYPT_TEST_ROUNDS,
     STRONG_PASSWORD,

@@ -19,7 +19,7 @@ import pytest
 
 from auth_service.guards import require_scopes
 from auth_service.services.access import Principal
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     admin_headers,
     app_of,
@@ -30,7 +30,7 @@ from tests.conftest import (
     login,
     register,
 )
-from tests.forged_tokens import NOT_TOKENS, SIGNATURE, Forgery, Signer, forgery_params
+from tests.helpers.forged_tokens import NOT_TOKENS, SIGNATURE, Forgery, Signer, forgery_params
 
 pytestmark = pytest.mark.anyio
 

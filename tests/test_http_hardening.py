@@ -11,7 +11,7 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, app_of, bearer
+from tests.helpers.app import ClientFactory, app_of, bearer
 
 pytestmark = pytest.mark.anyio
 

@@ -40,7 +40,7 @@ from auth_service.models import SigningKey
 from auth_service.security.jwt import LEEWAY_SECONDS
 from auth_service.services import keys as keys_service
 from auth_service.services.keys import KeyRing
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     BCRYPT_TEST_ROUNDS,
@@ -56,12 +56,8 @@ from tests.conftest import (
     request_token,
     scratch_postgres,
 )
-from tests.test_database_outage import (
-    DATABASE_TIMEOUT,
-    _answered_while_locked,
-    _assert_unavailable,
-)
-from tests.test_serve import WORKERS, RouteCounts, Server, _workers_that_answered
+from tests.helpers.outage import DATABASE_TIMEOUT, answered_while_locked, assert_unavailable
+from tests.helpers.serve import WORKERS, RouteCounts, Server, workers_that_answered
 
 pytestmark = pytest.mark.anyio
 
@@ -668,10 +664,10 @@ async def test_a_change_waiting_on_a_starting_replica_is_503_after_the_database_
 
         async with _start_up_elsewhere(database) as release:
             started = time.monotonic()
-            refused = await _answered_while_locked(client.post(path, headers=admin), release)
+            refused = await answered_while_locked(client.post(path, headers=admin), release)
             waited = time.monotonic() - started
 
-        _assert_unavailable(refused)
+        assert_unavailable(refused)
         assert waited >= DATABASE_TIMEOUT - 0.1
         assert _stored(database) == stored  # the failed request changed nothing
         done = await client.post(path, headers=admin)  # the other replica has started
@@ -932,7 +928,7 @@ def _until_every_worker(
             continue
         run += 1
         after = server.requests_by_worker()
-        if run >= 10 and len(_workers_that_answered(before, after, method, route)) >= WORKERS:
+        if run >= 10 and len(workers_that_answered(before, after, method, route)) >= WORKERS:
             return
     pytest.fail(f"not on every worker within {SERVE_WAIT_SECONDS} s: {what}")
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from auth_service import migrate
 from auth_service.db import sync_url
 from auth_service.services.keys import SigningKeyUnreadable
-from tests.conftest import (
+from tests.helpers.app import (
     SECRET_KEY,
     ClientFactory,
     bearer,

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, admin_headers, register, request_token
+from tests.helpers.app import ClientFactory, admin_headers, register, request_token
 
 pytestmark = pytest.mark.anyio
 

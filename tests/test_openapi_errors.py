@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ClientFactory, admin_headers
+from tests.helpers.app import ClientFactory, admin_headers
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from auth_service import migrate
 from auth_service.middleware import _OncePerInterval
 from auth_service.observability import AccessLog, JSONFormatter, logging_config, request_id_var
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     STRONG_PASSWORD,

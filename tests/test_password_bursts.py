@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from auth_service.security.passwords import HASHING_NICENESS, PasswordHasher
-from tests.conftest import (
+from tests.helpers.app import (
     BCRYPT_TEST_ROUNDS,
     STRONG_PASSWORD,
     ClientFactory,

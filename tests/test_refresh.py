@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from auth_service.security.refresh_tokens import RefreshTokens
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,

@@ -6,7 +6,7 @@ import unicodedata
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,

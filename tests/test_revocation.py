@@ -13,14 +13,16 @@ import pytest
 
 from auth_service.models import utcnow
 from auth_service.services import revocation
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,
     app_state,
     bearer,
+    new_client,
     register,
     request_token,
+    revoke,
     sql,
 )
 
@@ -33,24 +35,11 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
 
-async def new_client(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
-    body = {"name": "orders", "scopes": ["introspect", "orders:read"], **fields}
-    response = await client.post("/admin/clients", json=body, headers=await admin_headers(client))
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
 async def sign_in(client: httpx.AsyncClient, email: str = "ann@example.com") -> dict[str, Any]:
     response = await request_token(client, email)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def revoke(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
-    headers = extra.pop("headers", {})
-    return await client.post(REVOKE, data={"token": token, **extra}, headers=headers)
 
 
 class Introspector:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from auth_service.config import Settings
 from auth_service.middleware import ForwardedHeadersMiddleware
 from auth_service.server import uvicorn_options
-from tests.test_serve import Server, _free_port
+from tests.helpers.serve import Server, free_port
 
 HEADER_TIMEOUT_SECONDS = 3.0
 BODY_TIMEOUT_SECONDS = 3.0
@@ -379,7 +379,7 @@ async def _echo_client(scope: Any, receive: Any, send: Any) -> None:
 def _seen_by_app(settings: Settings, forwarded_for: str) -> dict[str, str]:
     """What an app behind `serve`'s options sees, with the forwarded headers read as
     `create_app` reads them."""
-    port = _free_port()
+    port = free_port()
     app: Any = _echo_client
     if settings.trusted_proxies:
         app = ForwardedHeadersMiddleware(app, trusted=settings.trusted_proxies)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from auth_service.models import LoginSession
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     ClientFactory,
     admin_headers,

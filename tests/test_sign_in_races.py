@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     admin_headers,
     bearer,

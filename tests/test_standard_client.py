@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from tests.conftest import STRONG_PASSWORD, admin_headers, app_of, bearer, register
+from tests.helpers.app import STRONG_PASSWORD, admin_headers, app_of, bearer, register
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from auth_service.security.passwords import PasswordHasher
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     STRONG_PASSWORD,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from auth_service.security import crypto, jwt
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     admin_headers,
     app_state,

@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from auth_service.guards import require_roles
 from auth_service.models import User
-from tests.conftest import app_of, app_state, b64url, bearer, login, register, request_token
+from tests.helpers.app import app_of, app_state, b64url, bearer, login, register, request_token
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,6 @@ The forged-token catalogue is the one the service's guards run (`tests/forged_to
 """
 
 import asyncio
-import functools
 import json
 import logging
 import subprocess
@@ -15,9 +14,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,13 +33,13 @@ from auth_service_verifier import (
     _rules,
 )
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Depends, FastAPI
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from auth_service.errors import InsufficientScope, InvalidToken, MissingToken
-from tests.conftest import app_of, app_state, login, register
-from tests.forged_tokens import (
+from tests.helpers.app import app_of, app_state, login, register
+from tests.helpers.forged_tokens import (
     ALGORITHM,
     NOT_ACCESS_TOKEN,
     NOT_TOKENS,
@@ -50,109 +48,7 @@ from tests.forged_tokens import (
     Signer,
     forgery_params,
 )
-
-AUDIENCE = "orders-api"
-GATE_SECONDS = 30.0
-
-
-@functools.cache
-def _rsa_pem(n: int) -> bytes:
-    """The `n`th test key: made once per run (a 2048-bit key takes a while)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _public_jwk(private_pem: bytes, kid: str, alg: str = "RS256") -> dict[str, Any]:
-    private = serialization.load_pem_private_key(private_pem, password=None)
-    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))  # type: ignore[arg-type]
-    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
-
-
-class Issuer:
-    """An issuer on a free loopback port: metadata, a JWK Set, and what was asked of it."""
-
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.metadata_issuer: object = self.url  # what the metadata says the issuer is
-        self.jwks_uri: object = self.url + "/jwks.json"  # what the metadata says it is
-        self.keys: list[dict[str, Any]] = []
-        self.cache_control = "public, max-age=300"
-        self.jwks_status = 200
-        self.jwks_body: bytes | None = None  # instead of the JWK Set: a broken document
-        self.jwks_gate: threading.Event | None = None  # when set: JWK Sets wait for it
-        self.jwks_drip: float | None = None  # when set: the JWK Set a byte per this many s
-        self.drip_head = False  # with jwks_drip: its status line and headers dripped too
-        self.stopped = threading.Event()
-        self.jwks_requests = 0
-        self.rotations: list[str] = []
-        self.signer = self.rotate()
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def rotate(self, *, keep: bool = True) -> Signer:
-        """A new signing key, published (the earlier ones too, unless not `keep`)."""
-        pem, kid = _rsa_pem(len(self.rotations)), f"key-{uuid.uuid4().hex[:8]}"
-        self.rotations.append(kid)
-        self.keys = [*(self.keys if keep else []), _public_jwk(pem, kid)]
-        self.signer = Signer(pem, kid, self.url, AUDIENCE, "user-1")
-        return self.signer
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                headers = {"Cache-Control": issuer.cache_control}
-                if self.path == "/.well-known/openid-configuration":
-                    status, body = (
-                        200,
-                        {
-                            "issuer": issuer.metadata_issuer,
-                            "jwks_uri": issuer.jwks_uri,
-                        },
-                    )
-                elif self.path == "/jwks.json":
-                    issuer.jwks_requests += 1
-                    if issuer.jwks_gate is not None:
-                        issuer.jwks_gate.wait(GATE_SECONDS)  # a hung auth service, bounded
-                    status, body = issuer.jwks_status, {"keys": issuer.keys}
-                else:
-                    status, body = 404, {}
-                data = json.dumps(body).encode()
-                if self.path == "/jwks.json" and issuer.jwks_body is not None:
-                    data = issuer.jwks_body
-                headers |= {"Content-Type": "application/json", "Content-Length": str(len(data))}
-                head = f"{self.protocol_version} {status} {self.responses[status][0]}\r\n"
-                head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-                answer = (head + "\r\n").encode() + data
-                try:
-                    if self.path == "/jwks.json" and issuer.jwks_drip is not None:
-                        if not issuer.drip_head:
-                            self.wfile.write(answer[: len(answer) - len(data)])
-                            answer = data
-                        for byte in answer:  # a drip-fed answer: each read is quick
-                            self.wfile.write(bytes([byte]))
-                            self.wfile.flush()
-                            if issuer.stopped.wait(issuer.jwks_drip):
-                                return
-                    self.wfile.write(answer)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the verifier gave up on a hung issuer, as it should
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
+from tests.helpers.issuer import AUDIENCE, GATE_SECONDS, HugeBody, Issuer, public_jwk, rsa_pem
 
 
 @pytest.fixture
@@ -258,7 +154,7 @@ def test_keys_of_a_type_that_does_not_fit_their_algorithm_are_never_used(issuer:
     issuer.keys += [
         {**ec_jwk, "kid": "ec-as-rsa", "alg": "RS256"},
         {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
-        {**_public_jwk(issuer.signer.private_pem, "for-encryption"), "use": "enc"},
+        {**public_jwk(issuer.signer.private_pem, "for-encryption"), "use": "enc"},
     ]
     verifier = _verifier(issuer, min_refetch_interval=0)  # each kid is looked for
 
@@ -294,15 +190,15 @@ def test_a_broken_jwk_set_is_a_failed_fetch_not_an_error(issuer: Issuer, documen
 
 def _private_jwks() -> list[Any]:
     """JWK Set entries that hold private key material, each as a signing key would be."""
-    rsa_private = serialization.load_pem_private_key(_rsa_pem(0), password=None)
+    rsa_private = serialization.load_pem_private_key(rsa_pem(0), password=None)
     rsa_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private))  # type: ignore[arg-type]
     ec_jwk = json.loads(ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1())))
     signing = {"alg": "RS256", "use": "sig"}
     return [
         pytest.param({**rsa_jwk, **signing}, id="RSA with d, p, q, dp, dq, qi"),
-        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "d": rsa_jwk["d"]}, id="RSA with d"),
+        pytest.param({**public_jwk(rsa_pem(0), "k"), "d": rsa_jwk["d"]}, id="RSA with d"),
         pytest.param({**ec_jwk, "alg": "ES256", "use": "sig"}, id="EC with d"),
-        pytest.param({**_public_jwk(_rsa_pem(0), "k"), "k": "c2VjcmV0"}, id="with a secret k"),
+        pytest.param({**public_jwk(rsa_pem(0), "k"), "k": "c2VjcmV0"}, id="with a secret k"),
     ]
 
 
@@ -384,24 +280,6 @@ async def test_a_broken_jwk_set_at_a_background_refresh_keeps_the_last_good_keys
     assert verifier.status().key_ids == (issuer.signer.kid,)
 
 
-class HugeBody:
-    """64 MiB in 64 KiB chunks, produced as they are read: what was read of it is counted."""
-
-    CHUNK = b" " * (64 << 10)
-
-    def __init__(self) -> None:
-        self.read = 0
-
-    def chunks(self) -> Iterator[bytes]:
-        for _ in range(1024):
-            self.read += len(self.CHUNK)
-            yield self.CHUNK
-
-    async def achunks(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks():
-            yield chunk
-
-
 def _huge_answer(path: str, body: HugeBody, *, asynchronous: bool) -> httpx.MockTransport:
     """An issuer whose answer at `path` is `body`; its other documents are small."""
     issuer = "https://issuer.test"
@@ -435,7 +313,7 @@ async def test_an_answer_past_the_size_cap_is_not_read_further(
         audience=AUDIENCE,
         **({"async_transport": transport} if asynchronous else {"transport": transport}),
     )
-    token = _with_header(Signer(_rsa_pem(0), "k", "https://issuer.test", AUDIENCE, "user-1"))
+    token = _with_header(Signer(rsa_pem(0), "k", "https://issuer.test", AUDIENCE, "user-1"))
 
     with pytest.raises(KeysUnavailableError):
         await verifier.averify(token) if asynchronous else verifier.verify(token)
@@ -631,7 +509,7 @@ async def test_a_new_key_during_the_refetch_interval_is_unavailable_not_refused(
     issuer.keys = [key for key in issuer.keys if key["kid"] != new.kid]  # not published yet
     async with _downstream(verifier) as client:
         looked_for = await client.get("/anything", headers=_bearer(made_up))  # spends it
-        issuer.keys.append(_public_jwk(new.private_pem, new.kid))  # the JWK Set gains a key
+        issuer.keys.append(public_jwk(new.private_pem, new.kid))  # the JWK Set gains a key
         clock.now += 1  # within the refetch interval
         too_soon = await client.get("/anything", headers=_bearer(new.token()))
         with pytest.raises(KeysUnavailableError):

@@ -28,19 +28,20 @@ from auth_service_verifier import (
 )
 from fastapi import Depends, FastAPI
 
-from tests.conftest import (
+from tests.helpers.app import (
     STRONG_PASSWORD,
     admin_headers,
     app_of,
     app_state,
     bearer,
     login,
+    new_client,
     register,
     request_token,
+    revoke,
 )
-from tests.forged_tokens import Signer, b64url
-from tests.test_revocation import new_client, revoke
-from tests.test_verifier import HugeBody, _public_jwk, _rsa_pem
+from tests.helpers.forged_tokens import Signer, b64url
+from tests.helpers.issuer import HugeBody, public_jwk, rsa_pem
 
 pytestmark = pytest.mark.anyio
 
@@ -241,7 +242,7 @@ async def test_a_header_of_the_wrong_types_is_refused_without_asking(
 
 
 FORGERIES = [
-    pytest.param(lambda kid: Signer(_rsa_pem(0), kid, ISSUER, ISSUER, "x").token(), id="wrong key"),
+    pytest.param(lambda kid: Signer(rsa_pem(0), kid, ISSUER, ISSUER, "x").token(), id="wrong key"),
     pytest.param(
         lambda kid: (
             f"{b64url(json.dumps({'alg': 'none', 'typ': 'at+jwt', 'kid': kid}).encode())}"
@@ -366,7 +367,7 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     assert secret not in repr(source.settings)
 
 
-SIGNER = Signer(_rsa_pem(0), "k", ISSUER, ISSUER, "user-1")
+SIGNER = Signer(rsa_pem(0), "k", ISSUER, ISSUER, "user-1")
 
 
 def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
@@ -379,7 +380,7 @@ def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
                 200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks", **metadata}
             )
         if request.url.path == "/jwks":
-            return httpx.Response(200, json={"keys": [_public_jwk(SIGNER.private_pem, "k")]})
+            return httpx.Response(200, json={"keys": [public_jwk(SIGNER.private_pem, "k")]})
         return httpx.Response(200, content=answer)
 
     return httpx.MockTransport(handle)

@@ -29,9 +29,9 @@ from auth_service_verifier import (
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, STRONG_PASSWORD
-from tests.forged_tokens import Signer
-from tests.test_serve import REQUEST_TIMEOUT_SECONDS, Server, _child_environment, _free_port
+from tests.helpers.app import ADMIN_EMAIL, ADMIN_PASSWORD, STRONG_PASSWORD
+from tests.helpers.forged_tokens import Signer
+from tests.helpers.serve import REQUEST_TIMEOUT_SECONDS, Server, child_environment, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "orders-api"
@@ -85,13 +85,13 @@ def service(auth: AuthServer, admin: dict[str, str]) -> tuple[str, str]:
 @contextmanager
 def _example(log: Path, **environment: str) -> Iterator[httpx.Client]:
     """The example service on a free port, with `environment`, until the block ends."""
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", "examples/orders_service"]
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             [*argv, "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
-            env=_child_environment(**environment),
+            env=child_environment(**environment),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
