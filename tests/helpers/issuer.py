@@ -6,10 +6,13 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
+from auth_service_verifier import TokenVerifier, VerifiedToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import Depends, FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from tests.helpers.forged_tokens import Signer
@@ -134,3 +137,24 @@ class HugeBody:
     async def achunks(self) -> AsyncIterator[bytes]:
         for chunk in self.chunks():
             yield chunk
+
+
+def verifier_for(issuer: Issuer, **options: Any) -> TokenVerifier:
+    return TokenVerifier(issuer=issuer.url, audience=AUDIENCE, **{"timeout": 5, **options})
+
+
+def downstream(verifier: TokenVerifier) -> httpx.AsyncClient:
+    app = FastAPI()
+
+    @app.get("/orders")
+    async def orders(
+        token: Annotated[VerifiedToken, Depends(verifier.require("orders:read"))],
+    ) -> dict[str, str]:
+        return {"owner": token.sub}
+
+    @app.get("/anything")
+    async def anything(token: Annotated[VerifiedToken, Depends(verifier.require())]) -> str:
+        return token.sub
+
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://orders.test")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers.app import BCRYPT_TEST_ROUNDS, DATABASES, POSTGRES_URL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MISSING = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
 
 pytestmark = pytest.mark.skipif(

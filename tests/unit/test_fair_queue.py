@@ -1,7 +1,7 @@
 """The fair queue in front of password work: room for anyone, refusal for the heaviest client.
 
 These drive `FairQueue` directly with events, so each step (who holds a slot, who waits, who
-is refused) is exact; tests/test_password_bursts.py shows the same rules through HTTP.
+is refused) is exact; tests/accounts/test_password_bursts.py shows the same rules through HTTP.
 """
 
 import anyio

@@ -1,7 +1,12 @@
-"""The schema changes only through Alembic: models and migrations must agree."""
+"""The schema changes only through Alembic: models and migrations must agree; a migrated SQLite
+file is its owner's alone."""
 
+import logging
+import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -100,3 +105,33 @@ def test_an_upgrade_keeps_the_role_powers_of_clients_that_manage_users(
 
     assert upgraded == [("login", ["account", "admin:roles", "admin:users"]), ("svc", ["x:read"])]
     assert downgraded == [("login", ["account", "admin:users"]), ("svc", ["x:read"])]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o660], ids=oct)
+def test_migrating_an_sqlite_file_open_to_group_or_others_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
+) -> None:
+    path = tmp_path / "auth.db"
+    path.touch()
+    path.chmod(mode)
+
+    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
+        migrate.upgrade(f"sqlite:///{path}")
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "auth_service.migrate"]
+    assert warnings == [
+        f"database file {path} is open to group or others (mode {mode:04o}): chmod 600 {path}"
+    ]
+
+
+def test_migrating_a_new_or_private_sqlite_file_is_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "auth.db"
+
+    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
+        migrate.upgrade(f"sqlite:///{path}")
+        migrate.upgrade(f"sqlite:///{path}")
+
+    assert [r for r in caplog.records if r.name == "auth_service.migrate"] == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -303,7 +303,7 @@ def test_serve_logs_the_issuer_apart_from_where_it_listens(tmp_path: Path) -> No
 
 
 def test_the_readmes_try_it_block_works_pasted_into_a_shell(server: Server) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("Try it:\n\n```sh\n", 1)[1].split("```", 1)[0]
     if shutil.which("curl") is None:
         if os.environ.get("CI") == "true":

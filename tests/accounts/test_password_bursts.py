@@ -3,7 +3,7 @@
 bcrypt runs in a few worker threads; requests waiting for one must not hold a pooled
 connection (or token verification and readiness checks starve). The queue is bounded, and
 when it is full the client holding the most places is refused, never one holding none
-(tests/test_fair_queue.py has the rules step by step).
+(tests/unit/test_fair_queue.py has the rules step by step).
 """
 
 import os

@@ -1,4 +1,4 @@
-"""Files that hold secrets: the secret key file and the SQLite database.
+"""Files that hold secrets: the secret key file (the SQLite file: tests/web/test_migrations.py).
 
 The suite runs as root, who can read any file: these tests look at permission bits, which
 say who else could, not at whether a read succeeds.
@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from auth_service import migrate
 from auth_service.app import resolve_secret_key
 from auth_service.config import Settings
 from auth_service.security.crypto import load_or_create_secret_key
@@ -166,33 +165,3 @@ def test_concurrent_first_starts_agree_on_one_complete_key(tmp_path: Path) -> No
         assert len(values.pop()) == 64  # all of token_urlsafe(48): nobody read it half-written
         assert [p.name for p in path.parent.iterdir()] == [".auth-secret-key"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-@pytest.mark.parametrize("mode", [0o644, 0o660], ids=oct)
-def test_migrating_an_sqlite_file_open_to_group_or_others_warns(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
-) -> None:
-    path = tmp_path / "auth.db"
-    path.touch()
-    path.chmod(mode)
-
-    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
-        migrate.upgrade(f"sqlite:///{path}")
-
-    warnings = [r.getMessage() for r in caplog.records if r.name == "auth_service.migrate"]
-    assert warnings == [
-        f"database file {path} is open to group or others (mode {mode:04o}): chmod 600 {path}"
-    ]
-
-
-def test_migrating_a_new_or_private_sqlite_file_is_quiet(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "auth.db"
-
-    with caplog.at_level(logging.WARNING, logger="auth_service.migrate"):
-        migrate.upgrade(f"sqlite:///{path}")
-        migrate.upgrade(f"sqlite:///{path}")
-
-    assert [r for r in caplog.records if r.name == "auth_service.migrate"] == []
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600

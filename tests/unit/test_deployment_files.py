@@ -18,7 +18,7 @@ from auth_service.config import Settings, unknown_variables
 from auth_service.db import create_engine
 from auth_service.services.user_state import POSTGRES_CONNECTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _compose() -> dict[str, Any]:

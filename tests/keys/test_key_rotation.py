@@ -8,16 +8,11 @@ or by `auth-service rotate-keys`, reaches all within seconds. Waits are bounded 
 deadline; the clock is moved by writing timestamps into the database.
 """
 
-import collections
 import logging
-import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +24,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, select
 from sqlmodel import col
 
 from auth_service import cli
@@ -54,10 +49,9 @@ from tests.helpers.app import (
     login,
     register,
     request_token,
-    scratch_postgres,
 )
+from tests.helpers.keys import CLI_ROTATED, kid_of, now_signing, set_times
 from tests.helpers.outage import DATABASE_TIMEOUT, answered_while_locked, assert_unavailable
-from tests.helpers.serve import WORKERS, RouteCounts, Server, workers_that_answered
 
 pytestmark = pytest.mark.anyio
 
@@ -70,11 +64,6 @@ KEY_FIELDS = {"kid", "alg", "state", "created_at", "signs_from", "retires_at", "
 only_sqlite = pytest.mark.parametrize(
     "database", [d for d in DATABASES if d == "sqlite"], indirect=True
 )
-
-
-def kid_of(token: str) -> str:
-    kid: str = jwt.get_unverified_header(token)["kid"]
-    return kid
 
 
 async def jwks_kids(client: httpx.AsyncClient) -> set[str]:
@@ -105,16 +94,6 @@ def _stored(database: str) -> list[tuple[str, datetime | None, datetime | None]]
         engine.dispose()
 
 
-def _set_times(database: str, kid: str, **times: datetime) -> None:
-    """Set the key's `created_at`, `signs_from` or `retires_at`, as another process would."""
-    engine = create_engine(sync_url(database))
-    try:
-        with engine.begin() as connection:
-            connection.execute(update(SigningKey).where(col(SigningKey.kid) == kid).values(**times))
-    finally:
-        engine.dispose()
-
-
 def _assert_invalid_token(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
@@ -138,17 +117,12 @@ async def _rotate(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[st
     return body
 
 
-def _now_signing(database: str, kid: str) -> None:
-    """As if the next key's time to sign had come (a second ago)."""
-    _set_times(database, kid, signs_from=datetime.now(UTC) - timedelta(seconds=1))
-
-
 async def _rotate_and_sign(
     client: httpx.AsyncClient, headers: dict[str, str], database: str
 ) -> dict[str, Any]:
     """Rotate, then let the next key's time to sign come: this worker signs with it now."""
     rotated = await _rotate(client, headers)
-    _now_signing(database, rotated["kid"])
+    now_signing(database, rotated["kid"])
     await app_state(client).key_ring.load()
     return rotated
 
@@ -175,7 +149,7 @@ async def test_a_rotation_publishes_the_next_key_before_it_signs(
         listed = await listed_keys(client, admin)
 
         # As if the lead had passed but 3 s: the ring knows the time, the table stays.
-        _set_times(database, rotated["kid"], signs_from=datetime.now(UTC) + timedelta(seconds=3))
+        set_times(database, rotated["kid"], signs_from=datetime.now(UTC) + timedelta(seconds=3))
         await app_state(client).key_ring.load()
         assert kid_of(await login(client, "steady@example.com")) == kid_of(old)
 
@@ -240,7 +214,7 @@ async def test_a_rotation_while_a_key_is_next_is_409_and_changes_nothing(
     assert _stored(database) == stored
     assert len(await jwks_kids(client)) == 2
 
-    _now_signing(database, rotated["kid"])  # once it signs, rotating is fine again
+    now_signing(database, rotated["kid"])  # once it signs, rotating is fine again
     assert (await _rotate(client, admin))["kid"] not in {kid for kid, _, _ in stored}
 
 
@@ -268,7 +242,7 @@ async def test_a_restart_signs_with_the_newest_key_whose_time_has_come(
 
     async with make_client() as second:
         before = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
-    _now_signing(database, rotated["kid"])
+    now_signing(database, rotated["kid"])
     async with make_client() as third:
         after = await login(third, ADMIN_EMAIL, ADMIN_PASSWORD)
 
@@ -282,13 +256,13 @@ async def test_a_superseded_key_never_signs_again_whatever_the_clocks_said(
     """A rotation on a replica whose clock is behind gives the new key an older date."""
     async with make_client() as first:
         rotated = await _rotate(first, await admin_headers(first))
-    _now_signing(database, rotated["kid"])
-    _set_times(database, rotated["kid"], created_at=datetime(2000, 1, 1, tzinfo=UTC))
+    now_signing(database, rotated["kid"])
+    set_times(database, rotated["kid"], created_at=datetime(2000, 1, 1, tzinfo=UTC))
     try:
         async with make_client() as second:
             token = await login(second, ADMIN_EMAIL, ADMIN_PASSWORD)
     finally:  # the fixture keeps the oldest key for the next test
-        _set_times(database, rotated["kid"], created_at=_parse_time(rotated["created_at"]))
+        set_times(database, rotated["kid"], created_at=_parse_time(rotated["created_at"]))
 
     assert kid_of(token) == rotated["kid"]
 
@@ -305,7 +279,7 @@ async def test_a_superseded_key_retires_once_its_window_has_passed(
         assert kid_of(old) in await jwks_kids(client)
 
         # As if the access token lifetime had passed since the rotation.
-        _set_times(database, kid_of(old), retires_at=datetime.now(UTC) - timedelta(seconds=1))
+        set_times(database, kid_of(old), retires_at=datetime.now(UTC) - timedelta(seconds=1))
 
         async def gone() -> bool:
             return kid_of(old) not in await jwks_kids(client)
@@ -335,8 +309,8 @@ async def test_a_worker_a_poll_behind_signs_tokens_that_verify_until_they_expire
         # may not.
         signs_from = datetime.now(UTC) - timedelta(seconds=55)
         retires_at = signs_from + keys_service.overlap(900)  # as the rotation sets it
-        _set_times(database, rotated["kid"], signs_from=signs_from)
-        _set_times(database, kid_of(old), retires_at=retires_at)
+        set_times(database, rotated["kid"], signs_from=signs_from)
+        set_times(database, kid_of(old), retires_at=retires_at)
 
         late = await login(there, "late@example.com")
 
@@ -358,7 +332,7 @@ async def test_a_retirement_falls_due_without_any_write(
     async with make_client(key_refresh_seconds=FAST_POLL) as client:
         old = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
         await _rotate_and_sign(client, bearer(old), database)
-        _set_times(database, kid_of(old), retires_at=datetime.now(UTC) + timedelta(seconds=1))
+        set_times(database, kid_of(old), retires_at=datetime.now(UTC) + timedelta(seconds=1))
         await app_state(client).key_ring.load()  # knows the new time; the table stays as is
         assert kid_of(old) in await jwks_kids(client)
 
@@ -694,7 +668,7 @@ async def test_another_replica_follows_a_rotation_and_a_revocation(
 
         await _until(publishes_the_next_key, "the other replica publishes the next key")
         assert kid_of(await login(there, "roaming@example.com")) == kid_of(old)
-        _now_signing(database, rotated["kid"])
+        now_signing(database, rotated["kid"])
 
         async def signs_with_the_new_key() -> bool:
             return kid_of(await login(there, "roaming@example.com")) == str(rotated["kid"])
@@ -720,12 +694,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
     monkeypatch.setenv("AUTH_SECRET_KEY", SECRET_KEY)
     monkeypatch.setenv("AUTH_BCRYPT_ROUNDS", str(BCRYPT_TEST_ROUNDS))
     return database
-
-
-CLI_ROTATED = re.compile(
-    r"next signing key (\S+) \(RS256\) is in the JWKS now and signs from (\S+); "
-    r"the current key signs until then, and earlier keys verify until \S+, then retire\n"
-)
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -759,7 +727,7 @@ async def test_rotate_keys_command_reaches_a_running_service(
         refused = await anyio.to_thread.run_sync(cli.main, ["rotate-keys"])
         assert refused == 1
         assert f"Key {kid} is already the next signing key" in capsys.readouterr().err
-        _now_signing(cli_env, kid)
+        now_signing(cli_env, kid)
 
         async def signs_with_it() -> bool:
             return kid_of(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)) == kid
@@ -845,151 +813,3 @@ async def _rotate_elsewhere(url: str, alg: str = "RS256") -> str:
 
 
 # --- `auth-service serve --workers 2` over loopback HTTP --------------------------------------
-
-
-class CountingServer(Server):
-    """A server that knows how many requests the test sent it, by (method, route): a worker
-    counts a request in its metrics only after it has answered, so the test must know how
-    many to wait for."""
-
-    def __init__(self, database_url: str, workdir: Path) -> None:
-        super().__init__(database_url, workdir)
-        self.sent: collections.Counter[tuple[str, str]] = collections.Counter()
-
-    def environment(self) -> dict[str, str]:
-        # The tests sign one user in until every worker has answered: more sessions than
-        # the default cap, which would end the first, whose token must stay valid.
-        return {**super().environment(), "AUTH_MAX_SESSIONS_PER_USER": "10000"}
-
-
-@pytest.fixture(scope="module", params=DATABASES)
-def serving(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CountingServer]:
-    """A real `auth-service serve --workers 2` on a database of its own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('keys-serve-sqlite') / 'auth.db'}"
-        yield from _serve(url, tmp_path_factory)
-        return
-    with scratch_postgres("auth_keys_serve") as (url, _):
-        yield from _serve(url, tmp_path_factory)
-
-
-def _serve(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingServer]:
-    running = CountingServer(url, tmp_path_factory.mktemp("keys-serve"))
-    try:
-        running.start()
-        yield running
-    finally:
-        running.close()
-
-
-def _serve_login(server: CountingServer, email: str, password: str = STRONG_PASSWORD) -> str:
-    form = {"grant_type": "password", "username": email, "password": password}
-    server.sent["POST", "/oauth2/token"] += 1
-    response = server.http.post("/oauth2/token", data=form)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-def _me(server: CountingServer, token: str) -> int:
-    server.sent["GET", "/users/me"] += 1
-    return server.http.get("/users/me", headers=bearer(token)).status_code
-
-
-def _counted(
-    server: CountingServer, method: str, route: str, deadline: float
-) -> dict[str, RouteCounts]:
-    """The workers' counts once every request sent so far for `method route` is in them."""
-    while True:
-        counts = server.requests_by_worker()
-        if sum(c[method, route] for c in counts.values()) >= server.sent[method, route]:
-            return counts
-        if time.monotonic() > deadline:
-            pytest.fail(f"the workers never counted {server.sent[method, route]} {method} {route}")
-        time.sleep(0.01)
-
-
-def _until_every_worker(
-    server: CountingServer, holds: Callable[[], bool], method: str, route: str, what: str
-) -> None:
-    """Wait until `holds()` is true for a run of calls that reached every worker with
-    `method route`; any false call starts the run again. Bounded by SERVE_WAIT_SECONDS.
-
-    A run starts from counts that include every earlier request: a refused request counted
-    late must not pass for a worker that answered within the run.
-    """
-    deadline = time.monotonic() + SERVE_WAIT_SECONDS
-    before, run = _counted(server, method, route, deadline), 0
-    while time.monotonic() < deadline:
-        if not holds():
-            before, run = _counted(server, method, route, deadline), 0
-            continue
-        run += 1
-        after = server.requests_by_worker()
-        if run >= 10 and len(workers_that_answered(before, after, method, route)) >= WORKERS:
-            return
-    pytest.fail(f"not on every worker within {SERVE_WAIT_SECONDS} s: {what}")
-
-
-def test_every_worker_of_a_running_serve_follows_a_rotation_and_a_revocation(
-    serving: CountingServer,
-) -> None:
-    email = f"keys-{uuid.uuid4().hex[:12]}@example.com"
-    registered = serving.http.post("/users", json={"email": email, "password": STRONG_PASSWORD})
-    assert registered.status_code == 201, registered.text
-    old = _serve_login(serving, email)
-    # Every worker has verified the old token, and keeps it in its cache.
-    _until_every_worker(serving, lambda: _me(serving, old) == 200, "GET", "/users/me", "warm-up")
-
-    rotated = subprocess.run(
-        [sys.executable, "-m", "auth_service", "rotate-keys"],
-        cwd=serving.workdir,
-        env=serving.environment(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert rotated.returncode == 0, rotated.stderr.decode()
-    found = CLI_ROTATED.fullmatch(rotated.stdout.decode())
-    assert found, rotated.stdout.decode()
-    new_kid = found[1]
-
-    def publishes_the_next_key() -> bool:
-        assert _me(serving, old) == 200
-        published = serving.http.get("/.well-known/jwks.json").json()["keys"]
-        return new_kid in {k["kid"] for k in published} and kid_of(
-            _serve_login(serving, email)
-        ) == kid_of(old)
-
-    _until_every_worker(
-        serving, publishes_the_next_key, "POST", "/oauth2/token", "publishing the next key"
-    )
-    _now_signing(serving.database_url, new_kid)
-
-    def signs_with_the_new_key() -> bool:
-        assert _me(serving, old) == 200  # never refused while the old key verifies
-        return kid_of(_serve_login(serving, email)) == new_kid
-
-    _until_every_worker(
-        serving, signs_with_the_new_key, "POST", "/oauth2/token", "signing with the new key"
-    )
-    kids = {key["kid"] for key in serving.http.get("/.well-known/jwks.json").json()["keys"]}
-    assert kids == {kid_of(old), new_kid}
-
-    new = _serve_login(serving, email)
-    admin = bearer(_serve_login(serving, ADMIN_EMAIL, ADMIN_PASSWORD))
-    revoked = serving.http.post(f"/admin/keys/{kid_of(old)}/revoke", headers=admin)
-    assert revoked.status_code == 200, revoked.text
-
-    def refuses_the_old_token() -> bool:
-        assert _me(serving, new) == 200
-        published = serving.http.get("/.well-known/jwks.json").json()["keys"]
-        return _me(serving, old) == 401 and [k["kid"] for k in published] == [new_kid]
-
-    _until_every_worker(
-        serving, refuses_the_old_token, "GET", "/users/me", "refusing the revoked key's tokens"
-    )
-    assert "Traceback" not in serving.log_text()

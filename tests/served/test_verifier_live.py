@@ -33,7 +33,7 @@ from tests.helpers.app import ADMIN_EMAIL, ADMIN_PASSWORD, STRONG_PASSWORD
 from tests.helpers.forged_tokens import Signer
 from tests.helpers.serve import REQUEST_TIMEOUT_SECONDS, Server, child_environment, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "orders-api"
 STARTUP_TIMEOUT_SECONDS = 30.0
 RANDOM_KIDS = 30
