@@ -4,6 +4,10 @@ The database is chosen by the `database` parameter: every test that touches data
 SQLite and on PostgreSQL. `TEST_DATABASES=sqlite` (or `postgresql`) narrows the run;
 `TEST_POSTGRES_URL` names the server. Outside CI a missing PostgreSQL skips its half of
 the suite; with CI=true it fails. The helpers the tests call live in `tests/helpers/`.
+
+Each test is marked by the folder it lives in (docs/contributing/testing.md): `unit` (no app,
+no database), `app` plus its capability (the app in-process), or `served` (real processes).
+A test module outside those folders is a collection error, so no test goes unmarked.
 """
 
 import logging
@@ -27,6 +31,28 @@ from tests.helpers.app import (
     seed,
     started_client,
 )
+
+HERE = Path(__file__).parent
+CAPABILITIES = ("accounts", "sessions", "clients", "keys", "access", "oauth", "web")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test of this folder by its tier (and capability): `-m unit`, `-m "not served"`,
+    `-m keys` select by them."""
+    for item in items:
+        if not item.path.is_relative_to(HERE):
+            continue  # verifier/tests marks its own
+        folder = item.path.relative_to(HERE).parts[0]
+        if folder in ("unit", "served"):
+            item.add_marker(folder)
+        elif folder in CAPABILITIES:
+            item.add_marker("app")
+            item.add_marker(folder)
+        else:
+            raise pytest.UsageError(
+                f"{item.path.relative_to(HERE.parent)}: a test lives in tests/unit/, "
+                f"tests/served/ or tests/<capability>/ ({', '.join(CAPABILITIES)})"
+            )
 
 
 @pytest.fixture(scope="session")

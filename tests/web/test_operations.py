@@ -249,7 +249,11 @@ async def test_a_request_id_is_generated_when_none_is_sent(client: httpx.AsyncCl
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("sent", ["abc-123.DEF_4", "a", "x" * 128, uuid.uuid4().hex])
+# The last: a UUID as hex, fixed so that every xdist worker collects the same test ids.
+@pytest.mark.parametrize(
+    "sent",
+    ["abc-123.DEF_4", "a", "x" * 128, "6f1c0e4d2b8a4f7e9c3d5a1b0e2f4c6d"],
+)
 async def test_a_safe_client_request_id_is_logged_beside_ours(
     client: httpx.AsyncClient, json_logs: "_JSONLines", sent: str
 ) -> None:

@@ -833,7 +833,7 @@ print([name for name, module in sys.modules.items() if module and "starlette" in
 
 
 def test_install_lines_never_take_the_verifier_by_its_bare_name() -> None:
-    # No release is published: `pip install auth-service-verifier` would install whatever
+    # No release is published: installing auth-service-verifier by that name would install whatever
     # someone else published under that name. A path or a git URL, never the bare name.
     root = Path(__file__).resolve().parents[2]
     texts = [*root.glob("*.md"), *root.glob("examples/**/*"), *root.glob("verifier/**/*")]
