@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi import Depends, Security
 from jwt.algorithms import RSAAlgorithm
 
@@ -70,6 +71,7 @@ def _sign(client: httpx.AsyncClient, header: bytes, payload: bytes) -> str:
     """A compact JWS over exactly these header and payload bytes, signed with our key."""
     rsa = RSAAlgorithm(RSAAlgorithm.SHA256)
     key = rsa.prepare_key(app_state(client).keys.signing.private.to_pem())
+    assert isinstance(key, RSAPrivateKey)
     signing_input = f"{b64url(header)}.{b64url(payload)}"
     return f"{signing_input}.{b64url(rsa.sign(signing_input.encode(), key))}"
 
@@ -96,7 +98,7 @@ def _assert_invalid_token(response: httpx.Response) -> str:
 
 async def _me(client: httpx.AsyncClient, token: str | bytes) -> httpx.Response:
     value = token if isinstance(token, bytes) else token.encode()
-    return await client.get("/users/me", headers={"Authorization": b"Bearer " + value})
+    return await client.get("/users/me", headers={b"Authorization": b"Bearer " + value})
 
 
 async def _user(client: httpx.AsyncClient, email: str) -> str:

@@ -46,6 +46,7 @@ from tests.helpers.issuer import HugeBody, public_jwk, rsa_pem
 pytestmark = pytest.mark.anyio
 
 ISSUER = "http://testserver"  # the in-process app's issuer, and its default audience
+SIGNER = Signer(rsa_pem(0), "k", ISSUER, ISSUER, "user-1")
 
 
 class Counted(httpx.AsyncBaseTransport):
@@ -367,9 +368,6 @@ async def test_refused_client_credentials_are_unavailability_not_acceptance(
     assert secret not in repr(source.settings)
 
 
-SIGNER = Signer(rsa_pem(0), "k", ISSUER, ISSUER, "user-1")
-
-
 def _answering(metadata: dict[str, Any], answer: bytes) -> httpx.MockTransport:
     """An issuer whose metadata and introspection answer are these (sync and async), and
     whose JWK Set holds `SIGNER`'s key."""
@@ -445,7 +443,8 @@ async def test_an_answer_past_the_size_cap_is_not_read_further(asynchronous: boo
     introspecting = TokenVerifier(
         issuer=ISSUER,
         audience=ISSUER,
-        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+        transport=None if asynchronous else transport,
+        async_transport=transport if asynchronous else None,
         introspection=Introspection(client_id="svc", client_secret="s3cret"),
     )
     token = _well_formed_token()

@@ -1,7 +1,5 @@
 """The caller's own account: /users/me, password change, /userinfo."""
 
-from typing import Any
-
 import anyio
 import httpx
 import pytest
@@ -18,6 +16,7 @@ from tests.helpers.app import (
     register,
     request_token,
 )
+from tests.helpers.hashers import DelegatingHasher
 
 pytestmark = pytest.mark.anyio
 
@@ -121,11 +120,11 @@ async def test_userinfo_returns_the_claims_the_scopes_allow(client: httpx.AsyncC
     assert 'error="insufficient_scope"' in without_openid.headers["www-authenticate"]
 
 
-class _PausingHasher:
+class _PausingHasher(DelegatingHasher):
     """Holds the first password check until released; everything else goes straight through."""
 
     def __init__(self, real: PasswordHasher) -> None:
-        self._real = real
+        super().__init__(real)
         self.paused = anyio.Event()
         self.release = anyio.Event()
         self._armed = True
@@ -135,10 +134,7 @@ class _PausingHasher:
             self._armed = False
             self.paused.set()
             await self.release.wait()
-        return await self._real.verify(password, hashed)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
+        return await super().verify(password, hashed)
 
 
 async def _login_racing_a_password_change(

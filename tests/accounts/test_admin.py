@@ -157,11 +157,12 @@ async def test_admin_token_without_admin_scope_gets_403(client: httpx.AsyncClien
 async def _role_fixtures(client: httpx.AsyncClient, root: dict[str, str]) -> dict[str, str]:
     """A plain member, an active admin and a deactivated admin: their ids by name."""
     ids = {}
-    for name, body in [
+    people: list[tuple[str, dict[str, object]]] = [
         ("member", {}),
         ("deputy", {"roles": ["admin"]}),
         ("retired", {"roles": ["admin"], "is_active": False}),
-    ]:
+    ]
+    for name, body in people:
         created = await client.post(
             "/admin/users",
             json={"email": f"{name}@example.com", "password": STRONG_PASSWORD, **body},
@@ -379,7 +380,7 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
     async def remove(target: str, headers: dict[str, str]) -> httpx.Response:
         if change == "delete":
             return await client.delete(f"/admin/users/{target}", headers=headers)
-        body = {"roles": []} if change == "demote" else {"is_active": False}
+        body: dict[str, object] = {"roles": []} if change == "demote" else {"is_active": False}
         return await client.patch(f"/admin/users/{target}", json=body, headers=headers)
 
     results = await asyncio.gather(remove(other["id"], first), remove(first_id, second))

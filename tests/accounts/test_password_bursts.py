@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from auth_service.security.passwords import HASHING_NICENESS, PasswordHasher
 from tests.helpers.app import (
@@ -46,6 +47,7 @@ class Burst:
 async def _burst(client: httpx.AsyncClient, send: Callable[[], Awaitable[httpx.Response]]) -> Burst:
     """Send BURST requests at once; meanwhile ask for readiness and watch the pool."""
     pool = app_state(client).engine.pool
+    assert isinstance(pool, QueuePool)
     statuses: list[int] = []
     most_checked_out = 0
 
@@ -304,7 +306,7 @@ async def test_a_cancelled_hash_keeps_its_slot_until_the_hash_is_done() -> None:
     hasher = PasswordHasher(rounds=BCRYPT_TEST_ROUNDS, concurrency=1)
     started, release = threading.Event(), threading.Event()
     events: list[str] = []
-    real_hash = hasher._context.hash
+    real_hash: Callable[[str], str] = hasher._context.hash
 
     def held_hash(secret: str) -> str:
         started.set()
@@ -312,7 +314,7 @@ async def test_a_cancelled_hash_keeps_its_slot_until_the_hash_is_done() -> None:
         events.append("first hash done")
         return real_hash(secret)
 
-    hasher._context.hash = held_hash  # type: ignore[method-assign]
+    hasher._context.hash = held_hash
     first = anyio.CancelScope()
 
     async def hash_first() -> None:

@@ -86,7 +86,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "bootstrap_admin_password": ADMIN_PASSWORD,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -92,6 +92,7 @@ class Signer:
         """A compact JWS over exactly these bytes, signed (RS256) with the issuer's key."""
         algorithm = RSAAlgorithm(RSAAlgorithm.SHA256)
         key = algorithm.prepare_key(self.private_pem)
+        assert isinstance(key, rsa.RSAPrivateKey)
         signing_input = f"{b64url(header)}.{b64url(payload)}"
         return f"{signing_input}.{b64url(algorithm.sign(signing_input.encode(), key))}"
 

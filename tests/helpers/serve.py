@@ -8,16 +8,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.helpers.app import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
 )
+
+# prometheus_client declares no types for it: what it returns, as its documentation says.
+_merge: Callable[..., Iterable[Metric]] = MultiProcessCollector.merge
 
 WORKERS = 2
 STARTUP_TIMEOUT_SECONDS = 45.0
@@ -155,7 +160,7 @@ class Server:
         by_worker: dict[str, RouteCounts] = {}
         for path in self.metrics_dir.glob("counter_*.db"):
             counts: RouteCounts = collections.Counter()
-            for family in MultiProcessCollector.merge([str(path)], accumulate=True):
+            for family in _merge([str(path)], accumulate=True):
                 for sample in family.samples:
                     if sample.name == "auth_http_requests_total":
                         key = (sample.labels["method"], sample.labels["route"])

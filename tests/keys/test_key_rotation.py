@@ -154,7 +154,8 @@ async def test_a_rotation_publishes_the_next_key_before_it_signs(
         assert kid_of(await login(client, "steady@example.com")) == kid_of(old)
 
         async def signs_with_the_next_key() -> bool:
-            return kid_of(await login(client, "steady@example.com")) == rotated["kid"]
+            kid: str = rotated["kid"]
+            return kid_of(await login(client, "steady@example.com")) == kid
 
         await _until(signs_with_the_next_key, "the next key signs at its time, no call made")
         new = await login(client, "steady@example.com")

@@ -8,7 +8,6 @@ answers `{"error", "error_description"}`, never FastAPI's 422 shape.
 import base64
 import unicodedata
 from collections import Counter
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from tests.helpers.app import (
     login,
     register,
 )
+from tests.helpers.hashers import DelegatingHasher
 
 pytestmark = pytest.mark.anyio
 
@@ -65,11 +65,11 @@ async def _verified_claims(
     return claims
 
 
-class CountingHasher(PasswordHasher):
+class CountingHasher(DelegatingHasher):
     """The app's real hasher, with a count of each bcrypt operation it is asked for."""
 
-    def __init__(self, inner: PasswordHasher) -> None:  # no super(): everything delegates
-        self.inner = inner
+    def __init__(self, inner: PasswordHasher) -> None:
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
 
     async def hash(self, password: str) -> str:
@@ -83,12 +83,6 @@ class CountingHasher(PasswordHasher):
     async def dummy_verify(self, password: str) -> None:
         self.calls["dummy_verify"] += 1
         await self.inner.dummy_verify(password)
-
-    def turn(self, client: str = "local") -> AbstractAsyncContextManager[None]:
-        return self.inner.turn(client)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _count_hashing(client: httpx.AsyncClient) -> CountingHasher:
@@ -496,7 +490,7 @@ async def test_non_ascii_basic_credentials_are_invalid_client_not_a_500(
     await register(client, "latin@example.com")
 
     response = await client.post(
-        TOKEN_URL, data=_form("latin@example.com"), headers={"Authorization": header}
+        TOKEN_URL, data=_form("latin@example.com"), headers={b"Authorization": header}
     )
 
     _assert_oauth_error(response, 401, "invalid_client")

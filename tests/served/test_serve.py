@@ -107,7 +107,7 @@ def _successful_logins(server: Server) -> float:
 
 
 def _until_both_workers(
-    server: Server, step: Callable[[int], None], method: str, route: str
+    server: Server, step: Callable[[int], object], method: str, route: str
 ) -> int:
     """Run `step(i)` at least MIN_REQUESTS times, and on until both workers answered `route`."""
     before = server.requests_by_worker()

@@ -427,7 +427,7 @@ def test_forwarded_headers_count_only_from_trusted_proxies(
     if trusted is not None:
         monkeypatch.setenv("AUTH_TRUSTED_PROXIES", trusted)
 
-    seen = _seen_by_app(Settings(_env_file=None), forwarded_for)  # type: ignore[call-arg]
+    seen = _seen_by_app(Settings(_env_file=None), forwarded_for)
 
     assert seen == expected
 
@@ -439,4 +439,4 @@ def test_trusted_proxies_refuse_what_is_not_an_address(
     monkeypatch.setenv("AUTH_TRUSTED_PROXIES", value)
 
     with pytest.raises(ValidationError, match="not an IP address or network"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)

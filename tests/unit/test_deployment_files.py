@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.pool import QueuePool
 
 from auth_service.config import Settings, unknown_variables
 from auth_service.db import create_engine
@@ -162,6 +163,7 @@ def test_build_context_leaves_out_environments_caches_databases_and_keys() -> No
 def test_postgres_holds_every_worker_of_the_compose_file() -> None:
     engine = create_engine("postgresql://auth@db/auth")  # connects to nothing yet
     pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
     # The pool keeps max_overflow in a private attribute only.
     per_worker = pool.size() + pool._max_overflow + POSTGRES_CONNECTIONS
     assert f"Each worker opens up to {per_worker} connections" in _readme()

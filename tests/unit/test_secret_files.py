@@ -28,7 +28,7 @@ def _settings(env: str, path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"env": env, "secret_key_file": path}
     if env == "production":
         values["issuer"] = "https://id.example"
-    return Settings(_env_file=None, **values, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values, **overrides)
 
 
 def _key_file(path: Path, value: str, mode: int) -> Path:
@@ -78,7 +78,7 @@ def test_production_never_generates_a_key_file(tmp_path: Path) -> None:
 
 def test_production_without_a_key_or_a_named_file_is_refused() -> None:
     with pytest.raises(ValueError, match=r"AUTH_SECRET_KEY \(or AUTH_SECRET_KEY_FILE\)"):
-        Settings(_env_file=None, env="production", issuer="https://id.example")  # type: ignore[call-arg]
+        Settings(_env_file=None, env="production", issuer="https://id.example")
 
 
 def test_serve_stops_with_one_line_on_an_open_key_file(tmp_path: Path) -> None:

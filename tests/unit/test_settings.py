@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from auth_service.security.crypto import load_or_create_secret_key
 
 
 def test_defaults_run_on_a_local_sqlite_file() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
 
     assert settings.database_url == "sqlite:///./auth.db"
     assert settings.issuer == "http://localhost:8000"
@@ -68,7 +69,7 @@ def test_invalid_values_are_refused(
     monkeypatch.setenv(variable, value)
 
     with pytest.raises(ValidationError):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_a_cors_origin_a_browser_never_sends_is_refused_with_its_spelling(
     origin: str, reason: str
 ) -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings(_env_file=None, cors_origins=origin)  # type: ignore[call-arg]
+        Settings(_env_file=None, cors_origins=origin)
 
     [error] = refused.value.errors()
     assert error["loc"] == ("cors_origins",)
@@ -105,8 +106,8 @@ def test_cors_origins_as_a_browser_sends_them_are_kept() -> None:
     origins = (
         "https://app.example, http://127.0.0.1:5173, http://[::1]:8080, https://a.example:8443"
     )
-    settings = Settings(_env_file=None, cors_origins=origins)  # type: ignore[call-arg]
-    anyone = Settings(_env_file=None, cors_origins="*")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, cors_origins=origins)
+    anyone = Settings(_env_file=None, cors_origins="*")
 
     assert settings.cors_origins == [item.strip() for item in origins.split(",")]
     assert anyone.cors_origins == ["*"]
@@ -122,10 +123,9 @@ def test_cors_origins_as_a_browser_sends_them_are_kept() -> None:
     ],
 )
 def test_production_demands_a_real_secret_and_https(overrides: dict[str, str]) -> None:
+    values: dict[str, Any] = {"env": "production", "issuer": "https://id.example", **overrides}
     with pytest.raises(ValidationError):
-        Settings(
-            _env_file=None, **{"env": "production", "issuer": "https://id.example", **overrides}
-        )  # type: ignore[arg-type]
+        Settings(_env_file=None, **values)
 
 
 # What operators type when asked for "a random value of 32+ characters".
@@ -135,9 +135,7 @@ LOW_ENTROPY_SECRETS = ["s" * 48, "changeme" * 4, "abcd" * 12, "0123456789abcdef"
 @pytest.mark.parametrize("secret", LOW_ENTROPY_SECRETS)
 def test_production_refuses_a_low_entropy_secret(secret: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        Settings(  # type: ignore[call-arg]
-            _env_file=None, env="production", issuer="https://id.example", secret_key=secret
-        )
+        Settings(_env_file=None, env="production", issuer="https://id.example", secret_key=secret)
 
     message = caught.value.errors()[0]["msg"]
     assert "AUTH_SECRET_KEY has too little entropy" in message
@@ -158,7 +156,7 @@ def test_production_refuses_a_low_entropy_secret(secret: str) -> None:
 def test_production_accepts_generated_secrets(generate: Callable[[], str]) -> None:
     # Many draws: the estimate must not refuse an unlucky but genuinely random value.
     for _ in range(500):
-        Settings(  # type: ignore[call-arg]
+        Settings(
             _env_file=None, env="production", issuer="https://id.example", secret_key=generate()
         )
 
@@ -184,7 +182,7 @@ def test_a_weak_production_secret_stops_the_cli_with_one_line(
 def test_development_warns_about_a_secret_production_would_refuse(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = Settings(_env_file=None, secret_key="changeme" * 4)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, secret_key="changeme" * 4)
 
     with caplog.at_level(logging.WARNING):
         assert resolve_secret_key(settings) == "changeme" * 4
@@ -196,7 +194,7 @@ def test_development_warns_about_a_secret_production_would_refuse(
 
 def test_development_is_quiet_about_its_generated_key(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        resolve_secret_key(Settings(_env_file=None))  # type: ignore[call-arg]
+        resolve_secret_key(Settings(_env_file=None))
 
     assert caplog.records == []
 

@@ -416,7 +416,8 @@ async def test_a_database_error_that_is_a_bug_is_a_500_not_a_503(
 
     @app.get("/probe/bad-sql")
     async def bad_sql(session: SessionDep) -> None:
-        await session.exec(text(statement))
+        connection = await session.connection()
+        await connection.execute(text(statement))
 
     response = await client.get("/probe/bad-sql")
 

@@ -21,10 +21,11 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlmodel import SQLModel
 
+import auth_service.models  # noqa: F401 (puts every table on SQLModel.metadata)
 from auth_service import migrate
 from auth_service.db import sync_url
-from auth_service.models import SQLModel
 
 
 def _differences(database_url: str) -> list[object]:
@@ -75,7 +76,7 @@ def test_an_upgrade_keeps_the_role_powers_of_clients_that_manage_users(
         column("created_at", DateTime(timezone=True)),
         column("updated_at", DateTime(timezone=True)),
     )
-    lists = {"grant_types": [], "audiences": [], "redirect_uris": []}
+    lists: dict[str, list[str]] = {"grant_types": [], "audiences": [], "redirect_uris": []}
     now = datetime.now(UTC)
     try:
         with engine.begin() as connection:

@@ -67,8 +67,8 @@ class BreakableDatabase:
     """A database of this test's own that can be made unreachable and brought back."""
 
     url: str
-    cut: Callable[[], None]
-    restore: Callable[[], None]
+    cut: Callable[[], object]
+    restore: Callable[[], object]
 
 
 @pytest.fixture

@@ -305,7 +305,8 @@ async def test_an_answer_past_the_size_cap_is_not_read_further(
     verifier = TokenVerifier(
         issuer="https://issuer.test",
         audience=AUDIENCE,
-        **({"async_transport": transport} if asynchronous else {"transport": transport}),
+        transport=None if asynchronous else transport,
+        async_transport=transport if asynchronous else None,
     )
     token = _with_header(Signer(rsa_pem(0), "k", "https://issuer.test", AUDIENCE, "user-1"))
 
