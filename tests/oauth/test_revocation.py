@@ -525,9 +525,9 @@ async def test_every_worker_purges_in_the_background(make_client: ClientFactory)
             then=utcnow() - timedelta(days=1),
         )
     async with make_client(purge_interval_seconds=1) as client:
-        for _ in range(100):
+        for _ in range(300):  # a wide bound for a busy machine: a working purge ends it at once
             if await sql(client, "SELECT count(*) FROM revoked_access_tokens") == [(0,)]:
                 break
             await asyncio.sleep(0.1)
         else:
-            pytest.fail("the purge did not run within 10 s")
+            pytest.fail("the purge did not run within 30 s")

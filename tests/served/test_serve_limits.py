@@ -241,8 +241,9 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(
     assert status == 200
     assert "connection" not in headers  # kept alive
     assert raw == b""
-    # The keep-alive timeout, well before the header timeout would have closed it.
-    assert KEEP_ALIVE_SECONDS - SLACK_SECONDS <= elapsed < HEADER_TIMEOUT_SECONDS, elapsed
+    # The keep-alive timer closed it (the head deadline of a kept-alive connection starts only
+    # at its first byte, so nothing else could); how late it may come is the usual grace.
+    _assert_cut_at(elapsed, KEEP_ALIVE_SECONDS)
 
 
 def test_a_body_sent_byte_by_byte_is_answered_408_at_the_body_timeout(
