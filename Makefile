@@ -2,6 +2,8 @@
 #   make run    serve on the embedded SQLite default (http://127.0.0.1:8000/docs); the issuer,
 #               which other services are given, is AUTH_ISSUER (http://localhost:8000)
 #   make test   run the whole test suite (SQLite, and PostgreSQL when one is reachable)
+# While developing, `make check` is the quick loop: the unit tests and the app in-process on
+# SQLite, over every core, without coverage (docs/contributing/testing.md).
 # Both create or refresh the virtual environment in .venv: `make run` from the runtime lock
 # only, `make test` (and lint, format, lock, bench) from the development lock on top of it.
 
@@ -20,8 +22,10 @@ PYTEST_ARGS ?=
 COVERAGE ?= --cov
 # Material for MkDocs prints a banner about its successor on every build.
 export NO_MKDOCS_2_WARNING := 1
+# make check: how many pytest-xdist workers (auto: one per core).
+CHECK_WORKERS ?= auto
 
-.PHONY: run test lint docs format migrate openapi lock bench bench-quick bench-micro clean
+.PHONY: run test check lint docs format migrate openapi lock bench bench-quick bench-micro clean
 
 # The locks are complete (every transitive pin, with hashes), so pip installs them with
 # --no-deps and resolves nothing: a newer release of a dependency wanted with an extra
@@ -49,6 +53,9 @@ run: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
+
+check: $(DEV_STAMP)
+	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not served" -n $(CHECK_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -3,42 +3,56 @@
 The database is chosen by the `database` parameter: every test that touches data runs on
 SQLite and on PostgreSQL. `TEST_DATABASES=sqlite` (or `postgresql`) narrows the run;
 `TEST_POSTGRES_URL` names the server. Outside CI a missing PostgreSQL skips its half of
-the suite; with CI=true it fails.
+the suite; with CI=true it fails. The helpers the tests call live in `tests/helpers/`.
+
+Each test is marked by the folder it lives in (docs/contributing/testing.md): `unit` (no app,
+no database), `app` plus its capability (the app in-process), or `served` (real processes).
+A test module outside those folders is a collection error, so no test goes unmarked.
 """
 
-import asyncio
-import base64
 import logging
 import os
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
-from psycopg.sql import SQL, Identifier
-from sqlalchemy import text
 
-from auth_service import startup
-from auth_service.app import create_app
-from auth_service.config import Settings
 from auth_service.kit import migrate
-from auth_service.state import AppState
-from auth_service.web.deps import state_of
+from tests.helpers.app import (
+    DATABASES,
+    ClientFactory,
+    make_settings,
+    scratch_postgres,
+    seed,
+    started_client,
+)
 
-BCRYPT_TEST_ROUNDS = 4
-STRONG_PASSWORD = "correct horse battery staple"
-ADMIN_EMAIL = "root@example.com"
-ADMIN_PASSWORD = "admin passphrase that is long"
-DATABASES = [d for d in os.environ.get("TEST_DATABASES", "sqlite,postgresql").split(",") if d]
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-SECRET_KEY = "test secret key"
+HERE = Path(__file__).parent
+CAPABILITIES = ("accounts", "sessions", "clients", "keys", "access", "oauth", "web")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test of this folder by its tier (and capability): `-m unit`, `-m "not served"`,
+    `-m keys` select by them."""
+    for item in items:
+        if not item.path.is_relative_to(HERE):
+            continue  # verifier/tests marks its own
+        folder = item.path.relative_to(HERE).parts[0]
+        if folder in ("unit", "served"):
+            item.add_marker(folder)
+        elif folder in CAPABILITIES:
+            item.add_marker("app")
+            item.add_marker(folder)
+        else:
+            raise pytest.UsageError(
+                f"{item.path.relative_to(HERE.parent)}: a test lives in tests/unit/, "
+                f"tests/served/ or tests/<capability>/ ({', '.join(CAPABILITIES)})"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -66,51 +80,12 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.chdir(tmp_path)
 
 
-def with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-def _seed(database_url: str) -> None:
-    """Create the signing key and bootstrap admin once, as a first start would.
-
-    RSA key generation is the slowest part of a start; tests that are about the first start
-    use `empty_database`.
-    """
-    with ThreadPoolExecutor(1) as executor:  # a loop of its own, away from the tests' loop
-        executor.submit(
-            asyncio.run,
-            startup.prepare_database(make_settings(database_url), secret_key=SECRET_KEY),
-        ).result()
-
-
-@contextmanager
-def scratch_postgres(prefix: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
-    """A new, empty PostgreSQL database, dropped afterwards: (its URL, an admin connection).
-
-    Without a server this skips the test, or fails it under CI=true.
-    """
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI and unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(SQL("CREATE DATABASE {}").format(Identifier(name)))
-        try:
-            yield with_database(POSTGRES_URL, name), admin
-        finally:
-            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
-
-
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run, migrated once with Alembic."""
     with scratch_postgres("auth_test") as (url, _):
         migrate.upgrade(url)
-        _seed(url)
+        seed(url)
         yield url
 
 
@@ -119,7 +94,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once; each test gets a copy."""
     path = tmp_path_factory.mktemp("sqlite-template") / "auth.db"
     migrate.upgrade(f"sqlite:///{path}")
-    _seed(f"sqlite:///{path}")
+    seed(f"sqlite:///{path}")
     return path
 
 
@@ -153,70 +128,6 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         yield url
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "secret_key": SECRET_KEY,
-        "issuer": "http://testserver",
-        "bcrypt_rounds": BCRYPT_TEST_ROUNDS,
-        "password_hash_concurrency": 4,
-        "bootstrap_admin_email": ADMIN_EMAIL,
-        "bootstrap_admin_password": ADMIN_PASSWORD,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@asynccontextmanager
-async def started_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client calling a freshly created and started app in-process."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c
-
-
-def app_of(client: httpx.AsyncClient) -> FastAPI:
-    """The app an in-process client calls."""
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    return app
-
-
-def app_state(client: httpx.AsyncClient) -> AppState:
-    """The state of the app an in-process client calls: its engine, hasher, keys..."""
-    return state_of(app_of(client))
-
-
-async def sql(client: httpx.AsyncClient, statement: str, **params: Any) -> list[Any]:
-    """Run one statement on the app's database, committed; the rows it returns, if any."""
-    async with app_state(client).engine.begin() as connection:
-        result = await connection.execute(text(statement), params)
-        return list(result.all()) if result.returns_rows else []
-
-
-async def drop_connections(client: httpx.AsyncClient) -> None:
-    """Close every database connection the app holds, as a restart would: pooled ones and
-    the guards' own (an open SQLite file keeps working after it is moved)."""
-    state = app_state(client)
-    await state.reads.close()
-    await state.engine.dispose()
-
-
-def b64url(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 §2), as a JWS segment is spelled."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def peer(client: httpx.AsyncClient, host: str) -> httpx.AsyncClient:
-    """Another client of `client`'s app, whose requests come from the address `host`."""
-    transport = httpx.ASGITransport(app=app_of(client), client=(host, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-
 @pytest.fixture
 def make_client(database: str) -> ClientFactory:
     """`async with make_client(**settings_overrides) as client:` a started app on `database`."""
@@ -231,51 +142,3 @@ def make_client(database: str) -> ClientFactory:
 async def client(make_client: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client() as c:
         yield c
-
-
-async def register(
-    client: httpx.AsyncClient, email: str, password: str = STRONG_PASSWORD, **extra: Any
-) -> dict[str, Any]:
-    response = await client.post("/users", json={"email": email, "password": password, **extra})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def request_token(
-    client: httpx.AsyncClient,
-    email: str,
-    password: str = STRONG_PASSWORD,
-    scope: str | None = None,
-) -> httpx.Response:
-    """The token endpoint's answer to a password grant, whatever it is."""
-    form = {"grant_type": "password", "username": email, "password": password}
-    if scope is not None:
-        form["scope"] = scope
-    return await client.post("/oauth2/token", data=form)
-
-
-async def login(
-    client: httpx.AsyncClient,
-    email: str,
-    password: str = STRONG_PASSWORD,
-    scope: str | None = None,
-) -> str:
-    response = await request_token(client, email, password, scope)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def auth_headers(
-    client: httpx.AsyncClient, email: str, password: str = STRONG_PASSWORD
-) -> dict[str, str]:
-    return bearer(await login(client, email, password))
-
-
-async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
-    return await auth_headers(client, ADMIN_EMAIL, ADMIN_PASSWORD)
