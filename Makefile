@@ -55,7 +55,8 @@ test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 check: $(DEV_STAMP)
-	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not served" -n $(CHECK_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not served" --ignore=tests/served \
+		-n $(CHECK_WORKERS) --dist worksteal -q $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
