@@ -24,21 +24,6 @@ from tests.helpers.serve import free_port
 
 pytestmark = pytest.mark.anyio
 
-ASSETS = "/docs-assets/"
-# What a user may hold (introspect is for service clients only).
-SCOPES = {
-    "openid",
-    "profile",
-    "email",
-    "account",
-    "admin:users",
-    "admin:roles",
-    "admin:clients",
-    "admin:keys",
-}
-CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
-
-
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 

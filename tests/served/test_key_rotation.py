@@ -27,14 +27,7 @@ from tests.helpers.serve import WORKERS, RouteCounts, Server, workers_that_answe
 pytestmark = pytest.mark.anyio
 
 # Bounds on the waits for a change to reach a worker (a poll every AUTH_KEY_REFRESH_SECONDS).
-IN_PROCESS_WAIT_SECONDS = 15.0
 SERVE_WAIT_SECONDS = 45.0
-FAST_POLL = 0.05  # AUTH_KEY_REFRESH_SECONDS of the in-process apps that wait for a poll
-PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
-KEY_FIELDS = {"kid", "alg", "state", "created_at", "signs_from", "retires_at", "revoked_at"}
-only_sqlite = pytest.mark.parametrize(
-    "database", [d for d in DATABASES if d == "sqlite"], indirect=True
-)
 
 
 class CountingServer(Server):
