@@ -48,8 +48,13 @@ async def get_by_email(*, db: AsyncSession, email: str) -> User | None:
     return await repository.by_email(db, email)
 
 
+async def find_user(*, db: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The account `user_id`, or None when there is none (any more)."""
+    return await repository.get(db, user_id)
+
+
 async def get_user(*, db: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await repository.get(db, user_id)
+    user = await find_user(db=db, user_id=user_id)
     if user is None:
         raise NotFound("No such user.")
     return user

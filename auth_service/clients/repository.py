@@ -23,14 +23,8 @@ async def page(db: AsyncSession, *, limit: int, offset: int) -> tuple[list[OAuth
     return list(found.all()), total.one()
 
 
-async def add(db: AsyncSession, client: OAuthClient) -> None:
-    """Insert a new client."""
-    db.add(client)
-    await db.flush()
-
-
 async def save(db: AsyncSession, client: OAuthClient) -> None:
-    """Write the changes made to `client`."""
+    """Write a new client, or the changes made to one."""
     db.add(client)
     await db.flush()
 

@@ -178,7 +178,7 @@ async def create_client(
         updated_at=now,
         secret_rotated_at=now if secret else None,
     )
-    await repository.add(db, client)
+    await repository.save(db, client)
     return client, secret
 
 

@@ -13,10 +13,38 @@ from auth_service.kit import jobs
 from auth_service.models import LoginSession, User
 
 
-async def add(db: AsyncSession, login: LoginSession) -> None:
-    """Insert a new session."""
+async def save(db: AsyncSession, login: LoginSession) -> None:
+    """Write a new session, or the changes made to one."""
     db.add(login)
     await db.flush()
+
+
+async def locked(db: AsyncSession, session_id: uuid.UUID) -> LoginSession | None:
+    """The session's row as it is now, locked until the transaction ends (PostgreSQL:
+    FOR UPDATE)."""
+    found = await db.exec(
+        select(LoginSession)
+        .where(LoginSession.id == session_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return found.first()
+
+
+async def spend_generation(
+    db: AsyncSession, session_id: uuid.UUID, *, generation: int, now: datetime
+) -> bool:
+    """Move the session from refresh token `generation` to the next, if that is still its
+    live one: one conditional UPDATE, so of concurrent calls exactly one is True."""
+    spent = await db.exec(
+        update(LoginSession)
+        .where(
+            col(LoginSession.id) == session_id,
+            col(LoginSession.refresh_generation) == generation,
+        )
+        .values(refresh_generation=generation + 1, refreshed_at=now, successor=None)
+    )
+    return spent.rowcount == 1
 
 
 async def with_user(db: AsyncSession, session_id: uuid.UUID) -> tuple[LoginSession, User] | None:

@@ -17,9 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from auth_service.config import Settings
@@ -81,7 +79,7 @@ async def start(
         ip=device.ip,
         user_agent=device.user_agent[:USER_AGENT_MAX] if device.user_agent else None,
     )
-    await repository.add(db, login)
+    await repository.save(db, login)
     await repository.keep_newest(
         db, user_id=user.id, new=login.id, keep=settings.max_sessions_per_user
     )
@@ -133,7 +131,7 @@ async def spend(
     presented = refresh_tokens.read(token)
     if presented is None:
         return None
-    login = await _locked(db, presented.session_id)
+    login = await repository.locked(db, presented.session_id)
     if (
         login is None
         or not refresh_tokens.genuine(presented, login.refresh_seed)
@@ -146,30 +144,13 @@ async def spend(
         return Presented(login, presented.generation, spent_now=False)
     if login.idle_expires_at <= now:
         return None  # the live token, expired unused
-    spent = await db.exec(
-        update(LoginSession)
-        .where(
-            col(LoginSession.id) == login.id,
-            col(LoginSession.refresh_generation) == presented.generation,
-        )
-        .values(refresh_generation=presented.generation + 1, refreshed_at=now, successor=None)
+    spent_now = await repository.spend_generation(
+        db, login.id, generation=presented.generation, now=now
     )
-    login = await _locked(db, presented.session_id)
+    login = await repository.locked(db, presented.session_id)
     if login is None:  # its session ended after it was read here (SQLite only)
         return None
-    return Presented(login, presented.generation, spent_now=spent.rowcount == 1)
-
-
-async def _locked(db: AsyncSession, session_id: uuid.UUID) -> LoginSession | None:
-    """The session's row as it is now, locked until the transaction ends (PostgreSQL:
-    FOR UPDATE)."""
-    found = await db.exec(
-        select(LoginSession)
-        .where(LoginSession.id == session_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return found.first()
+    return Presented(login, presented.generation, spent_now=spent_now)
 
 
 async def rotate(
@@ -186,8 +167,7 @@ async def rotate(
     login = presented.login
     login.scope, login.last_used_at = scope, now
     login.idle_expires_at = _idle_end(now, login.expires_at, settings)
-    db.add(login)
-    await db.flush()
+    await repository.save(db, login)
     return refresh_tokens.make(login.id, login.refresh_generation, login.refresh_seed)
 
 
@@ -199,8 +179,7 @@ def successor_association(presented: Presented) -> bytes:
 async def keep_successor(db: AsyncSession, presented: Presented, sealed: bytes) -> None:
     """Keep the successor's answer, sealed, for the reuse interval."""
     presented.login.successor = sealed
-    db.add(presented.login)
-    await db.flush()
+    await repository.save(db, presented.login)
 
 
 # --- ending sessions: every way a session ends is here ----------------------------------

@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 
 from auth_service.access import service as access
 from auth_service.access.scopes import format_scope, parse_scope, refresh_scopes, within_granted
+from auth_service.accounts import service as accounts
 from auth_service.errors import InvalidGrant, InvalidTarget
 from auth_service.kit.time import utcnow
-from auth_service.models import LoginSession, User
+from auth_service.models import LoginSession
 from auth_service.oauth import forms
 from auth_service.oauth.grants import (
     AUDIENCE_PARAMETERS,
@@ -90,7 +91,7 @@ class RefreshTokenGrant(Grant):
             # transaction, which holds the session's row lock, has rolled back.
             state.side_writes.after(db, partial(sessions.end, session_id=login.id))
             raise InvalidGrant("The refresh token was used already; its session has ended.")
-        user = await db.get(User, login.user_id)
+        user = await accounts.find_user(db=db, user_id=login.user_id)
         if user is None or not user.is_active:
             raise InvalidGrant(INVALID)  # and the spend is rolled back with the request
         if user.token_version != login.token_version:
